@@ -1,0 +1,58 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// Every Swift target gets the same strict settings (Swift 6 mode is the package default).
+let strictSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("InternalImportsByDefault"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "wkfs",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "wkfs", targets: ["WKFSCommand"]),
+        .library(name: "WKW", targets: ["WKW"]),
+        .library(name: "WebKnossos", targets: ["WebKnossos"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.4.0"),
+    ],
+    targets: [
+        // C system libraries, found through pkg-config.
+        .systemLibrary(
+            name: "CLZ4", pkgConfig: "liblz4",
+            providers: [.apt(["liblz4-dev"])]),
+        .systemLibrary(
+            name: "CFUSE", pkgConfig: "fuse3",
+            providers: [.apt(["libfuse3-dev"])]),
+
+        // format -> dataset -> filesystem -> command line
+        .target(
+            name: "WKW",
+            dependencies: ["CLZ4", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: strictSettings),
+        .target(
+            name: "WebKnossos",
+            dependencies: ["WKW"],
+            swiftSettings: strictSettings),
+        .target(
+            name: "WKFS",
+            dependencies: ["WebKnossos", "WKW", "CFUSE"],
+            swiftSettings: strictSettings),
+        .executableTarget(
+            name: "WKFSCommand",
+            dependencies: [
+                "WKFS", "WebKnossos", "WKW",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strictSettings),
+
+        .testTarget(name: "WKWTests", dependencies: ["WKW"], swiftSettings: strictSettings),
+        .testTarget(
+            name: "WebKnossosTests", dependencies: ["WebKnossos", "WKW"],
+            swiftSettings: strictSettings),
+    ]
+)

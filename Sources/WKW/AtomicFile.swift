@@ -1,0 +1,34 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Replaces a file as a whole: write a temporary file beside it, fsync, rename over it.
+/// A crash at any moment leaves either the old or the new file.
+public enum AtomicFile {
+    /// A temporary name beside `path` that no other writer uses and no listing mistakes for data.
+    static func temporaryPath(for path: String) -> String {
+        "\(path).\(getpid())-\(UInt32.random(in: 0...UInt32.max)).tmp"
+    }
+
+    /// Atomically replaces (or creates) `path` with `bytes`.
+    public static func write(_ path: String, _ bytes: [UInt8]) throws {
+        try write(path) { file in
+            try bytes.withUnsafeBytes { try file.write(at: 0, $0) }
+        }
+    }
+
+    /// Atomically replaces (or creates) `path` with what `fill` writes into a new file.
+    static func write(_ path: String, fill: (OpenFile) throws -> Void) throws {
+        let temporary = temporaryPath(for: path)
+        do {
+            let file = try OpenFile.createNew(temporary)
+            try fill(file)
+            try file.sync()
+            try PathOps.rename(temporary, to: path)
+        } catch {
+            PathOps.remove(temporary)
+            throw error
+        }
+        PathOps.syncDirectory(PathOps.dirname(path))
+    }
+}

@@ -1,0 +1,175 @@
+#if canImport(Glibc)
+    import Glibc
+#elseif canImport(Musl)
+    import Musl
+#elseif canImport(Darwin)
+    import Darwin
+#endif
+import SystemPackage
+
+/// An open file for positioned reads and writes; every failure names the path.
+/// Wraps swift-system's `FileDescriptor` and adds the few calls it lacks (fstat, fsync).
+/// Positioned I/O needs no shared offset, so one open file may serve many threads.
+final class OpenFile: Sendable {
+    let path: String
+    let descriptor: FileDescriptor
+
+    private init(path: String, descriptor: FileDescriptor) {
+        self.path = path
+        self.descriptor = descriptor
+    }
+
+    /// Opens an existing file; nil when it does not exist.
+    static func openIfExists(_ path: String, writable: Bool = false) throws -> OpenFile? {
+        do {
+            let fd = try FileDescriptor.open(FilePath(path), writable ? .readWrite : .readOnly, options: [.closeOnExec])
+            return OpenFile(path: path, descriptor: fd)
+        } catch Errno.noSuchFileOrDirectory {
+            return nil
+        } catch let errno as Errno {
+            throw WKWError(.io(errno: errno.rawValue), path: path, "cannot open: \(errno)")
+        }
+    }
+
+    /// Creates a new file, failing if it exists.
+    static func createNew(_ path: String) throws -> OpenFile {
+        do {
+            let fd = try FileDescriptor.open(
+                FilePath(path), .readWrite, options: [.create, .exclusiveCreate, .closeOnExec],
+                permissions: [.ownerReadWrite, .groupRead, .otherRead])
+            return OpenFile(path: path, descriptor: fd)
+        } catch let errno as Errno {
+            throw WKWError(.io(errno: errno.rawValue), path: path, "cannot create: \(errno)")
+        }
+    }
+
+    deinit { try? descriptor.close() }
+
+    /// The file's size in bytes. The corresponding C function is `fstat`.
+    func size() throws -> Int {
+        var info = stat()
+        guard fstat(descriptor.rawValue, &info) == 0 else { throw error("cannot stat") }
+        return Int(info.st_size)
+    }
+
+    /// Reads exactly `buffer.count` bytes at `offset`; a short read is corrupt data.
+    func read(at offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws {
+        var done = 0
+        while done < buffer.count {
+            let n: Int
+            do {
+                n = try descriptor.read(
+                    fromAbsoluteOffset: Int64(offset + done), into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]),
+                    retryOnInterrupt: true)
+            } catch let errno as Errno {
+                throw WKWError(.io(errno: errno.rawValue), path: path, "cannot read at offset \(offset + done): \(errno)")
+            }
+            guard n > 0 else {
+                throw WKWError(.corrupt, path: path, "file ends at offset \(offset + done), expected \(buffer.count) bytes at offset \(offset)")
+            }
+            done += n
+        }
+    }
+
+    /// Reads exactly `count` bytes at `offset`.
+    func read(at offset: Int, count: Int) throws -> [UInt8] {
+        try [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            try read(at: offset, into: UnsafeMutableRawBufferPointer(buffer))
+            initialized = count
+        }
+    }
+
+    /// Writes all of `bytes` at `offset`.
+    func write(at offset: Int, _ bytes: UnsafeRawBufferPointer) throws {
+        do {
+            _ = try descriptor.writeAll(toAbsoluteOffset: Int64(offset), bytes)
+        } catch let errno as Errno {
+            throw WKWError(.io(errno: errno.rawValue), path: path, "cannot write at offset \(offset): \(errno)")
+        }
+    }
+
+    /// Sets the file's length (sparse when growing). The corresponding C function is `ftruncate`.
+    func resize(to length: Int) throws {
+        do {
+            try descriptor.resize(to: Int64(length), retryOnInterrupt: true)
+        } catch let errno as Errno {
+            throw WKWError(.io(errno: errno.rawValue), path: path, "cannot set length to \(length): \(errno)")
+        }
+    }
+
+    /// Flushes the file to stable storage. The corresponding C function is `fsync`.
+    func sync() throws {
+        guard fsync(descriptor.rawValue) == 0 else { throw error("cannot fsync") }
+    }
+
+    private func error(_ what: String) -> WKWError {
+        let code = errno
+        return WKWError(.io(errno: code), path: path, "\(what): \(Errno(rawValue: code))")
+    }
+}
+
+/// File-system calls on paths that swift-system does not offer.
+public enum PathOps {
+    /// Atomically replaces `destination` with `source`. The corresponding C function is `rename`.
+    public static func rename(_ source: String, to destination: String) throws {
+        guard Glibc.rename(source, destination) == 0 else {
+            let code = errno
+            throw WKWError(.io(errno: code), path: destination, "cannot rename \(source) over it: \(Errno(rawValue: code))")
+        }
+    }
+
+    /// Flushes a directory entry change (a rename or a new file) to stable storage.
+    public static func syncDirectory(_ path: String) {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { return }
+        _ = fsync(fd)
+        close(fd)
+    }
+
+    /// Removes a file, ignoring a missing one.
+    public static func remove(_ path: String) {
+        _ = unlink(path)
+    }
+
+    /// True when something (file, directory or link, even dangling) exists at `path`.
+    public static func exists(_ path: String) -> Bool {
+        var info = stat()
+        return lstat(path, &info) == 0
+    }
+
+    /// True when `path` is a directory (following links).
+    public static func isDirectory(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    /// Creates a directory and its missing parents.
+    public static func makeDirectories(_ path: String) throws {
+        if isDirectory(path) { return }
+        let parent = dirname(path)
+        if parent != path, !parent.isEmpty { try makeDirectories(parent) }
+        if mkdir(path, 0o755) != 0, errno != EEXIST {
+            let code = errno
+            throw WKWError(.io(errno: code), path: path, "cannot create directory: \(Errno(rawValue: code))")
+        }
+    }
+
+    /// The names in a directory, without `.` and `..`; empty when it cannot be read.
+    public static func list(_ path: String) -> [String] {
+        guard let dir = opendir(path) else { return [] }
+        defer { closedir(dir) }
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names
+    }
+
+    public static func dirname(_ path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
+    }
+}

@@ -1,0 +1,193 @@
+import Synchronization
+
+/// Region writes: raw files are patched block by block; compressed files are read, merged and
+/// rewritten whole into a temporary file, and all of them are renamed into place only once every
+/// one is ready, so a corrupt file anywhere in the region leaves every file as it was.
+extension MagDirectory {
+    /// Writes `source` (the region's bytes in C order) into the region `box`.
+    public func write(_ box: Box, from source: UnsafeRawBufferPointer) throws {
+        try checkRegion(box, byteCount: source.count)
+        guard !box.isEmpty, let base = source.baseAddress else { return }
+        let files = box.cellRange(Vec3(repeating: header.fileEdge)).positions
+        let job = WriteJob(mag: self, region: box, source: SendableConstAddress(base), parallelBlocks: files.count == 1)
+        if header.blockType.isCompressed {
+            try writeCompressed(job, files: files)
+        } else {
+            try writeRaw(job, files: files)
+        }
+    }
+
+    /// Writes `bytes` into the region `box`.
+    public func write(_ box: Box, bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { try write(box, from: $0) }
+    }
+
+    private func writeRaw(_ job: WriteJob, files: [Vec3]) throws {
+        // Check every existing file first: a bad one must stop the write before anything changes.
+        for index in files {
+            if let file = try OpenFile.openIfExists(filePath(index)) {
+                _ = try DataFileLayout.read(file, magHeader: header)
+            }
+        }
+        try Parallel.forEach(files.count) { i in try job.patchRawFile(files[i]) }
+    }
+
+    private func writeCompressed(_ job: WriteJob, files: [Vec3]) throws {
+        let prepared = Mutex<[(temporary: String, final: String)]>([])
+        do {
+            try Parallel.forEach(files.count) { i in
+                let final = filePath(files[i])
+                let temporary = try job.prepareCompressedFile(files[i])
+                prepared.withLock { $0.append((temporary, final)) }
+            }
+        } catch {
+            prepared.withLock { $0.forEach { PathOps.remove($0.temporary) } }
+            throw error
+        }
+        let ready = prepared.withLock { $0 }
+        for (temporary, final) in ready { try PathOps.rename(temporary, to: final) }
+        for directory in Set(ready.map { PathOps.dirname($0.final) }) { PathOps.syncDirectory(directory) }
+    }
+}
+
+/// A read-only address handed to parallel workers.
+struct SendableConstAddress: @unchecked Sendable {
+    let pointer: UnsafeRawPointer
+    init(_ pointer: UnsafeRawPointer) { self.pointer = pointer }
+}
+
+/// One region write: the source bytes and the per-file work.
+private struct WriteJob: Sendable {
+    let mag: MagDirectory
+    let region: Box
+    let source: SendableConstAddress
+    /// Parallel over the blocks of one file (when the write touches one file) or over files.
+    let parallelBlocks: Bool
+
+    var header: WKWHeader { mag.header }
+
+    private func forEachBlock(_ count: Int, _ body: @Sendable (Int) throws -> Void) throws {
+        if parallelBlocks {
+            try Parallel.forEach(count, body)
+        } else {
+            for i in 0..<count { try body(i) }
+        }
+    }
+
+    private func mapBlocks<T: Sendable>(_ count: Int, _ body: @Sendable (Int) throws -> T) throws -> [T] {
+        parallelBlocks ? try Parallel.map(count, body) : try (0..<count).map(body)
+    }
+
+    /// Fills `block` (one decoded block laid out as `box`) with the region's voxels inside it.
+    private func merge(into block: UnsafeMutableRawBufferPointer, box: Box) {
+        let part = box.intersection(region)!
+        RegionCopy.copy(
+            part, voxelSize: header.voxelSize, from: source.pointer, layout: region, to: block.baseAddress!, layout: box)
+    }
+
+    /// Patches the blocks of one raw file in place, creating the (sparse, full-length) file if needed.
+    func patchRawFile(_ index: Vec3) throws {
+        let path = mag.filePath(index)
+        if !PathOps.exists(path) {
+            try PathOps.makeDirectories(PathOps.dirname(path))
+            let header = self.header
+            try AtomicFile.write(path) { file in
+                try header.encoded(dataOffset: header.dataFileDataOffset).withUnsafeBytes { try file.write(at: 0, $0) }
+                try file.resize(to: header.rawFileLength)
+            }
+        }
+        guard let file = try OpenFile.openIfExists(path, writable: true) else {
+            throw WKWError(.notFound, path: path, "data file vanished during the write")
+        }
+        let layout = try DataFileLayout.read(file, magHeader: header)
+        let blocks = mag.blocks(ofFile: index, meeting: region)
+        let blockBytes = header.blockByteCount
+        try forEachBlock(blocks.count) { i in
+            let (number, box) = blocks[i]
+            let range = layout.range(ofBlock: number)
+            let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: blockBytes, alignment: 16)
+            defer { scratch.deallocate() }
+            if box.intersection(region) != box {
+                try file.read(at: range.lowerBound, into: scratch)
+            }
+            merge(into: scratch, box: box)
+            try file.write(at: range.lowerBound, UnsafeRawBufferPointer(scratch))
+        }
+    }
+
+    /// Writes the merged new version of one compressed file to a temporary file beside it.
+    /// - Returns: the temporary file's path, ready to be renamed over the data file.
+    func prepareCompressedFile(_ index: Vec3) throws -> String {
+        let path = mag.filePath(index)
+        let header = self.header
+        let count = header.blocksPerFile
+        let blockBytes = header.blockByteCount
+
+        let old: (layout: DataFileLayout, bytes: [UInt8])? = try OpenFile.openIfExists(path).map { file in
+            let layout = try DataFileLayout.read(file, magHeader: header)
+            return (layout, try file.read(at: 0, count: layout.fileSize))
+        }
+
+        // New stored bytes for every touched block.
+        let touched = mag.blocks(ofFile: index, meeting: region)
+        let compressedTouched: [[UInt8]] = try mapBlocks(touched.count) { i in
+            let (number, box) = touched[i]
+            let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: blockBytes, alignment: 16)
+            defer { scratch.deallocate() }
+            scratch.initializeMemory(as: UInt8.self, repeating: 0)
+            if box.intersection(region) != box, let old {
+                try old.bytes.withUnsafeBytes { bytes in
+                    let stored = UnsafeRawBufferPointer(rebasing: bytes[old.layout.range(ofBlock: number)])
+                    try old.layout.decode(block: number, stored: stored, into: scratch)
+                }
+            }
+            merge(into: scratch, box: box)
+            return Self.compress(UnsafeRawBufferPointer(scratch), blockType: header.blockType)
+        }
+        var replacement = [Int: Int]()
+        for (i, block) in touched.enumerated() { replacement[block.number] = i }
+
+        // Untouched blocks keep their stored bytes, or are zero blocks in a new file.
+        let zeroBlock: [UInt8] =
+            old == nil
+            ? [UInt8](repeating: 0, count: blockBytes).withUnsafeBytes { Self.compress($0, blockType: header.blockType) }
+            : []
+        var output = header.encoded(dataOffset: header.dataFileDataOffset)
+        output.append(contentsOf: [UInt8](repeating: 0, count: 8 * count))
+        for n in 0..<count {
+            if let i = replacement[n] {
+                output.append(contentsOf: compressedTouched[i])
+            } else if let old {
+                output.append(contentsOf: old.bytes[old.layout.range(ofBlock: n)])
+            } else {
+                output.append(contentsOf: zeroBlock)
+            }
+            var end = UInt64(output.count)
+            for b in 0..<8 {
+                output[WKWHeader.byteCount + 8 * n + b] = UInt8(truncatingIfNeeded: end)
+                end >>= 8
+            }
+        }
+
+        try PathOps.makeDirectories(PathOps.dirname(path))
+        let temporary = AtomicFile.temporaryPath(for: path)
+        do {
+            let file = try OpenFile.createNew(temporary)
+            try output.withUnsafeBytes { try file.write(at: 0, $0) }
+            try file.sync()
+        } catch {
+            PathOps.remove(temporary)
+            throw error
+        }
+        return temporary
+    }
+
+    /// Compresses one decoded block as `blockType` says.
+    static func compress(_ block: UnsafeRawBufferPointer, blockType: BlockType) -> [UInt8] {
+        let bound = LZ4Block.bound(block.count)
+        return [UInt8](unsafeUninitializedCapacity: bound) { buffer, initialized in
+            initialized = LZ4Block.compress(
+                block, into: UnsafeMutableRawBufferPointer(buffer), highCompression: blockType == .lz4hc)
+        }
+    }
+}

@@ -1,0 +1,105 @@
+/// One mag directory: `header.wkw` plus data files `z{Z}/y{Y}/x{X}.wkw`.
+///
+/// Coordinates are voxels of this mag. Region reads and writes take and give bytes in C order
+/// (z, y, x, channel): x fastest, channels interleaved.
+public struct MagDirectory: Sendable {
+    public let path: String
+    public let header: WKWHeader
+
+    /// Opens a mag directory by reading its `header.wkw`.
+    public static func open(_ path: String) throws -> MagDirectory {
+        let headerPath = path + "/header.wkw"
+        guard let file = try OpenFile.openIfExists(headerPath) else {
+            throw WKWError(.notFound, path: path, "not a WKW mag directory (no header.wkw)")
+        }
+        let bytes = try file.read(at: 0, count: min(try file.size(), WKWHeader.byteCount))
+        let (header, _) = try WKWHeader.decode(bytes, path: headerPath)
+        return MagDirectory(path: path, header: header)
+    }
+
+    /// Creates a mag directory with a new `header.wkw`; refuses one that already has a header.
+    public static func create(_ path: String, header: WKWHeader) throws -> MagDirectory {
+        let headerPath = path + "/header.wkw"
+        if PathOps.exists(headerPath) {
+            throw WKWError(.alreadyExists, path: path, "mag directory already exists")
+        }
+        try PathOps.makeDirectories(path)
+        try AtomicFile.write(headerPath, header.encoded(dataOffset: 0))
+        return MagDirectory(path: path, header: header)
+    }
+
+    /// The voxels covered by data file `index`.
+    public func fileBox(_ index: Vec3) -> Box {
+        Box(offset: index * header.fileEdge, size: Vec3(repeating: header.fileEdge))
+    }
+
+    /// The path of data file `index`.
+    public func filePath(_ index: Vec3) -> String {
+        "\(path)/z\(index.z)/y\(index.y)/x\(index.x).wkw"
+    }
+
+    /// The indices of the data files that exist, sorted by z, y, x.
+    public func fileIndices() -> [Vec3] {
+        func index(_ name: String, _ prefix: Character, _ suffix: String = "") -> Int? {
+            guard name.first == prefix, name.hasSuffix(suffix) else { return nil }
+            let digits = name.dropFirst().dropLast(suffix.count)
+            guard !digits.isEmpty, digits.allSatisfy(\.isASCII), digits.allSatisfy(\.isNumber) else { return nil }
+            return Int(digits)
+        }
+        var result: [Vec3] = []
+        for zName in PathOps.list(path) {
+            guard let z = index(zName, "z") else { continue }
+            for yName in PathOps.list("\(path)/\(zName)") {
+                guard let y = index(yName, "y") else { continue }
+                for xName in PathOps.list("\(path)/\(zName)/\(yName)") {
+                    guard let x = index(xName, "x", ".wkw") else { continue }
+                    result.append(Vec3(x, y, z))
+                }
+            }
+        }
+        return result.sorted { ($0.z, $0.y, $0.x) < ($1.z, $1.y, $1.x) }
+    }
+
+    /// The box covering every existing data file, or nil when there is none.
+    public func dataBox() -> Box? {
+        let indices = fileIndices()
+        guard var box = indices.first.map(fileBox) else { return nil }
+        for index in indices.dropFirst() { box = box.union(fileBox(index)) }
+        return box
+    }
+
+    func checkRegion(_ box: Box, byteCount: Int) throws {
+        guard box.offset.x >= 0, box.offset.y >= 0, box.offset.z >= 0 else {
+            throw WKWError(.invalidArgument, path: path, "region offset \(box.offset) is negative")
+        }
+        guard box.size.x >= 0, box.size.y >= 0, box.size.z >= 0 else {
+            throw WKWError(.invalidArgument, path: path, "region size \(box.size) is negative")
+        }
+        let (xy, overflowXY) = box.size.x.multipliedReportingOverflow(by: box.size.y)
+        let (xyz, overflowXYZ) = xy.multipliedReportingOverflow(by: box.size.z)
+        let (bytes, overflowBytes) = xyz.multipliedReportingOverflow(by: header.voxelSize)
+        guard !overflowXY, !overflowXYZ, !overflowBytes, box.end.x < Int(Int32.max), box.end.y < Int(Int32.max),
+            box.end.z < Int(Int32.max)
+        else {
+            throw WKWError(.invalidArgument, path: path, "region \(box) is too large")
+        }
+        _ = bytes
+        let expected = box.voxelCount * header.voxelSize
+        guard byteCount == expected else {
+            throw WKWError(
+                .invalidArgument, path: path,
+                "region \(box) holds \(expected) bytes of \(header.channels)×\(header.voxelType), got \(byteCount)")
+        }
+    }
+
+    /// The blocks (as absolute voxel boxes, with their Morton index) of file `index` that meet `region`.
+    func blocks(ofFile index: Vec3, meeting region: Box) -> [(number: Int, box: Box)] {
+        let fileBox = fileBox(index)
+        guard let part = fileBox.intersection(region) else { return [] }
+        let b = Vec3(repeating: header.blockLength)
+        let local = Box(offset: part.offset - fileBox.offset, size: part.size)
+        return local.cellRange(b).positions.map { position in
+            (Morton.encode(position), Box(offset: fileBox.offset + position * b, size: b))
+        }
+    }
+}

@@ -1,0 +1,26 @@
+/// Copies voxels between buffers that each hold a box of voxels in C order (z, y, x, channel).
+enum RegionCopy {
+    /// Copies the voxels of `box` from `source` (laid out as `sourceBox`) to `destination`
+    /// (laid out as `destinationBox`). `box` must lie inside both.
+    @inline(__always)
+    static func copy(
+        _ box: Box, voxelSize: Int,
+        from source: UnsafeRawPointer, layout sourceBox: Box,
+        to destination: UnsafeMutableRawPointer, layout destinationBox: Box
+    ) {
+        let rowBytes = box.size.x * voxelSize
+        let s = sourceBox.size
+        let d = destinationBox.size
+        for z in box.offset.z..<box.end.z {
+            for y in box.offset.y..<box.end.y {
+                let sourceIndex =
+                    ((z - sourceBox.offset.z) * s.y + (y - sourceBox.offset.y)) * s.x + (box.offset.x - sourceBox.offset.x)
+                let destinationIndex =
+                    ((z - destinationBox.offset.z) * d.y + (y - destinationBox.offset.y)) * d.x
+                    + (box.offset.x - destinationBox.offset.x)
+                (destination + destinationIndex * voxelSize).copyMemory(
+                    from: source + sourceIndex * voxelSize, byteCount: rowBytes)
+            }
+        }
+    }
+}

@@ -1,0 +1,32 @@
+/// An error of the format layer: what went wrong, with the file it concerns.
+///
+/// Bad input (a corrupt file, an out-of-range region) throws this; impossible states trap.
+public struct WKWError: Error, Sendable, CustomStringConvertible {
+    public enum Kind: Sendable, Equatable {
+        /// The file system refused an operation; `errno` is the C error number.
+        case io(errno: Int32)
+        /// A file's bytes do not follow the WKW format.
+        case corrupt
+        /// The caller asked for something the format cannot do (bad lengths, bad region).
+        case invalidArgument
+        /// A file or directory that must exist does not.
+        case notFound
+        /// A file or directory that must not exist does.
+        case alreadyExists
+    }
+
+    public var kind: Kind
+    /// The file or directory concerned ("" when none).
+    public var path: String
+    public var reason: String
+
+    public init(_ kind: Kind, path: String, _ reason: String) {
+        self.kind = kind
+        self.path = path
+        self.reason = reason
+    }
+
+    public var description: String {
+        path.isEmpty ? reason : "\(path): \(reason)"
+    }
+}
