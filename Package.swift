@@ -45,7 +45,7 @@ let package = Package(
         .executableTarget(
             name: "WKFSCommand",
             dependencies: [
-                "WKFS", "WebKnossos", "WKW",
+                "WebKnossos", "WKW",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSettings),

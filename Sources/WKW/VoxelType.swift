@@ -15,7 +15,20 @@ public enum VoxelType: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     }
 
     /// The numpy name (`uint8`, `float32`, ...), which is also the CLI's spelling.
-    public var name: String { String(describing: self) }
+    public var name: String {
+        switch self {
+        case .uint8: "uint8"
+        case .uint16: "uint16"
+        case .uint32: "uint32"
+        case .uint64: "uint64"
+        case .float32: "float32"
+        case .float64: "float64"
+        case .int8: "int8"
+        case .int16: "int16"
+        case .int32: "int32"
+        case .int64: "int64"
+        }
+    }
     public var description: String { name }
 
     public var isFloat: Bool { self == .float32 || self == .float64 }

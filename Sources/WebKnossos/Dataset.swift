@@ -5,7 +5,7 @@ public import WKW
 /// layer and one WKW mag directory per mag. Every change to the properties is saved atomically.
 public struct Dataset: Sendable {
     public let path: String
-    public private(set) var properties: DatasetProperties
+    public internal(set) var properties: DatasetProperties
 
     public var propertiesPath: String { path + "/" + DatasetProperties.fileName }
 

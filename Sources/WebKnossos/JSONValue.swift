@@ -146,7 +146,7 @@ extension JSONValue {
     }
 
     /// Python's `repr` of a float: shortest round-trip digits, always with a point or exponent.
-    static func format(_ d: Double) -> String {
+    public static func format(_ d: Double) -> String {
         if d.isNaN { return "NaN" }
         if d.isInfinite { return d > 0 ? "Infinity" : "-Infinity" }
         var text = "\(d)"

@@ -1,0 +1,83 @@
+import ArgumentParser
+import Foundation
+import WKW
+import WebKnossos
+
+struct InfoCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "info",
+        abstract: "Show a dataset's layers, mags, voxel types and bounding boxes.",
+        discussion: "Example: wkfs info my_dataset --json")
+
+    @Argument(help: "The dataset directory.") var dataset: String
+    @Flag(help: "Print JSON instead of text.") var json = false
+
+    func run() throws {
+        let ds = try Dataset.open(dataset)
+        let links = Dictionary(uniqueKeysWithValues: ds.symlinkLayers().map { ($0.name, $0) })
+        var layersJSON: [JSONValue] = []
+        var text = "dataset \(ds.path) (\(ds.properties.name))\n"
+        let scale = ds.properties.voxelSize.map { JSONValue.format($0) }.joined(separator: " × ")
+        text += "voxel size \(scale) \(ds.properties.unit)\n"
+        for layer in ds.layers {
+            let box = layer.boundingBox
+            let dtype = layer.declaredVoxelType?.name ?? "?"
+            text += "layer \(layer.name): \(layer.category.rawValue), \(dtype) × \(layer.numChannels) channel(s)"
+            if let link = links[layer.name] { text += ", symbolic link to \(link.link)\(link.resolves ? "" : " (dangling)")" }
+            if layer.dataFormat != "wkw" { text += ", data format \(layer.dataFormat) (unsupported)" }
+            text += "\n  bounding box: \(box.isEmpty ? "empty" : "offset \(box.offset) size \(box.size)") (mag-1 voxels)\n"
+            var magsJSON: [JSONValue] = []
+            for entry in layer.mags {
+                let path = ds.magPath(layer, entry)
+                var magJSON: [(String, JSONValue)] = [
+                    ("mag", .string(entry.mag.shortName)),
+                    ("factors", .array(entry.mag.factors.array.map { .int(Int64($0)) })),
+                    ("path", .string(path)),
+                ]
+                if let directory = try? MagDirectory.open(path) {
+                    let h = directory.header
+                    let files = directory.fileIndices().count
+                    text +=
+                        "  mag \(entry.mag.shortName): block \(h.blockLength), file \(h.fileLength) blocks (\(h.fileEdge)³ voxels), \(h.blockType), \(files) file(s), \(path)\n"
+                    magJSON += [
+                        ("blockLength", .int(Int64(h.blockLength))), ("fileLength", .int(Int64(h.fileLength))),
+                        ("cubeLength", .int(Int64(h.fileEdge))), ("blockType", .string(h.blockType.description.lowercased())),
+                        ("voxelType", .string(h.voxelType.name)), ("channels", .int(Int64(h.channels))),
+                        ("files", .int(Int64(files))),
+                    ]
+                } else {
+                    text += "  mag \(entry.mag.shortName): cannot open \(path)\n"
+                    magJSON.append(("error", .string("cannot open \(path)")))
+                }
+                magsJSON.append(.object(magJSON))
+            }
+            var layerJSON: [(String, JSONValue)] = [
+                ("name", .string(layer.name)), ("category", .string(layer.category.rawValue)),
+                ("dataFormat", .string(layer.dataFormat)),
+                ("dtype", .string(dtype)), ("channels", .int(Int64(layer.numChannels))),
+                ("elementClass", .string(layer.elementClass)),
+                (
+                    "boundingBox",
+                    .object([
+                        ("topLeft", .array(box.offset.array.map { .int(Int64($0)) })),
+                        ("size", .array(box.size.array.map { .int(Int64($0)) })),
+                    ])
+                ),
+                ("mags", .array(magsJSON)),
+            ]
+            if let link = links[layer.name] { layerJSON.append(("symlink", .string(link.link))) }
+            if let id = layer.largestSegmentId { layerJSON.append(("largestSegmentId", id)) }
+            layersJSON.append(.object(layerJSON))
+        }
+        if json {
+            let all: JSONValue = .object([
+                ("path", .string(ds.path)), ("name", .string(ds.properties.name)),
+                ("voxelSize", .array(ds.properties.voxelSize.map(JSONValue.double))), ("unit", .string(ds.properties.unit)),
+                ("layers", .array(layersJSON)),
+            ])
+            print(all.pretty())
+        } else {
+            print(text, terminator: "")
+        }
+    }
+}

@@ -1,0 +1,123 @@
+import Foundation
+import WKW
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Where raw voxel bytes for `write` come from: a file (size checked before anything is written)
+/// or stdin (read to the end first, so a short stream never leaves a half-done write).
+struct RawInput {
+    private let name: String
+    private let handle: FileHandle
+    private var buffered: Data?
+    private var position = 0
+
+    /// Opens the input and checks that it holds exactly `expected` bytes.
+    init(path: String?, expected: Int, what: String) throws {
+        if let path {
+            name = "--input \(path)"
+            guard let handle = FileHandle(forReadingAtPath: path) else {
+                throw CLIError("\(name): cannot open for reading")
+            }
+            self.handle = handle
+            let size = try handle.seekToEnd()
+            try handle.seek(toOffset: 0)
+            guard size == UInt64(expected) else {
+                throw CLIError("\(name): holds \(size) bytes, but \(what) needs exactly \(expected)")
+            }
+        } else {
+            name = "stdin"
+            handle = .standardInput
+            let data = try handle.readToEnd() ?? Data()
+            guard data.count == expected else {
+                throw CLIError("stdin: gave \(data.count) bytes, but \(what) needs exactly \(expected)")
+            }
+            buffered = data
+        }
+    }
+
+    /// The next `count` bytes.
+    mutating func next(_ count: Int) throws -> Data {
+        if let buffered {
+            defer { position += count }
+            return buffered.subdata(in: position..<(position + count))
+        }
+        guard let data = try handle.read(upToCount: count), data.count == count else {
+            throw CLIError("\(name): ended early")
+        }
+        return data
+    }
+}
+
+/// Where raw voxel bytes from `read` go: stdout, or a file that appears only when complete.
+struct RawOutput {
+    private let descriptor: Int32
+    private let finalPath: String?
+    private let temporaryPath: String?
+
+    init(path: String?) throws {
+        guard let path else {
+            descriptor = STDOUT_FILENO
+            finalPath = nil
+            temporaryPath = nil
+            return
+        }
+        let temporary = "\(path).\(getpid()).tmp"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw CLIError("--output \(path): cannot create: \(String(cString: strerror(errno)))") }
+        descriptor = fd
+        finalPath = path
+        temporaryPath = temporary
+    }
+
+    func write(_ bytes: [UInt8]) throws {
+        try bytes.withUnsafeBytes { buffer in
+            var done = 0
+            while done < buffer.count {
+                let n = Glibc.write(descriptor, buffer.baseAddress! + done, buffer.count - done)
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else {
+                    throw CLIError("\(finalPath.map { "--output \($0)" } ?? "stdout"): cannot write: \(String(cString: strerror(errno)))")
+                }
+                done += n
+            }
+        }
+    }
+
+    /// Puts a complete output file in place.
+    func finish() throws {
+        guard let finalPath, let temporaryPath else { return }
+        close(descriptor)
+        guard rename(temporaryPath, finalPath) == 0 else {
+            throw CLIError("--output \(finalPath): cannot rename into place: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// Removes an incomplete output file.
+    func abandon() {
+        guard let temporaryPath else { return }
+        close(descriptor)
+        unlink(temporaryPath)
+    }
+}
+
+/// An error of the command line itself, with its message.
+struct CLIError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Splits a region into slabs along z at the mag's file boundaries, so that each data file is
+/// read or rewritten once and memory stays at about one layer of files.
+func fileSlabs(_ box: Box, fileEdge: Int) -> [Box] {
+    guard !box.isEmpty else { return [] }
+    var slabs: [Box] = []
+    var z = box.offset.z
+    while z < box.end.z {
+        let next = min(box.end.z, (z / fileEdge + 1) * fileEdge)
+        slabs.append(Box(offset: Vec3(box.offset.x, box.offset.y, z), size: Vec3(box.size.x, box.size.y, next - z)))
+        z = next
+    }
+    return slabs
+}

@@ -1,0 +1,143 @@
+import ArgumentParser
+import Foundation
+import WKW
+import WebKnossos
+
+/// The region arguments of `read` and `write`.
+struct RegionOptions: ParsableArguments {
+    @Option(help: "First voxel X,Y,Z (in the mag's voxels, or mag-1 voxels with --mag1).") var offset: Triple?
+    @Option(help: "Size X,Y,Z of the region in voxels.") var size: Triple?
+    @Flag(help: "Offset and size are in mag-1 voxels (like the reference's absolute_offset).") var mag1 = false
+
+    /// The region in the mag's own voxels.
+    func box(in mag: Mag) throws -> Box? {
+        guard let offset, let size else { return nil }
+        guard size.value.x >= 0, size.value.y >= 0, size.value.z >= 0 else {
+            throw CLIError("--size \(size.value): sizes must not be negative")
+        }
+        guard offset.value.x >= 0, offset.value.y >= 0, offset.value.z >= 0 else {
+            throw CLIError("--offset \(offset.value): WKW has no voxels at negative coordinates")
+        }
+        guard mag1 else { return Box(offset: offset.value, size: size.value) }
+        let f = mag.factors
+        for (name, v) in [("--offset", offset.value), ("--size", size.value)]
+        where v.x % f.x != 0 || v.y % f.y != 0 || v.z % f.z != 0 {
+            throw CLIError("\(name) \(v) (mag-1 voxels) is not a multiple of mag \(mag)")
+        }
+        return Box(offset: offset.value.floorDiv(f), size: size.value.floorDiv(f))
+    }
+
+    func validate() throws {
+        if (offset == nil) != (size == nil) { throw ValidationError("--offset and --size go together") }
+    }
+}
+
+struct WriteCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "write",
+        abstract: "Write raw voxels (C-order z, y, x, channel) into a mag; the bounding box grows to cover them.",
+        discussion: """
+            Example: python3 -c "import numpy as np, sys; sys.stdout.buffer.write(np.zeros((32, 512, 512, 3), np.uint8).tobytes())" \\
+              | wkfs write my_dataset color 1 --offset 10,20,30 --size 512,512,32
+            """)
+
+    @Argument(help: "The dataset directory.") var dataset: String
+    @Argument(help: "The layer.") var layer: String
+    @Argument(help: "The mag: 1, 2, 2-2-1 …") var mag: String
+    @OptionGroup var region: RegionOptions
+    @Option(help: "Read the voxels from this file instead of stdin.") var input: String?
+
+    func validate() throws {
+        if region.offset == nil { throw ValidationError("write needs --offset and --size") }
+    }
+
+    func run() throws {
+        var ds = try Dataset.open(dataset)
+        let view = try ds.mag(layer, mag)
+        let box = try region.box(in: view.mag)!
+        let header = view.header
+        let what = "region \(box) of \(header.channels)×\(header.voxelType)"
+        var source = try RawInput(path: input, expected: box.voxelCount * header.voxelSize, what: what)
+        for slab in fileSlabs(box, fileEdge: header.fileEdge) {
+            let bytes = try source.next(slab.voxelCount * header.voxelSize)
+            try bytes.withUnsafeBytes { try view.directory.write(slab, from: $0) }
+        }
+        try ds.growBoundingBox(layer, toCover: view.mag.toMag1(box))
+    }
+}
+
+struct ReadCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "read",
+        abstract: "Read raw voxels (C-order z, y, x, channel) from a mag.",
+        discussion: """
+            Without --offset and --size, reads the layer's bounding box snapped outward to the mag's grid.
+            Example: wkfs read my_dataset color 2 --offset 5,10,15 --size 256,256,16 | od -An -tu1 | head
+            """)
+
+    @Argument(help: "The dataset directory.") var dataset: String
+    @Argument(help: "The layer.") var layer: String
+    @Argument(help: "The mag: 1, 2, 2-2-1 …") var mag: String
+    @OptionGroup var region: RegionOptions
+    @Option(help: "Write the voxels to this file instead of stdout.") var output: String?
+
+    func run() throws {
+        let ds = try Dataset.open(dataset)
+        let view = try ds.mag(layer, mag)
+        let box = try region.box(in: view.mag) ?? view.defaultBox
+        if box.offset.x < 0 || box.offset.y < 0 || box.offset.z < 0, !box.isEmpty {
+            throw CLIError("layer '\(layer)': bounding box \(box) starts at negative coordinates; give --offset and --size")
+        }
+        let sink = try RawOutput(path: output)
+        do {
+            for slab in fileSlabs(box, fileEdge: view.header.fileEdge) {
+                try sink.write(try view.read(slab))
+            }
+            try sink.finish()
+        } catch {
+            sink.abandon()
+            throw error
+        }
+    }
+}
+
+struct CopyCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "copy",
+        abstract: "Copy a dataset with a new block length, file length and compression.",
+        discussion: "Example: wkfs copy my_dataset copy_of_dataset --block-len 8 --file-len 8 --compress")
+
+    @Argument(help: "The source dataset.") var source: String
+    @Argument(help: "The new dataset directory (missing or empty).") var destination: String
+    @OptionGroup var storage: StorageOptions
+
+    func run() throws {
+        let ds = try Dataset.open(source)
+        var progress = Progress("copy")
+        try ds.copy(
+            to: destination,
+            options: .init(blockLength: storage.blockLength, fileLength: storage.fileLength, compress: storage.compress)
+        ) { progress.update($0, $1) }
+    }
+}
+
+struct CheckCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check",
+        abstract: "Verify every header, jump table and block of a dataset; list every problem (exit 1 if any).",
+        discussion: "Example: wkfs check my_dataset")
+
+    @Argument(help: "The dataset directory.") var dataset: String
+
+    func run() throws {
+        let ds = try Dataset.open(dataset)
+        var progress = Progress("check")
+        let problems = ds.check { progress.update($0, $1) }
+        for problem in problems { print(problem) }
+        if !problems.isEmpty {
+            printError("wkfs check: \(problems.count) problem(s) in \(ds.path)")
+            throw ExitCode(1)
+        }
+        print("\(ds.path): ok")
+    }
+}
