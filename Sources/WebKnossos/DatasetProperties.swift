@@ -78,6 +78,8 @@ public struct MagProperties: Sendable {
     public var cubeLength: Int?
     public var axisOrder: JSONValue?
     public var extra: [(String, JSONValue)]
+    /// The mag as it was spelled (`2` or `[2, 2, 2]`), kept while it still means `mag`.
+    var spelling: JSONValue?
 
     public init(mag: Mag, path: String?, cubeLength: Int?) {
         self.mag = mag
@@ -188,6 +190,7 @@ extension LayerProperties {
             }
             var properties = MagProperties(mag: mag, path: entry["path"]?.stringValue, cubeLength: entry["cubeLength"]?.intValue)
             properties.axisOrder = entry["axisOrder"]
+            properties.spelling = magJSON
             let known: Set = ["mag", "resolution", "path", "cubeLength", "axisOrder"]
             properties.extra = entry.objectPairs?.filter { !known.contains($0.0) } ?? []
             return properties
@@ -207,7 +210,7 @@ extension LayerProperties {
     public static func invalidNameReason(_ name: String) -> String? {
         if name.isEmpty { return "is empty" }
         if name == "." || name == ".." { return "'\(name)' would leave the dataset" }
-        if name.contains("/") { return "'\(name)' contains '/' and would leave the layer directory" }
+        if name.contains("/") { return "'\(name)' contains '/', so it would leave the dataset" }
         if name.hasPrefix(".") { return "'\(name)' starts with '.' (hidden names are reserved)" }
         if name.utf8.contains(0) { return "contains a NUL byte" }
         if name == DatasetProperties.fileName { return "'\(name)' is the properties file" }
@@ -256,7 +259,8 @@ extension LayerProperties {
 
 extension MagProperties {
     func json(resolutionStyle: Bool) -> JSONValue {
-        var pairs: [(String, JSONValue)] = [(resolutionStyle ? "resolution" : "mag", mag.json)]
+        let magJSON = spelling.flatMap { Mag(json: $0) == mag ? $0 : nil } ?? mag.json
+        var pairs: [(String, JSONValue)] = [(resolutionStyle ? "resolution" : "mag", magJSON)]
         if let path { pairs.append(("path", .string(path))) }
         if let cubeLength { pairs.append(("cubeLength", .int(Int64(cubeLength)))) }
         if let axisOrder, !resolutionStyle { pairs.append(("axisOrder", axisOrder)) }

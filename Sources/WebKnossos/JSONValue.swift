@@ -21,7 +21,8 @@ public enum JSONValue: Sendable, Equatable {
         case (.string(let x), .string(let y)): x == y
         case (.array(let x), .array(let y)): x == y
         case (.object(let x), .object(let y)):
-            x.count == y.count && zip(x, y).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }
+            // JSON objects are unordered: compare as dictionaries.
+            x.count == y.count && x.allSatisfy { key, value in y.first { $0.0 == key }.map { $0.1 == value } ?? false }
         default: false
         }
     }
