@@ -1,2 +1,24 @@
-#define FUSE_USE_VERSION 35
+// CFUSE: libfuse3's low-level, inode-based API (fuse_lowlevel.h), at API version 3.12, plus the
+// few helpers Swift cannot see on its own. Each helper is prefixed `cfuse_` and says why it exists.
+#ifndef CFUSE_SHIM_H
+#define CFUSE_SHIM_H
+
+// 3.12 is the oldest API with fuse_loop_cfg_*; the headers refuse to compile without a version.
+#define FUSE_USE_VERSION 312
+
 #include <fuse_lowlevel.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+// fuse_session_new and fuse_session_loop_mt are macros over versioned symbols in some libfuse
+// releases (3.17 and builds without symbol versioning); calling them from C picks the right one.
+static inline struct fuse_session *cfuse_session_new(
+    struct fuse_args *args, const struct fuse_lowlevel_ops *ops, size_t ops_size, void *userdata) {
+    return fuse_session_new(args, ops, ops_size, userdata);
+}
+
+static inline int cfuse_session_loop_mt(struct fuse_session *session, struct fuse_loop_config *config) {
+    return fuse_session_loop_mt(session, config);
+}
+
+#endif
