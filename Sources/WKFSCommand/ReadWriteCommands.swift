@@ -18,6 +18,10 @@ struct RegionOptions: ParsableArguments {
         guard offset.value.x >= 0, offset.value.y >= 0, offset.value.z >= 0 else {
             throw CLIError("--offset \(offset.value): WKW has no voxels at negative coordinates")
         }
+        let limit = Int(Int32.max)
+        for (name, v) in [("--offset", offset.value), ("--size", size.value)] where v.x > limit || v.y > limit || v.z > limit {
+            throw CLIError("\(name) \(v): coordinates above \(limit) are out of range")
+        }
         guard mag1 else { return Box(offset: offset.value, size: size.value) }
         let f = mag.factors
         for (name, v) in [("--offset", offset.value), ("--size", size.value)]

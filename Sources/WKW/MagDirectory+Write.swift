@@ -142,7 +142,7 @@ private struct WriteJob: Sendable {
                 }
             }
             merge(into: scratch, box: box)
-            return Self.compress(UnsafeRawBufferPointer(scratch), blockType: header.blockType)
+            return WriteJobCodec.compress(UnsafeRawBufferPointer(scratch), blockType: header.blockType)
         }
         var replacement = [Int: Int]()
         for (i, block) in touched.enumerated() { replacement[block.number] = i }
@@ -150,7 +150,7 @@ private struct WriteJob: Sendable {
         // Untouched blocks keep their stored bytes, or are zero blocks in a new file.
         let zeroBlock: [UInt8] =
             old == nil
-            ? [UInt8](repeating: 0, count: blockBytes).withUnsafeBytes { Self.compress($0, blockType: header.blockType) }
+            ? [UInt8](repeating: 0, count: blockBytes).withUnsafeBytes { WriteJobCodec.compress($0, blockType: header.blockType) }
             : []
         var output = header.encoded(dataOffset: header.dataFileDataOffset)
         output.append(contentsOf: [UInt8](repeating: 0, count: 8 * count))
@@ -182,6 +182,10 @@ private struct WriteJob: Sendable {
         return temporary
     }
 
+}
+
+/// Block encoding shared by region writes and whole-file rewrites.
+enum WriteJobCodec {
     /// Compresses one decoded block as `blockType` says.
     static func compress(_ block: UnsafeRawBufferPointer, blockType: BlockType) -> [UInt8] {
         let bound = LZ4Block.bound(block.count)

@@ -75,6 +75,11 @@ public struct MagDirectory: Sendable {
         guard box.size.x >= 0, box.size.y >= 0, box.size.z >= 0 else {
             throw WKWError(.invalidArgument, path: path, "region size \(box.size) is negative")
         }
+        // Keep every coordinate far from overflow: WKW file indices are small decimal numbers.
+        let limit = 1 << 40
+        for v in [box.offset, box.size] where v.x > limit || v.y > limit || v.z > limit {
+            throw WKWError(.invalidArgument, path: path, "region \(v) is beyond the largest coordinate wkfs accepts (2^40)")
+        }
         let (xy, overflowXY) = box.size.x.multipliedReportingOverflow(by: box.size.y)
         let (xyz, overflowXYZ) = xy.multipliedReportingOverflow(by: box.size.z)
         let (bytes, overflowBytes) = xyz.multipliedReportingOverflow(by: header.voxelSize)

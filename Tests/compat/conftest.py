@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -24,3 +28,37 @@ def _wkfs_binary_present():
             "or point WKFS_BIN at it",
             pytrace=False,
         )
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir(tmp_path_factory) -> Path:
+    """A private, writable copy of shared/fixtures with the symbolic links the manifests record.
+
+    The shared folder may carry a symlink as a small regular file holding the link text; each
+    manifest's `files[]` entry `{"path", "symlink_to"}` says what the link was, so the copy gets
+    the real link back. Working on a copy also keeps the read-only originals safe from a wkfs bug.
+    """
+    assert h.FIXTURES.is_dir(), f"fixtures not found at {h.FIXTURES} (set WKFS_FIXTURES)"
+    root = tmp_path_factory.mktemp("fixtures") / "fixtures"
+    shutil.copytree(h.FIXTURES, root, symlinks=True)
+    for dirpath, dirnames, filenames in os.walk(root):
+        os.chmod(dirpath, 0o755)
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            if not os.path.islink(p):
+                os.chmod(p, 0o644)
+    for manifest in root.glob("*.manifest.json"):
+        m = json.loads(manifest.read_text())
+        for f in m.get("files", []):
+            if "symlink_to" not in f:
+                continue
+            link = root / m["dataset_dir"] / f["path"]
+            if link.is_symlink():
+                assert os.readlink(link) == f["symlink_to"], f"{link}: link target differs from manifest"
+                continue
+            assert link.is_file() and link.read_text().strip() == f["symlink_to"], (
+                f"{link}: neither a symlink nor a placeholder holding {f['symlink_to']!r}"
+            )
+            link.unlink()
+            link.symlink_to(f["symlink_to"])
+    return root

@@ -10,6 +10,7 @@ Fixtures (shared/fixtures, read-only) were written by webknossos 0.9.21, webknos
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -72,18 +73,16 @@ def test_fixtures_present():
 
 
 @pytest.fixture(scope="session")
-def lowlevel_dataset(tmp_path_factory):
+def lowlevel_dataset(tmp_path_factory, fixtures_dir):
     cache: dict[str, Path] = {}
 
     def build(manifest_name: str) -> Path:
         if manifest_name in cache:
             return cache[manifest_name]
-        m = _load(h.FIXTURES / manifest_name)
+        m = _load(fixtures_dir / manifest_name)
         hdr = m["header"]
         ds = tmp_path_factory.mktemp("lowlevel") / m["dataset_dir"]
-        shutil.copytree(h.FIXTURES / m["dataset_dir"], ds / "layer" / "1")
-        for path in [ds, *ds.rglob("*")]:  # fixtures are read-only; the copy need not be
-            path.chmod(0o755 if path.is_dir() else 0o644)
+        shutil.copytree(fixtures_dir / m["dataset_dir"], ds / "layer" / "1")
         bbox = None
         for r in m["regions"]:
             bbox = h.box_union(bbox, (tuple(r["offset_mag"]), tuple(r["size_mag"])))
@@ -99,6 +98,19 @@ def lowlevel_dataset(tmp_path_factory):
         return ds
 
     return build
+
+
+@pytest.mark.parametrize("manifest_name", [pytest.param(m.name, id=m.name) for m in _manifests()])
+def test_fixture_files_intact(manifest_name, fixtures_dir):
+    """The copy under test is what the manifest recorded (so a failure below is wkfs's)."""
+    m = _load(fixtures_dir / manifest_name)
+    base = fixtures_dir / m["dataset_dir"]
+    for f in m["files"]:
+        p = base / f["path"]
+        if "symlink_to" in f:
+            assert p.is_symlink() and os.readlink(p) == f["symlink_to"], p
+        else:
+            assert h.sha256(p.read_bytes()) == f["sha256"], p
 
 
 def _region_of(m: dict, li, mi, i):
@@ -119,13 +131,13 @@ def _explain_mismatch(mag_dir: Path, region: dict, got: bytes) -> str:
 
 
 @pytest.mark.parametrize("manifest_name,li,mi,i", _region_cases())
-def test_region_hash(manifest_name, li, mi, i, lowlevel_dataset):
-    m = _load(h.FIXTURES / manifest_name)
+def test_region_hash(manifest_name, li, mi, i, lowlevel_dataset, fixtures_dir):
+    m = _load(fixtures_dir / manifest_name)
     assert i is not None, f"unknown manifest kind {m['kind']!r}"
     if m["kind"] == "wkw-lowlevel":
         ds = lowlevel_dataset(manifest_name)
     else:
-        ds = h.FIXTURES / m["dataset_dir"]
+        ds = fixtures_dir / m["dataset_dir"]
     layer, mag_name, region, _ = _region_of(m, li, mi, i)
     got = h.wkfs_read(ds, layer, mag_name, region["offset_mag"], region["size_mag"])
     assert len(got) == region["num_bytes"]
@@ -155,9 +167,9 @@ def _default_read_cases():
 
 
 @pytest.mark.parametrize("manifest_name,li,mi,i", _default_read_cases())
-def test_default_read_is_layer_bbox(manifest_name, li, mi, i):
-    m = _load(h.FIXTURES / manifest_name)
-    ds = h.FIXTURES / m["dataset_dir"]
+def test_default_read_is_layer_bbox(manifest_name, li, mi, i, fixtures_dir):
+    m = _load(fixtures_dir / manifest_name)
+    ds = fixtures_dir / m["dataset_dir"]
     layer, mag_name, region, _ = _region_of(m, li, mi, i)
     got = h.wkfs_read(ds, layer, mag_name)
     assert len(got) == region["num_bytes"]
@@ -165,10 +177,10 @@ def test_default_read_is_layer_bbox(manifest_name, li, mi, i):
 
 
 @pytest.mark.parametrize("manifest_name", _dataset_cases("webknossos-dataset"))
-def test_check_and_info_on_fixture(manifest_name):
+def test_check_and_info_on_fixture(manifest_name, fixtures_dir):
     """A healthy reference dataset passes `check`, and `info --json` lists its layers and mags."""
-    m = _load(h.FIXTURES / manifest_name)
-    ds = h.FIXTURES / m["dataset_dir"]
+    m = _load(fixtures_dir / manifest_name)
+    ds = fixtures_dir / m["dataset_dir"]
     proc = h.run_wkfs("check", ds)
     h.assert_no_crash(proc)
     assert proc.returncode == 0, h.describe(proc)

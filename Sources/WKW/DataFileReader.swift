@@ -1,0 +1,118 @@
+/// An open data file whose layout has been checked, for reading single blocks many times
+/// (the mount's block cache) without re-reading the jump table.
+public final class DataFileReader: Sendable {
+    let file: OpenFile
+    let layout: DataFileLayout
+
+    public var path: String { layout.path }
+    /// Bytes the file takes on disk (its length).
+    public var storedSize: Int { layout.fileSize }
+
+    /// Opens data file `index` of `mag`; nil when it does not exist.
+    /// - Throws: `WKWError` when the file is corrupt.
+    public static func open(_ mag: MagDirectory, _ index: Vec3) throws -> DataFileReader? {
+        guard let file = try OpenFile.openIfExists(mag.filePath(index)) else { return nil }
+        return DataFileReader(file: file, layout: try DataFileLayout.read(file, magHeader: mag.header))
+    }
+
+    private init(file: OpenFile, layout: DataFileLayout) {
+        self.file = file
+        self.layout = layout
+    }
+
+    /// The stored (encoded) bytes of block `n`, as they are in the file.
+    public func storedBlock(_ n: Int) throws -> [UInt8] {
+        let range = layout.range(ofBlock: n)
+        return try file.read(at: range.lowerBound, count: range.count)
+    }
+
+    /// Decodes blocks (Morton numbers) in parallel.
+    /// - Throws: `WKWError.corrupt` naming the file and block when one does not decode.
+    public func decode(_ blocks: [Int]) throws -> [[UInt8]] {
+        let header = layout.header
+        return try Parallel.map(blocks.count) { i in
+            let stored = try self.storedBlock(blocks[i])
+            return try [UInt8](unsafeUninitializedCapacity: header.blockByteCount) { buffer, initialized in
+                try stored.withUnsafeBytes {
+                    try self.layout.decode(block: blocks[i], stored: $0, into: UnsafeMutableRawBufferPointer(buffer))
+                }
+                initialized = header.blockByteCount
+            }
+        }
+    }
+}
+
+/// One block of a data file being rewritten.
+public enum BlockSource: Sendable {
+    /// Decoded voxels, to be encoded with the mag's block type.
+    case decoded([UInt8])
+    /// Bytes already in the mag's block encoding (kept from the old file or encoded earlier).
+    case encoded([UInt8])
+    /// A block of zeros.
+    case zero
+}
+
+extension MagDirectory {
+    /// Encodes one decoded block with this mag's block type (raw blocks stay as they are).
+    public func encodeBlock(_ decoded: [UInt8]) -> [UInt8] {
+        precondition(decoded.count == header.blockByteCount, "a block has \(header.blockByteCount) bytes")
+        guard header.blockType.isCompressed else { return decoded }
+        return decoded.withUnsafeBytes { WriteJobCodec.compress($0, blockType: header.blockType) }
+    }
+
+    /// Decodes one block that `encodeBlock` (or a data file) encoded.
+    public func decodeBlock(_ encoded: [UInt8], origin: String) throws -> [UInt8] {
+        guard header.blockType.isCompressed else { return encoded }
+        let count = header.blockByteCount
+        return try [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
+            let ok = encoded.withUnsafeBytes { LZ4Block.decompress($0, into: UnsafeMutableRawBufferPointer(buffer)) }
+            guard ok else { throw WKWError(.corrupt, path: origin, "block is not valid LZ4 data of \(count) bytes") }
+            initialized = count
+        }
+    }
+
+    /// Replaces data file `index` atomically with a new file whose block `n` is `blocks(n)`.
+    /// Blocks are produced and encoded in batches (in parallel), so memory stays at one batch.
+    public func replaceFile(_ index: Vec3, blocks: @Sendable (Int) throws -> BlockSource) throws {
+        let path = filePath(index)
+        try PathOps.makeDirectories(PathOps.dirname(path))
+        let header = self.header
+        let count = header.blocksPerFile
+        let batch = max(1, min(count, (64 << 20) / header.blockByteCount))
+        let zero: [UInt8] = encodeBlock([UInt8](repeating: 0, count: header.blockByteCount))
+        try AtomicFile.write(path) { file in
+            let dataOffset = header.dataFileDataOffset
+            try header.encoded(dataOffset: dataOffset).withUnsafeBytes { try file.write(at: 0, $0) }
+            var position = dataOffset
+            var table = [UInt8](repeating: 0, count: header.blockType.isCompressed ? 8 * count : 0)
+            var start = 0
+            while start < count {
+                let end = min(count, start + batch)
+                let first = start
+                let encoded: [[UInt8]] = try Parallel.map(end - start) { i in
+                    switch try blocks(first + i) {
+                    case .decoded(let bytes): return self.encodeBlock(bytes)
+                    case .encoded(let bytes): return bytes
+                    case .zero: return zero
+                    }
+                }
+                var chunk: [UInt8] = []
+                chunk.reserveCapacity(encoded.reduce(0) { $0 + $1.count })
+                for (i, block) in encoded.enumerated() {
+                    chunk.append(contentsOf: block)
+                    if header.blockType.isCompressed {
+                        var end = UInt64(position + chunk.count)
+                        for b in 0..<8 {
+                            table[8 * (start + i) + b] = UInt8(truncatingIfNeeded: end)
+                            end >>= 8
+                        }
+                    }
+                }
+                try chunk.withUnsafeBytes { try file.write(at: position, $0) }
+                position += chunk.count
+                start = end
+            }
+            if !table.isEmpty { try table.withUnsafeBytes { try file.write(at: WKWHeader.byteCount, $0) } }
+        }
+    }
+}
