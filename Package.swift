@@ -45,7 +45,7 @@ let package = Package(
         .executableTarget(
             name: "WKFSCommand",
             dependencies: [
-                "WebKnossos", "WKW",
+                "WKFS", "WebKnossos", "WKW",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSettings),

@@ -14,6 +14,7 @@ struct WKFSCommand: ParsableCommand {
         version: "0.1.0",
         subcommands: [
             InfoCommand.self, CreateCommand.self, AddLayerCommand.self, AddMagCommand.self, WriteCommand.self,
-            ReadCommand.self, CopyCommand.self, AddSymlinkLayerCommand.self, CheckCommand.self,
+            ReadCommand.self, CopyCommand.self, AddSymlinkLayerCommand.self, CheckCommand.self, MountCommand.self,
+            UnmountCommand.self,
         ])
 }

@@ -173,3 +173,50 @@ public enum PathOps {
         return slash == path.startIndex ? "/" : String(path[..<slash])
     }
 }
+
+/// What `stat` says about a path, in the units the mount needs.
+public struct FileStatus: Sendable {
+    public var size: Int
+    /// Bytes allocated on disk.
+    public var allocated: Int
+    public var modificationSeconds: Int64
+    public var modificationNanoseconds: Int
+    public var isDirectory: Bool
+    public var isSymbolicLink: Bool
+
+    /// Stats `path` without following a final symbolic link; nil when nothing is there.
+    public static func of(_ path: String, followLinks: Bool = false) -> FileStatus? {
+        var info = stat()
+        let result = followLinks ? stat(path, &info) : lstat(path, &info)
+        guard result == 0 else { return nil }
+        return FileStatus(
+            size: Int(info.st_size), allocated: Int(info.st_blocks) * 512,
+            modificationSeconds: Int64(info.st_mtim.tv_sec), modificationNanoseconds: Int(info.st_mtim.tv_nsec),
+            isDirectory: (info.st_mode & S_IFMT) == S_IFDIR, isSymbolicLink: (info.st_mode & S_IFMT) == S_IFLNK)
+    }
+}
+
+extension PathOps {
+    /// Removes an empty directory. The corresponding C function is `rmdir`.
+    public static func removeDirectory(_ path: String) throws {
+        guard Glibc.rmdir(path) == 0 else {
+            let code = errno
+            throw WKWError(.io(errno: code), path: path, "cannot remove directory: \(Errno(rawValue: code))")
+        }
+    }
+
+    /// Creates one directory. The corresponding C function is `mkdir`.
+    public static func makeDirectory(_ path: String) throws {
+        guard mkdir(path, 0o755) == 0 else {
+            let code = errno
+            throw WKWError(.io(errno: code), path: path, "cannot create directory: \(Errno(rawValue: code))")
+        }
+    }
+
+    /// Space on the file system holding `path`. The corresponding C function is `statvfs`.
+    public static func fileSystemSpace(_ path: String) -> (blockSize: UInt64, blocks: UInt64, free: UInt64, available: UInt64, files: UInt64, freeFiles: UInt64)? {
+        var info = statvfs()
+        guard statvfs(path, &info) == 0 else { return nil }
+        return (UInt64(info.f_frsize), UInt64(info.f_blocks), UInt64(info.f_bfree), UInt64(info.f_bavail), UInt64(info.f_files), UInt64(info.f_ffree))
+    }
+}

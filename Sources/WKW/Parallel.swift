@@ -2,10 +2,10 @@ import Dispatch
 import Synchronization
 
 /// Runs independent pieces of work on every core and rethrows the first error.
-enum Parallel {
+public enum Parallel {
     /// Calls `body(i)` for every `i` in `0..<count`, concurrently when there is more than one.
     /// Once one call throws, calls that have not started yet are skipped.
-    static func forEach(_ count: Int, _ body: @Sendable (Int) throws -> Void) throws {
+    public static func forEach(_ count: Int, _ body: @Sendable (Int) throws -> Void) throws {
         if count == 0 { return }
         if count == 1 { return try body(0) }
         let failure = Mutex<(any Error)?>(nil)
@@ -21,7 +21,7 @@ enum Parallel {
     }
 
     /// `(0..<count).map(body)`, computed concurrently.
-    static func map<T: Sendable>(_ count: Int, _ body: @Sendable (Int) throws -> T) throws -> [T] {
+    public static func map<T: Sendable>(_ count: Int, _ body: @Sendable (Int) throws -> T) throws -> [T] {
         let slots = Slots<T>(count)
         defer { slots.free() }
         try forEach(count) { i in slots.set(i, try body(i)) }

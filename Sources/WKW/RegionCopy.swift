@@ -1,9 +1,9 @@
 /// Copies voxels between buffers that each hold a box of voxels in C order (z, y, x, channel).
-enum RegionCopy {
+public enum RegionCopy {
     /// Copies the voxels of `box` from `source` (laid out as `sourceBox`) to `destination`
     /// (laid out as `destinationBox`). `box` must lie inside both.
     @inline(__always)
-    static func copy(
+    public static func copy(
         _ box: Box, voxelSize: Int,
         from source: UnsafeRawPointer, layout sourceBox: Box,
         to destination: UnsafeMutableRawPointer, layout destinationBox: Box

@@ -1,0 +1,47 @@
+import WKW
+
+/// Reads of raw cubes: decoded blocks come from the shared cache and are copied row by row.
+extension BlockCache {
+    /// Fills `destination` with cube bytes from `offset` on; returns how many bytes (short at the end).
+    func readCube(_ mag: MagDirectory, _ index: Vec3, offset: Int, into destination: UnsafeMutableRawBufferPointer) throws -> Int {
+        let geometry = CubeGeometry(header: mag.header)
+        let end = min(geometry.cubeBytes, offset + destination.count)
+        guard offset < end, let base = destination.baseAddress else { return 0 }
+        let (start, boxes) = geometry.rowBoxes(offset..<end)
+        let rowAligned = start == offset && (end - start) % geometry.rowBytes == 0
+        if rowAligned {
+            var position = 0
+            for box in boxes {
+                try readBox(mag, index, box, into: base + position)
+                position += box.voxelCount * geometry.voxelSize
+            }
+        } else {
+            let total = boxes.reduce(0) { $0 + $1.voxelCount } * geometry.voxelSize
+            let rows = UnsafeMutableRawBufferPointer.allocate(byteCount: total, alignment: 16)
+            defer { rows.deallocate() }
+            var position = 0
+            for box in boxes {
+                try readBox(mag, index, box, into: rows.baseAddress! + position)
+                position += box.voxelCount * geometry.voxelSize
+            }
+            base.copyMemory(from: rows.baseAddress! + (offset - start), byteCount: end - offset)
+        }
+        return end - offset
+    }
+
+    /// Writes the voxels of `box` (cube-local) in C order to `destination`.
+    func readBox(_ mag: MagDirectory, _ index: Vec3, _ box: Box, into destination: UnsafeMutableRawPointer) throws {
+        let b = Vec3(repeating: mag.header.blockLength)
+        let positions = box.cellRange(b).positions
+        let blocks = try blocks(mag, index, positions.map(Morton.encode))
+        for position in positions {
+            let blockBox = Box(offset: position * b, size: b)
+            let part = blockBox.intersection(box)!
+            blocks[Morton.encode(position)]!.withUnsafeBytes { bytes in
+                RegionCopy.copy(
+                    part, voxelSize: mag.header.voxelSize, from: bytes.baseAddress!, layout: blockBox,
+                    to: destination, layout: box)
+            }
+        }
+    }
+}

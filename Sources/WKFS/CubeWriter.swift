@@ -1,0 +1,151 @@
+import WKW
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// The pending changes of one open cube: changed blocks, decoded in memory up to a budget,
+/// complete ones encoded into a spill file, all made one new WKW file at `commit`.
+struct CubeWriter {
+    let mag: MagDirectory
+    let index: Vec3
+    let geometry: CubeGeometry
+    /// Decoded blocks held at most before the oldest are spilled (about one slab of blocks).
+    let memoryBudget: Int
+
+    /// The cube starts from zeros (opened with O_TRUNC, truncated, or new), not from the file.
+    private(set) var truncated: Bool
+    /// The cube's size as the writer sees it: the full size, or what was written since truncation.
+    private(set) var size: Int
+    private var dirty: [Int: (bytes: [UInt8], written: Int, tick: Int)] = [:]
+    private var spilled: [Int: (offset: Int, count: Int)] = [:]
+    private var spill: TemporaryFile?
+    private var spillEnd = 0
+    private var tick = 0
+    /// The cube-local voxels written, for growing the bounding box.
+    private(set) var written: Box?
+
+    init(mag: MagDirectory, index: Vec3, truncated: Bool, memoryBudget: Int) {
+        self.mag = mag
+        self.index = index
+        geometry = CubeGeometry(header: mag.header)
+        self.truncated = truncated
+        size = truncated ? 0 : geometry.cubeBytes
+        self.memoryBudget = max(memoryBudget, 4 * mag.header.blockByteCount)
+    }
+
+    var hasChanges: Bool { truncated || !dirty.isEmpty || !spilled.isEmpty }
+
+    /// Sets the size (truncate or extend); only 0 and the cube size are meaningful.
+    mutating func resize(_ newSize: Int) throws {
+        guard newSize <= geometry.cubeBytes else { throw FUSEError(EFBIG, "a cube holds \(geometry.cubeBytes) bytes") }
+        if newSize == 0 {
+            discard()
+            truncated = true
+            size = 0
+        } else {
+            size = max(size, newSize)
+        }
+    }
+
+    /// Writes bytes at `offset` into the pending blocks.
+    mutating func write(_ data: UnsafeRawBufferPointer, at offset: Int, cache: BlockCache) throws {
+        guard offset + data.count <= geometry.cubeBytes else {
+            throw FUSEError(EFBIG, "write of \(data.count) bytes at \(offset) passes the cube's end (\(geometry.cubeBytes) bytes)")
+        }
+        guard !data.isEmpty else { return }
+        let range = offset..<(offset + data.count)
+        size = max(size, range.upperBound)
+        let touched = geometry.touchedBox(range)
+        written = written.map { $0.union(touched) } ?? touched
+
+        let vs = geometry.voxelSize
+        let side = geometry.side
+        let b = mag.header.blockLength
+        var position = offset
+        var completed: [Int] = []
+        tick += 1
+        while position < range.upperBound {
+            // One piece: the bytes of one row that fall in one block.
+            let voxel = position / vs
+            let x = voxel % side
+            let y = voxel / side % side
+            let z = voxel / (side * side)
+            let blockEndX = (x / b + 1) * b
+            let pieceEnd = min(range.upperBound, (voxel - x + blockEndX) * vs)
+            let number = Morton.encode(Vec3(x / b, y / b, z / b))
+            if dirty[number] == nil { dirty[number] = (try load(number, cache: cache), 0, tick) }
+            let inBlock = ((x % b) + (y % b) * b + (z % b) * b * b) * vs + position % vs
+            let count = pieceEnd - position
+            dirty[number]!.bytes.withUnsafeMutableBytes { block in
+                (block.baseAddress! + inBlock).copyMemory(from: data.baseAddress! + (position - offset), byteCount: count)
+            }
+            dirty[number]!.written += count
+            dirty[number]!.tick = tick
+            if dirty[number]!.written >= geometry.header.blockByteCount { completed.append(number) }
+            position = pieceEnd
+        }
+        if !completed.isEmpty { try spillBlocks(completed) }
+        if dirty.count * mag.header.blockByteCount > memoryBudget {
+            let oldest = dirty.sorted { $0.value.tick < $1.value.tick }.prefix(dirty.count / 2).map(\.key)
+            try spillBlocks(oldest)
+        }
+    }
+
+    /// The current content of block `number`.
+    private func load(_ number: Int, cache: BlockCache) throws -> [UInt8] {
+        if let place = spilled[number] {
+            return try mag.decodeBlock(try spill!.read(at: place.offset, count: place.count), origin: "spill file")
+        }
+        if truncated { return [UInt8](repeating: 0, count: mag.header.blockByteCount) }
+        return try cache.blocks(mag, index, [number])[number]!
+    }
+
+    /// Encodes blocks (in parallel) into the spill file and drops them from memory.
+    private mutating func spillBlocks(_ numbers: [Int]) throws {
+        if spill == nil { spill = try TemporaryFile(directory: mag.path) }
+        let blocks = numbers.map { dirty[$0]!.bytes }
+        let mag = self.mag
+        let encoded = try Parallel.map(blocks.count) { mag.encodeBlock(blocks[$0]) }
+        for (number, bytes) in zip(numbers, encoded) {
+            try spill!.write(at: spillEnd, bytes)
+            spilled[number] = (spillEnd, bytes.count)
+            spillEnd += bytes.count
+            dirty[number] = nil
+        }
+    }
+
+    /// Makes the pending changes one new WKW file, replacing the old one atomically.
+    /// - Throws: `FUSEError(EINVAL)` when the cube's size is not the full cube size; nothing is written then.
+    mutating func commit(cache: BlockCache) throws {
+        guard hasChanges else { return }
+        guard size == geometry.cubeBytes else {
+            let got = size
+            discard()
+            throw FUSEError(EINVAL, "a cube must be exactly \(geometry.cubeBytes) bytes, got \(got); nothing was written")
+        }
+        let base = truncated ? nil : try cache.reader(mag, index)
+        let dirtyBlocks = dirty.mapValues(\.bytes)
+        let spilledBlocks = spilled
+        let spill = self.spill
+        try mag.replaceFile(index) { n in
+            if let bytes = dirtyBlocks[n] { return .decoded(bytes) }
+            if let place = spilledBlocks[n] { return .encoded(try spill!.read(at: place.offset, count: place.count)) }
+            if let base { return .encoded(try base.storedBlock(n)) }
+            return .zero
+        }
+        cache.invalidate(mag.filePath(index))
+        discard()
+    }
+
+    /// Drops every pending change.
+    mutating func discard() {
+        written = nil
+        dirty = [:]
+        spilled = [:]
+        spill = nil
+        spillEnd = 0
+        truncated = false
+        size = geometry.cubeBytes
+    }
+}

@@ -1,0 +1,327 @@
+import Foundation
+import Synchronization
+import WKW
+import WebKnossos
+
+/// Opening, reading and writing files of the view.
+extension DatasetFilesystem {
+    public func open(_ inode: Inode, flags: OpenFlags) throws -> OpenResult {
+        let node = try node(inode)
+        if flags.isWritable { try requireWritable() }
+        switch node {
+        case .cube(let layer, let mag, let index):
+            let directory = try magDirectory(layer, mag)
+            let writer =
+                flags.truncate
+                ? CubeWriter(mag: directory, index: index, truncated: true, memoryBudget: writeBudget(directory)) : nil
+            let cube = CubeHandle(node: node, layer: layer, magName: mag, mag: directory, index: index, writer: writer)
+            return OpenResult(handle: state.withLock { $0.addHandle(.cube(cube)) }, keepCache: !flags.truncate)
+        case .properties:
+            let bytes = flags.truncate ? [] : try currentProperties()
+            let buffer = TextBuffer(bytes, dirty: flags.truncate)
+            return OpenResult(handle: state.withLock { $0.addHandle(.properties(buffer)) }, directIO: true)
+        case .scratch(let name):
+            return try state.withLock { s in
+                guard s.scratch[name] != nil else { throw FUSEError.noEntry }
+                if flags.truncate { s.scratch[name]!.bytes = [] }
+                return OpenResult(handle: s.addHandle(.scratch(name)), directIO: true)
+            }
+        case .magInfo(let layer, let mag):
+            if flags.isWritable { throw FUSEError.accessDenied }
+            let text = try magInfo(layer, mag)
+            return OpenResult(handle: state.withLock { $0.addHandle(.generated(text)) }, directIO: true)
+        case .errors:
+            if flags.isWritable { throw FUSEError.accessDenied }
+            return OpenResult(handle: state.withLock { $0.addHandle(.generated(errors.text)) }, directIO: true)
+        default:
+            throw FUSEError.isDirectory
+        }
+    }
+
+    public func create(parent: Inode, name: String, permissions: UInt16, flags: OpenFlags) throws -> (entry: Entry, file: OpenResult) {
+        try requireWritable()
+        let parentNode = try node(parent)
+        switch parentNode {
+        case .root:
+            if name == Self.propertiesName {
+                state.withLock { $0.propertiesHidden = false }
+                let buffer = TextBuffer([], dirty: true)
+                let handle = state.withLock { $0.addHandle(.properties(buffer)) }
+                // The file on disk stays as it is until a valid version is complete.
+                var attributes = try attributes(.properties)
+                attributes.size = 0
+                return (Entry(attributes: attributes, attributeTimeout: 0), OpenResult(handle: handle, directIO: true))
+            }
+            if let why = scratchNameProblem(name) { throw refuse(EINVAL, "cannot create \(name) in the mount root: \(why)") }
+            let handle = state.withLock { s in
+                if s.scratch[name] == nil || flags.truncate { s.scratch[name] = ScratchFile(bytes: [], modified: .now) }
+                return s.addHandle(.scratch(name))
+            }
+            return (Entry(attributes: try attributes(.scratch(name))), OpenResult(handle: handle, directIO: true))
+        case .yDirectory(let layer, let mag, let z, let y):
+            guard let x = MountNode.index(name, prefix: "x", suffix: ".raw") else {
+                throw refuse(EINVAL, "\(layer)/\(mag)/z\(z)/y\(y)/\(name): only cubes named x{X}.raw can be created here")
+            }
+            let node = MountNode.cube(layer: layer, mag: mag, index: Vec3(x, y, z))
+            let directory = try magDirectory(layer, mag)
+            let writer = CubeWriter(mag: directory, index: node.cubeIndex!, truncated: true, memoryBudget: writeBudget(directory))
+            let cube = CubeHandle(node: node, layer: layer, magName: mag, mag: directory, index: Vec3(x, y, z), writer: writer)
+            let handle = state.withLock { s in
+                s.pendingCubes[node, default: 0] += 1
+                return s.addHandle(.cube(cube))
+            }
+            return (Entry(attributes: try attributes(node)), OpenResult(handle: handle))
+        default:
+            throw refuse(EPERM, "cannot create '\(name)' here: new files are cubes (LAYER/MAG/zZ/yY/xX.raw) or editor files in the root")
+        }
+    }
+
+    /// Why `name` cannot be an editor file in the root, or nil.
+    func scratchNameProblem(_ name: String) -> String? {
+        if name == MountNode.controlName { return "the name is reserved" }
+        if state.withLock({ $0.layer(name) != nil }) { return "a layer has this name" }
+        return nil
+    }
+
+    /// Memory a cube writer may hold decoded: about one slab of blocks (one block layer of the cube).
+    func writeBudget(_ mag: MagDirectory) -> Int {
+        max(16 << 20, mag.header.fileLength * mag.header.fileLength * mag.header.blockByteCount)
+    }
+
+    func currentProperties() throws -> [UInt8] {
+        let path = state.withLock { $0.dataset.propertiesPath }
+        guard let data = FileManager.default.contents(atPath: path) else { throw FUSEError.io }
+        return Array(data)
+    }
+
+    func item(_ handle: Handle) throws -> OpenItem {
+        guard let item = state.withLock({ $0.handles[handle.rawValue] }) else { throw FUSEError.badHandle }
+        return item
+    }
+
+    public func read(_ inode: Inode, handle: Handle, offset: UInt64, into buffer: UnsafeMutableRawBufferPointer) throws -> Int {
+        let offset = Int(offset)
+        func serve(_ bytes: [UInt8]) -> Int {
+            guard offset < bytes.count else { return 0 }
+            let count = min(buffer.count, bytes.count - offset)
+            bytes.withUnsafeBytes { buffer.baseAddress!.copyMemory(from: $0.baseAddress! + offset, byteCount: count) }
+            return count
+        }
+        switch try item(handle) {
+        case .cube(let cube):
+            // Pending changes on this handle are made durable first, so reads see them.
+            try cube.writer.withLock { writer in
+                guard var w = writer, w.hasChanges, w.size == w.geometry.cubeBytes else { return }
+                do {
+                    try w.commit(cache: cache)
+                } catch {
+                    throw translate(error, cube.mag.filePath(cube.index))
+                }
+                writer = w
+            }
+            do {
+                return try cache.readCube(cube.mag, cube.index, offset: offset, into: buffer)
+            } catch {
+                throw translate(error, "\(cube.layer)/\(cube.magName)/z\(cube.index.z)/y\(cube.index.y)/x\(cube.index.x).raw")
+            }
+        case .properties(let text):
+            return serve(text.content.withLock { $0.bytes })
+        case .scratch(let name):
+            return serve(state.withLock { $0.scratch[name]?.bytes ?? [] })
+        case .generated(let bytes):
+            return serve(bytes)
+        }
+    }
+
+    public func write(_ inode: Inode, handle: Handle, offset: UInt64, data: UnsafeRawBufferPointer) throws -> Int {
+        try requireWritable()
+        let offset = Int(offset)
+        func patch(_ bytes: inout [UInt8]) {
+            if bytes.count < offset + data.count { bytes += [UInt8](repeating: 0, count: offset + data.count - bytes.count) }
+            bytes.withUnsafeMutableBytes { ($0.baseAddress! + offset).copyMemory(from: data.baseAddress!, byteCount: data.count) }
+        }
+        switch try item(handle) {
+        case .cube(let cube):
+            try cube.writer.withLock { writer in
+                var w = writer ?? CubeWriter(mag: cube.mag, index: cube.index, truncated: false, memoryBudget: writeBudget(cube.mag))
+                do {
+                    try w.write(data, at: offset, cache: cache)
+                } catch {
+                    throw translate(error, cubeName(cube))
+                }
+                writer = w
+            }
+        case .properties(let text):
+            text.content.withLock {
+                patch(&$0.bytes)
+                $0.dirty = true
+            }
+        case .scratch(let name):
+            state.withLock { s in
+                guard s.scratch[name] != nil else { return }
+                patch(&s.scratch[name]!.bytes)
+                s.scratch[name]!.modified = .now
+            }
+        case .generated:
+            throw FUSEError.badHandle
+        }
+        return data.count
+    }
+
+    func cubeName(_ cube: CubeHandle) -> String {
+        "\(cube.layer)/\(cube.magName)/z\(cube.index.z)/y\(cube.index.y)/x\(cube.index.x).raw"
+    }
+
+    /// Makes a handle's pending changes durable: a cube's new WKW file, or a validated properties file.
+    func commit(_ inode: Inode, _ handle: Handle) throws {
+        switch try item(handle) {
+        case .cube(let cube):
+            var grown: Box?
+            try cube.writer.withLock { writer in
+                guard var w = writer, w.hasChanges else { return }
+                let touched = w.written
+                do {
+                    try w.commit(cache: cache)
+                } catch {
+                    writer = w
+                    throw translate(error, cubeName(cube))
+                }
+                writer = w
+                grown = touched
+            }
+            state.withLock { s in s.pendingCubes[cube.node] = nil }
+            if let grown {
+                let box = Box(offset: grown.offset + cube.index * cube.mag.header.fileEdge, size: grown.size)
+                try growBoundingBox(cube.layer, cube.magName, box)
+                invalidate(inode)
+            }
+        case .properties(let text):
+            let pending = text.content.withLock { c -> [UInt8]? in c.dirty ? c.bytes : nil }
+            guard let pending else { return }
+            defer { text.content.withLock { $0.dirty = false } }
+            try applyProperties(pending)
+        case .scratch, .generated:
+            return
+        }
+    }
+
+    /// Grows a layer's bounding box to cover `box` (voxels of the mag).
+    func growBoundingBox(_ layer: String, _ magName: String, _ box: Box) throws {
+        try state.withLock { s in
+            guard let entry = s.mags(layer).first(where: { $0.name == magName })?.entry else { return }
+            do {
+                try s.dataset.growBoundingBox(layer, toCover: entry.mag.toMag1(box))
+            } catch {
+                throw translate(error, "growing the bounding box of layer '\(layer)'")
+            }
+        }
+        invalidate(inodes.inode(.properties))
+    }
+
+    /// Validates and applies a new properties text; an invalid one changes nothing.
+    func applyProperties(_ bytes: [UInt8]) throws {
+        let before = state.withLock { s in Set(s.layerNames) }
+        try state.withLock { s in
+            do {
+                try s.dataset.applyEdit(Data(bytes))
+            } catch {
+                throw translate(error, "refused the new \(Self.propertiesName)")
+            }
+            s.mags = [:]
+            s.propertiesHidden = false
+        }
+        let after = state.withLock { s in Set(s.layerNames) }
+        invalidate(inodes.inode(.properties), entries: before.union(after).map { (Inode.root, $0) } + [(Inode.root, Self.propertiesName)])
+    }
+
+    public func flush(_ inode: Inode, handle: Handle) throws {
+        try commit(inode, handle)
+    }
+
+    public func fsync(_ inode: Inode, handle: Handle, dataOnly: Bool) throws {
+        try commit(inode, handle)
+    }
+
+    public func release(_ inode: Inode, handle: Handle, flags: OpenFlags) throws {
+        defer {
+            state.withLock { s in
+                if case .cube(let cube) = s.handles[handle.rawValue], let count = s.pendingCubes[cube.node] {
+                    s.pendingCubes[cube.node] = count > 1 ? count - 1 : nil
+                }
+                s.handles[handle.rawValue] = nil
+            }
+        }
+        try? commit(inode, handle)
+    }
+
+    public func setattr(_ inode: Inode, changes: AttributeChanges, handle: Handle?) throws -> Attributes {
+        let node = try node(inode)
+        guard let size = changes.size else { return try attributes(node) }  // modes and times: accepted, not stored
+        try requireWritable()
+        let size64 = Int(size)
+        switch node {
+        case .cube(let layer, let mag, let index):
+            if let handle, case .cube(let cube) = try item(handle) {
+                try cube.writer.withLock { writer in
+                    var w = writer ?? CubeWriter(mag: cube.mag, index: index, truncated: false, memoryBudget: writeBudget(cube.mag))
+                    do { try w.resize(size64) } catch { throw translate(error, cubeName(cube)) }
+                    writer = w
+                }
+                var attributes = try attributes(node)
+                attributes.size = UInt64(size64 == 0 ? 0 : max(size64, 0))
+                return attributes
+            }
+            let directory = try magDirectory(layer, mag)
+            guard size64 == directory.header.fileByteCount else {
+                throw refuse(EINVAL, "\(layer)/\(mag)/z\(index.z)/y\(index.y)/x\(index.x).raw: a cube is always \(directory.header.fileByteCount) bytes; truncate to \(size64) refused")
+            }
+            return try attributes(node)
+        case .properties:
+            if let handle, case .properties(let text) = try item(handle) {
+                text.content.withLock { c in
+                    c.bytes = Array(c.bytes.prefix(size64)) + [UInt8](repeating: 0, count: max(0, size64 - c.bytes.count))
+                    c.dirty = true
+                }
+                var attributes = try attributes(node)
+                attributes.size = size
+                return attributes
+            }
+            // A truncate without an open file: the result must be valid like any other version.
+            var bytes = try currentProperties()
+            bytes = Array(bytes.prefix(size64)) + [UInt8](repeating: 0, count: max(0, size64 - bytes.count))
+            try applyProperties(bytes)
+            return try attributes(node)
+        case .scratch(let name):
+            state.withLock { s in
+                guard var file = s.scratch[name] else { return }
+                file.bytes = Array(file.bytes.prefix(size64)) + [UInt8](repeating: 0, count: max(0, size64 - file.bytes.count))
+                file.modified = .now
+                s.scratch[name] = file
+            }
+            return try attributes(node)
+        default:
+            throw FUSEError.accessDenied
+        }
+    }
+}
+
+extension MountNode {
+    var cubeIndex: Vec3? {
+        if case .cube(_, _, let index) = self { return index }
+        return nil
+    }
+}
+
+extension DatasetFilesystem {
+    /// At unmount or on SIGINT/SIGTERM: make every handle's pending changes durable.
+    public func destroy() {
+        let open = state.withLock { Array($0.handles.keys) }
+        for number in open {
+            do {
+                try commit(.root, Handle(number))
+            } catch {
+                errors.record("at unmount: \(error)")
+            }
+        }
+    }
+}

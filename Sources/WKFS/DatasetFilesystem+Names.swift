@@ -1,0 +1,165 @@
+import Foundation
+import Synchronization
+import WKW
+import WebKnossos
+
+/// Making and removing names: mags, z/y directories, linked layers, editor files.
+extension DatasetFilesystem {
+    public func mkdir(parent: Inode, name: String, permissions: UInt16) throws -> Entry {
+        try requireWritable()
+        let parentNode = try node(parent)
+        let created: MountNode
+        switch parentNode {
+        case .layer(let layer), .linkTarget(let layer):
+            guard let mag = try? Mag(parsing: name), mag.shortName == name || mag.longName == name else {
+                throw refuse(EINVAL, "\(layer)/\(name): a mag directory is named like 1, 2 or 2-2-1")
+            }
+            try state.withLock { s in
+                do {
+                    try s.dataset.addMagLikeOthers(layer, name)
+                } catch {
+                    throw translate(error, "mkdir \(layer)/\(name)")
+                }
+            }
+            created = .mag(layer: layer, mag: mag.shortName)
+            invalidate(inodes.inode(.properties))
+        case .mag(let layer, let mag):
+            guard let z = MountNode.index(name, prefix: "z") else {
+                throw refuse(EINVAL, "\(layer)/\(mag)/\(name): directories here are named z{Z}")
+            }
+            try makeDiskDirectory(state.withLock { $0.magPath(layer, mag) }.map { "\($0)/\(name)" })
+            created = .zDirectory(layer: layer, mag: mag, z: z)
+        case .zDirectory(let layer, let mag, let z):
+            guard let y = MountNode.index(name, prefix: "y") else {
+                throw refuse(EINVAL, "\(layer)/\(mag)/z\(z)/\(name): directories here are named y{Y}")
+            }
+            try makeDiskDirectory(state.withLock { $0.magPath(layer, mag) }.map { "\($0)/z\(z)/\(name)" })
+            created = .yDirectory(layer: layer, mag: mag, z: z, y: y)
+        default:
+            throw refuse(EPERM, "mkdir \(name): only mags (in a layer) and z/y directories (in a mag) can be made; add layers through \(Self.propertiesName)")
+        }
+        return Entry(attributes: try attributes(created))
+    }
+
+    private func makeDiskDirectory(_ path: String?) throws {
+        guard let path else { throw FUSEError.noEntry }
+        if PathOps.exists(path) { throw FUSEError.exists }
+        do {
+            try PathOps.makeDirectory(path)
+        } catch {
+            throw translate(error, "mkdir")
+        }
+    }
+
+    public func rmdir(parent: Inode, name: String) throws {
+        try requireWritable()
+        switch try node(parent) {
+        case .layer(let layer), .linkTarget(let layer):
+            guard let entry = state.withLock({ $0.mags(layer).first { $0.name == name }?.entry }) else { throw FUSEError.noEntry }
+            try state.withLock { s in
+                do {
+                    try s.dataset.removeEmptyMag(layer, entry.mag)
+                    s.mags[layer + "/" + name] = nil
+                } catch let error as DatasetError where error.kind == .invalidArgument {
+                    throw FUSEError(ENOTEMPTY, "\(layer)/\(name) holds data")
+                } catch {
+                    throw translate(error, "rmdir \(layer)/\(name)")
+                }
+            }
+            invalidate(inodes.inode(.properties))
+        case .mag(let layer, let mag):
+            try removeDiskDirectory(state.withLock { $0.magPath(layer, mag) }.map { "\($0)/\(name)" }, name.first == "z")
+        case .zDirectory(let layer, let mag, let z):
+            try removeDiskDirectory(state.withLock { $0.magPath(layer, mag) }.map { "\($0)/z\(z)/\(name)" }, name.first == "y")
+        default:
+            throw FUSEError.notPermitted
+        }
+    }
+
+    private func removeDiskDirectory(_ path: String?, _ validName: Bool) throws {
+        guard let path, validName, PathOps.isDirectory(path) else { throw FUSEError.noEntry }
+        if !PathOps.list(path).isEmpty { throw FUSEError.notEmpty }
+        do {
+            try PathOps.removeDirectory(path)
+        } catch {
+            throw translate(error, "rmdir")
+        }
+    }
+
+    public func unlink(parent: Inode, name: String) throws {
+        try requireWritable()
+        guard case .root = try node(parent) else {
+            throw refuse(EPERM, "rm \(name): cubes cannot be removed through the mount")
+        }
+        let removed = try state.withLock { s -> Bool in
+            if s.scratch.removeValue(forKey: name) != nil { return false }
+            if s.layer(name) != nil && s.isLinked(name) {
+                do {
+                    try s.dataset.removeSymlinkLayer(name)
+                } catch {
+                    throw translate(error, "rm \(name)")
+                }
+                return true
+            }
+            if name == Self.propertiesName && !s.propertiesHidden {
+                // Removed to be replaced (mv from another file system): the file on disk stays
+                // until a valid new version is written.
+                s.propertiesHidden = true
+                return true
+            }
+            if s.layer(name) != nil { throw FUSEError.isDirectory }
+            throw FUSEError.noEntry
+        }
+        if removed { invalidate(inodes.inode(.properties), entries: [(Inode.root, name)]) }
+    }
+
+    public func symlink(target: String, parent: Inode, name: String) throws -> Entry {
+        try requireWritable()
+        guard case .root = try node(parent) else {
+            throw refuse(EPERM, "ln -s \(target) \(name): linked layers live in the mount root")
+        }
+        try state.withLock { s in
+            let resolved = target.hasPrefix("/") ? target : s.dataset.path + "/" + target
+            do {
+                try s.dataset.addSymlinkLayer(target: resolved, name: name)
+            } catch {
+                throw translate(error, "ln -s \(target) \(name)")
+            }
+        }
+        invalidate(inodes.inode(.properties))
+        return Entry(attributes: try attributes(.layer(name)))
+    }
+
+    public func rename(parent: Inode, name: String, newParent: Inode, newName: String, flags: RenameFlags) throws {
+        try requireWritable()
+        guard case .root = try node(parent), case .root = try node(newParent) else {
+            throw refuse(EPERM, "mv \(name) \(newName): only files in the mount root can be renamed")
+        }
+        if name == newName { return }
+        let properties = Self.propertiesName
+        if newName == properties {
+            // An editor's new version (sed -i, many editors): validate it, then it becomes the file.
+            guard let scratch = state.withLock({ $0.scratch[name] }) else { throw FUSEError.notPermitted }
+            try applyProperties(scratch.bytes)
+            state.withLock { _ = $0.scratch.removeValue(forKey: name) }
+            invalidate(nil, entries: [(Inode.root, name)])
+            return
+        }
+        if let why = scratchNameProblem(newName) { throw refuse(EINVAL, "mv \(name) \(newName): \(why)") }
+        if name == properties {
+            // Rename-away (vim, emacs backups): the backup lives in memory; the file on disk stays.
+            let bytes = try currentProperties()
+            state.withLock { s in
+                s.scratch[newName] = ScratchFile(bytes: bytes, modified: .now)
+                s.propertiesHidden = true
+            }
+            invalidate(nil, entries: [(Inode.root, properties), (Inode.root, newName)])
+            return
+        }
+        try state.withLock { s in
+            guard let file = s.scratch.removeValue(forKey: name) else { throw FUSEError.notPermitted }
+            s.scratch[newName] = file
+        }
+        invalidate(nil, entries: [(Inode.root, name), (Inode.root, newName)])
+    }
+}

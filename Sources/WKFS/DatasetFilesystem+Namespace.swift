@@ -1,0 +1,238 @@
+import Foundation
+import Synchronization
+import WKW
+import WebKnossos
+
+/// Names, attributes and listings of the view.
+extension DatasetFilesystem {
+    static let propertiesName = DatasetProperties.fileName
+    static let magInfoName = "mag.json"
+
+    public func lookup(parent: Inode, name: String) throws -> Entry {
+        let child = try state.withLock { s in try Self.child(of: try node(parent), named: name, in: s) }
+        return Entry(attributes: try attributes(child))
+    }
+
+    public func getattr(_ inode: Inode) throws -> Attributes {
+        try attributes(try node(inode))
+    }
+
+    public func readlink(_ inode: Inode) throws -> String {
+        guard case .layer(let name) = try node(inode), state.withLock({ $0.isLinked(name) }) else {
+            throw FUSEError.invalid
+        }
+        return "\(MountNode.controlName)/links/\(name)"
+    }
+
+    public func readdir(_ inode: Inode, handle: Handle, offset: UInt64) throws -> [DirectoryEntry] {
+        let node = try node(inode)
+        let children = try state.withLock { s in try Self.children(of: node, in: s) }
+        let all = [(".", node), ("..", node)] + children
+        guard offset < all.count else { return [] }
+        let linked = Set(state.withLock { s in s.layerNames.filter { s.isLinked($0) } })
+        return all[Int(offset)...].map { name, child in
+            DirectoryEntry(name: name, inode: inodes.inode(child), kind: Self.kind(of: child, linked: { linked.contains($0) }))
+        }
+    }
+
+    public func statfs(_ inode: Inode) throws -> FilesystemStatistics {
+        let path = state.withLock { $0.dataset.path }
+        guard let space = PathOps.fileSystemSpace(path) else { return FilesystemStatistics() }
+        return FilesystemStatistics(
+            blockSize: space.blockSize, blocks: space.blocks, freeBlocks: space.free, availableBlocks: space.available,
+            files: space.files, freeFiles: space.freeFiles)
+    }
+
+    // MARK: The tree
+
+    static func kind(of node: MountNode, linked: (String) -> Bool) -> FileKind {
+        switch node {
+        case .root, .linkTarget, .mag, .zDirectory, .yDirectory, .control, .links: return .directory
+        case .layer(let name): return linked(name) ? .symbolicLink : .directory
+        case .properties, .magInfo, .cube, .errors, .scratch: return .regular
+        }
+    }
+
+    /// The child `name` of `parent`, or ENOENT.
+    static func child(of parent: MountNode, named name: String, in s: ViewState) throws -> MountNode {
+        switch parent {
+        case .root:
+            if name == propertiesName && !s.propertiesHidden { return .properties }
+            if name == MountNode.controlName { return .control }
+            if s.scratch[name] != nil { return .scratch(name) }
+            if s.layer(name) != nil { return .layer(name) }
+        case .layer(let layer) where !s.isLinked(layer), .linkTarget(let layer):
+            if case .linkTarget = parent, !PathOps.isDirectory(s.dataset.layerPath(layer)) { break }
+            if s.mags(layer).contains(where: { $0.name == name }) { return .mag(layer: layer, mag: name) }
+        case .mag(let layer, let mag):
+            if name == magInfoName { return .magInfo(layer: layer, mag: mag) }
+            if let z = MountNode.index(name, prefix: "z"), let path = s.magPath(layer, mag),
+                PathOps.isDirectory("\(path)/\(name)")
+            {
+                return .zDirectory(layer: layer, mag: mag, z: z)
+            }
+        case .zDirectory(let layer, let mag, let z):
+            if let y = MountNode.index(name, prefix: "y"), let path = s.magPath(layer, mag),
+                PathOps.isDirectory("\(path)/z\(z)/\(name)")
+            {
+                return .yDirectory(layer: layer, mag: mag, z: z, y: y)
+            }
+        case .yDirectory(let layer, let mag, let z, let y):
+            if let x = MountNode.index(name, prefix: "x", suffix: ".raw"), let path = s.magPath(layer, mag) {
+                let node = MountNode.cube(layer: layer, mag: mag, index: Vec3(x, y, z))
+                if s.pendingCubes[node] != nil || PathOps.exists("\(path)/z\(z)/y\(y)/x\(x).wkw") { return node }
+            }
+        case .control:
+            if name == "errors" { return .errors }
+            if name == "links" { return .links }
+        case .links:
+            if s.layer(name) != nil && s.isLinked(name) && PathOps.isDirectory(s.dataset.layerPath(name)) {
+                return .linkTarget(name)
+            }
+        default:
+            break
+        }
+        throw FUSEError.noEntry
+    }
+
+    /// The children of a directory node, by name.
+    static func children(of node: MountNode, in s: ViewState) throws -> [(String, MountNode)] {
+        func numbered(_ path: String, _ prefix: Character, suffix: String = "") -> [(String, Int)] {
+            PathOps.list(path).compactMap { name in MountNode.index(name, prefix: prefix, suffix: suffix).map { (name, $0) } }
+                .sorted { $0.1 < $1.1 }
+        }
+        switch node {
+        case .root:
+            var result: [(String, MountNode)] = []
+            if !s.propertiesHidden { result.append((propertiesName, .properties)) }
+            result += s.layerNames.map { ($0, .layer($0)) }
+            result.append((MountNode.controlName, .control))
+            result += s.scratch.keys.sorted().map { ($0, .scratch($0)) }
+            return result
+        case .layer(let layer), .linkTarget(let layer):
+            if case .layer = node, s.isLinked(layer) { throw FUSEError(ENOTDIR) }
+            return s.mags(layer).map { ($0.name, .mag(layer: layer, mag: $0.name)) }
+        case .mag(let layer, let mag):
+            guard let path = s.magPath(layer, mag) else { throw FUSEError.noEntry }
+            return [(magInfoName, .magInfo(layer: layer, mag: mag))]
+                + numbered(path, "z").filter { PathOps.isDirectory("\(path)/\($0.0)") }.map {
+                    ($0.0, .zDirectory(layer: layer, mag: mag, z: $0.1))
+                }
+        case .zDirectory(let layer, let mag, let z):
+            guard let path = s.magPath(layer, mag) else { throw FUSEError.noEntry }
+            return numbered("\(path)/z\(z)", "y").filter { PathOps.isDirectory("\(path)/z\(z)/\($0.0)") }.map {
+                ($0.0, .yDirectory(layer: layer, mag: mag, z: z, y: $0.1))
+            }
+        case .yDirectory(let layer, let mag, let z, let y):
+            guard let path = s.magPath(layer, mag) else { throw FUSEError.noEntry }
+            var xs = Set(numbered("\(path)/z\(z)/y\(y)", "x", suffix: ".wkw").map(\.1))
+            for case .cube(let l, let m, let index) in s.pendingCubes.keys where l == layer && m == mag && index.z == z && index.y == y {
+                xs.insert(index.x)
+            }
+            return xs.sorted().map { ("x\($0).raw", .cube(layer: layer, mag: mag, index: Vec3($0, y, z))) }
+        case .control:
+            return [("errors", .errors), ("links", .links)]
+        case .links:
+            return s.layerNames.filter { s.isLinked($0) && PathOps.isDirectory(s.dataset.layerPath($0)) }.map {
+                ($0, .linkTarget($0))
+            }
+        default:
+            throw FUSEError(ENOTDIR)
+        }
+    }
+
+    // MARK: Attributes
+
+    func attributes(_ node: MountNode) throws -> Attributes {
+        let inode = inodes.inode(node)
+        let writable = !options.readOnly
+        let directoryMode: UInt16 = writable ? 0o755 : 0o555
+        let fileMode: UInt16 = writable ? 0o644 : 0o444
+        func directory(_ path: String?) -> Attributes {
+            let time = path.flatMap { FileStatus.of($0, followLinks: true) }.map(Timestamp.init) ?? .now
+            return Attributes(
+                inode: inode, kind: .directory, permissions: directoryMode, linkCount: 2, size: 4096,
+                accessTime: time, modificationTime: time, changeTime: time)
+        }
+        func file(_ size: Int, mode: UInt16, time: Timestamp, allocated: Int? = nil) -> Attributes {
+            Attributes(
+                inode: inode, kind: .regular, permissions: mode, size: UInt64(size),
+                blocks: UInt64(((allocated ?? size) + 511) / 512), accessTime: time, modificationTime: time, changeTime: time)
+        }
+
+        switch node {
+        case .root:
+            return directory(state.withLock { $0.dataset.path })
+        case .properties:
+            let path = state.withLock { $0.dataset.propertiesPath }
+            guard let status = FileStatus.of(path, followLinks: true) else { throw FUSEError.noEntry }
+            return file(status.size, mode: fileMode, time: Timestamp(status))
+        case .layer(let name):
+            let (linked, path) = state.withLock { ($0.isLinked(name), $0.dataset.layerPath(name)) }
+            if linked {
+                let target = "\(MountNode.controlName)/links/\(name)"
+                let time = FileStatus.of(path).map(Timestamp.init) ?? .now
+                return Attributes(
+                    inode: inode, kind: .symbolicLink, permissions: 0o777, size: UInt64(target.utf8.count),
+                    accessTime: time, modificationTime: time, changeTime: time)
+            }
+            return directory(path)
+        case .linkTarget(let name):
+            return directory(state.withLock { $0.dataset.layerPath(name) })
+        case .mag(let layer, let mag):
+            return directory(state.withLock { $0.magPath(layer, mag) })
+        case .zDirectory(let layer, let mag, let z):
+            return directory(state.withLock { $0.magPath(layer, mag) }.map { "\($0)/z\(z)" })
+        case .yDirectory(let layer, let mag, let z, let y):
+            return directory(state.withLock { $0.magPath(layer, mag) }.map { "\($0)/z\(z)/y\(y)" })
+        case .magInfo(let layer, let mag):
+            let text = try magInfo(layer, mag)
+            return file(text.count, mode: 0o444, time: .now)
+        case .cube(let layer, let mag, let index):
+            let directory = try magDirectory(layer, mag)
+            let size = directory.header.fileByteCount
+            if let status = FileStatus.of(directory.filePath(index)) {
+                return file(size, mode: fileMode, time: Timestamp(status), allocated: status.allocated)
+            }
+            return file(size, mode: fileMode, time: .now, allocated: 0)
+        case .control, .links:
+            return directory(nil)
+        case .errors:
+            return file(errors.text.count, mode: 0o444, time: .now)
+        case .scratch(let name):
+            guard let scratch = state.withLock({ $0.scratch[name] }) else { throw FUSEError.noEntry }
+            return file(scratch.bytes.count, mode: fileMode, time: scratch.modified)
+        }
+    }
+
+    /// The text of a mag's `mag.json`: everything needed to read its cubes with numpy.
+    func magInfo(_ layer: String, _ mag: String) throws -> [UInt8] {
+        let (properties, entry) = try state.withLock { s -> (LayerProperties, MagProperties) in
+            guard let properties = s.layer(layer), let entry = s.mags(layer).first(where: { $0.name == mag })?.entry else {
+                throw FUSEError.noEntry
+            }
+            return (properties, entry)
+        }
+        let h = try magDirectory(layer, mag).header
+        let side = h.fileEdge
+        let box = entry.mag.fromMag1(properties.boundingBox)
+        func ints(_ values: [Int]) -> JSONValue { .array(values.map { .int(Int64($0)) }) }
+        let json: JSONValue = .object([
+            ("dtype", .string(h.voxelType.name)),
+            ("channels", .int(Int64(h.channels))),
+            ("cubeShape", ints([side, side, side, h.channels])),
+            ("cubeBytes", .int(Int64(h.fileByteCount))),
+            ("voxelOrder", .string("C order (z, y, x, channel): x fastest, channels interleaved, little-endian")),
+            ("mag", ints(entry.mag.factors.array)),
+            ("cubeFile", .string("z{Z}/y{Y}/x{X}.raw holds voxels [X*\(side), (X+1)*\(side)) along x, likewise y and z, in this mag's voxels")),
+            ("blockLength", .int(Int64(h.blockLength))),
+            ("fileLength", .int(Int64(h.fileLength))),
+            ("blockType", .string(h.blockType.description)),
+            ("boundingBox", .object([("topLeft", ints(box.offset.array)), ("size", ints(box.size.array))])),
+            ("boundingBoxMag1", .object([("topLeft", ints(properties.boundingBox.offset.array)), ("size", ints(properties.boundingBox.size.array))])),
+            ("numpy", .string("numpy.fromfile('z0/y0/x0.raw', dtype='\(h.voxelType.name)').reshape(\(side), \(side), \(side), \(h.channels))  # (z, y, x, c)")),
+        ])
+        return Array((json.pretty() + "\n").utf8)
+    }
+}
+

@@ -1,0 +1,211 @@
+import Dispatch
+import Foundation
+import Synchronization
+import WKW
+import WebKnossos
+
+/// The mounted view of one dataset (SPEC section 3): layers, mags, raw cubes, editable properties,
+/// linked layers and the `.wkfs` control directory.
+///
+/// Shared state sits behind `state`; cube data moves outside that lock, through the block cache and
+/// each open cube's own writer.
+public final class DatasetFilesystem: FUSEFilesystem {
+    public struct Options: Sendable {
+        public var readOnly = false
+        /// Bytes of decoded blocks kept for reads.
+        public var cacheSize = 256 << 20
+        public init() {}
+    }
+
+    let options: Options
+    let inodes = InodeTable()
+    let cache: BlockCache
+    let errors: ErrorLog
+    let state: Mutex<ViewState>
+    private let notifier = Mutex<FUSENotifier?>(nil)
+
+    /// Opens the dataset; fails before anything is mounted when it does not open.
+    public init(datasetPath: String, options: Options, log: @escaping @Sendable (String) -> Void) throws {
+        self.options = options
+        cache = BlockCache(capacity: options.cacheSize)
+        errors = ErrorLog(log: log)
+        state = Mutex(ViewState(dataset: try Dataset.open(datasetPath)))
+    }
+
+    public func initialize(connection: inout FUSEConnection, notifier: FUSENotifier) {
+        self.notifier.withLock { $0 = notifier }
+        // O_TRUNC must reach `open` with its handle: a separate truncate carries none, and a cube
+        // or the properties file cannot be truncated on disk on its own.
+        connection.atomicOpenTruncate = true
+    }
+
+    // MARK: Helpers shared by the operation files
+
+    /// The node behind an inode, or ENOENT.
+    func node(_ inode: Inode) throws -> MountNode {
+        guard let node = inodes.node(inode) else { throw FUSEError.noEntry }
+        return node
+    }
+
+    /// Records a user-caused error in the log and `.wkfs/errors`, and returns it as an errno.
+    func refuse(_ code: Int32, _ message: String) -> FUSEError {
+        errors.record(message)
+        return FUSEError(code, message)
+    }
+
+    /// Turns an error of a lower layer into an errno, recording it.
+    func translate(_ error: any Error, _ what: String) -> FUSEError {
+        if let fuse = error as? FUSEError {
+            if let message = fuse.message { errors.record("\(what): \(message)") }
+            return fuse
+        }
+        let code: Int32
+        switch error {
+        case let e as WKWError:
+            switch e.kind {
+            case .io(let errno): code = errno
+            case .corrupt: code = EIO
+            case .invalidArgument: code = EINVAL
+            case .notFound: code = ENOENT
+            case .alreadyExists: code = EEXIST
+            }
+        case let e as DatasetError:
+            switch e.kind {
+            case .notFound: code = ENOENT
+            case .alreadyExists: code = EEXIST
+            case .invalidProperties, .invalidArgument: code = EINVAL
+            case .unsupported: code = ENOTSUP
+            case .io: code = EIO
+            }
+        default: code = EIO
+        }
+        return refuse(code, "\(what): \(error)")
+    }
+
+    func requireWritable() throws {
+        if options.readOnly { throw FUSEError.readOnly }
+    }
+
+    /// Tells the kernel to drop what it caches for `inode` (and names under `parent`), off the
+    /// request thread: notifying from inside a request on the same node can deadlock.
+    func invalidate(_ inode: Inode?, entries: [(parent: Inode, name: String)] = []) {
+        guard let notifier = notifier.withLock({ $0 }) else { return }
+        DispatchQueue.global().async {
+            if let inode { try? notifier.invalidateInode(inode) }
+            for (parent, name) in entries { try? notifier.invalidateEntry(parent: parent, name: name) }
+        }
+    }
+
+    /// The opened mag directory of a layer's mag (by directory name).
+    func magDirectory(_ layer: String, _ mag: String) throws -> MagDirectory {
+        try state.withLock { s in try s.magDirectory(layer, mag) }
+    }
+}
+
+/// The view's shared, mutable state.
+struct ViewState {
+    var dataset: Dataset
+    /// Opened mag directories by (layer, directory name).
+    var mags: [String: MagDirectory] = [:]
+    /// Editor files in the mount root, in memory only.
+    var scratch: [String: ScratchFile] = [:]
+    /// The properties file was renamed away (an editor's backup) and not yet recreated.
+    var propertiesHidden = false
+    /// Cubes created and still open, not yet on disk: open count by node.
+    var pendingCubes: [MountNode: Int] = [:]
+    var handles: [UInt64: OpenItem] = [:]
+    var nextHandle: UInt64 = 1
+
+    /// The layers the view shows: WKW layers of the properties.
+    var layerNames: [String] { dataset.layers.filter { $0.dataFormat == "wkw" }.map(\.name) }
+
+    func layer(_ name: String) -> LayerProperties? {
+        dataset.properties.layer(named: name).flatMap { $0.dataFormat == "wkw" ? $0 : nil }
+    }
+
+    func isLinked(_ layer: String) -> Bool {
+        FileStatus.of(dataset.layerPath(layer))?.isSymbolicLink ?? false
+    }
+
+    /// The mags of a layer by directory name.
+    func mags(_ layer: String) -> [(name: String, entry: MagProperties)] {
+        guard let properties = self.layer(layer) else { return [] }
+        return properties.mags.map { entry in
+            let path = dataset.magPath(properties, entry)
+            return (String(path.split(separator: "/").last ?? ""), entry)
+        }
+    }
+
+    func magPath(_ layer: String, _ mag: String) -> String? {
+        guard let properties = self.layer(layer), let entry = mags(layer).first(where: { $0.name == mag })?.entry else {
+            return nil
+        }
+        return dataset.magPath(properties, entry)
+    }
+
+    mutating func magDirectory(_ layer: String, _ mag: String) throws -> MagDirectory {
+        let key = layer + "/" + mag
+        if let known = mags[key] { return known }
+        guard let path = magPath(layer, mag) else { throw FUSEError.noEntry }
+        let directory = try MagDirectory.open(path)
+        mags[key] = directory
+        return directory
+    }
+
+    mutating func addHandle(_ item: OpenItem) -> Handle {
+        let number = nextHandle
+        nextHandle += 1
+        handles[number] = item
+        return Handle(number)
+    }
+}
+
+/// An editor's file in the mount root.
+struct ScratchFile {
+    var bytes: [UInt8]
+    var modified: Timestamp
+}
+
+/// What an open file handle refers to.
+enum OpenItem: Sendable {
+    case cube(CubeHandle)
+    case properties(TextBuffer)
+    case scratch(String)
+    /// Generated read-only content (mag.json, errors), fixed at open.
+    case generated([UInt8])
+}
+
+/// An open cube: its place and, once written or truncated, its pending changes.
+final class CubeHandle: Sendable {
+    let node: MountNode
+    let layer: String
+    let magName: String
+    let mag: MagDirectory
+    let index: Vec3
+    let writer: Mutex<CubeWriter?>
+
+    init(node: MountNode, layer: String, magName: String, mag: MagDirectory, index: Vec3, writer: CubeWriter?) {
+        self.node = node
+        self.layer = layer
+        self.magName = magName
+        self.mag = mag
+        self.index = index
+        self.writer = Mutex(writer)
+    }
+}
+
+/// The bytes of the properties file as one handle edits them.
+final class TextBuffer: Sendable {
+    struct Content {
+        var bytes: [UInt8]
+        var dirty: Bool
+    }
+    let content: Mutex<Content>
+    init(_ bytes: [UInt8], dirty: Bool) { content = Mutex(Content(bytes: bytes, dirty: dirty)) }
+}
+
+extension Timestamp {
+    init(_ status: FileStatus) {
+        self.init(seconds: status.modificationSeconds, nanoseconds: UInt32(status.modificationNanoseconds))
+    }
+}

@@ -1,0 +1,99 @@
+import ArgumentParser
+import Foundation
+import WKFS
+import WKW
+
+struct MountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mount",
+        abstract: "Mount a dataset as a directory of raw cubes (FUSE).",
+        discussion: """
+            Options (-o, comma-separated): ro, allow_other, cache_size=SIZE (decoded-block cache, \
+            e.g. 512M or 2G; default 256M), debug.
+            Example: wkfs mount my_dataset /mnt/ds -o ro,cache_size=1G && ls /mnt/ds/color/1
+            Unmount with: wkfs unmount /mnt/ds
+            """)
+
+    @Argument(help: "The dataset directory.") var dataset: String
+    @Argument(help: "An empty directory to mount it on.") var mountPoint: String
+    @Flag(name: .customShort("f"), help: "Stay in the foreground (do not daemonize).") var foreground = false
+    @Option(name: .customShort("o"), help: "Mount options: ro, allow_other, cache_size=SIZE, debug.") var options: [String] = []
+
+    func run() throws {
+        var fsOptions = DatasetFilesystem.Options()
+        var fuseOptions = ["default_permissions", "subtype=wkfs"]
+        for item in options.flatMap({ $0.split(separator: ",").map(String.init) }) where !item.isEmpty {
+            let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
+            switch parts[0] {
+            case "ro":
+                fsOptions.readOnly = true
+                fuseOptions.append("ro")
+            case "rw", "defaults", "auto", "noauto", "nofail", "_netdev", "user", "nouser", "users", "dev", "nodev",
+                "suid", "nosuid", "exec", "noexec":
+                continue
+            case "allow_other", "debug":
+                fuseOptions.append(parts[0])
+            case "cache_size":
+                guard parts.count == 2, let bytes = Self.parseSize(parts[1]) else {
+                    throw CLIError("-o \(item): expected a size like 512M or 2G")
+                }
+                fsOptions.cacheSize = bytes
+            default:
+                if parts[0].hasPrefix("x-") { continue }
+                throw CLIError("-o \(item): unknown mount option (known: ro, allow_other, cache_size=SIZE, debug)")
+            }
+        }
+        let datasetPath = URL(fileURLWithPath: dataset).standardizedFileURL.path
+        let mountPath = URL(fileURLWithPath: mountPoint).standardizedFileURL.path
+        fuseOptions.append("fsname=\(datasetPath)")
+        let log = FUSESession.logToStandardError
+        let filesystem = try DatasetFilesystem(datasetPath: datasetPath, options: fsOptions, log: log)
+        let session = try FUSESession(filesystem: filesystem, mountPoint: mountPath, options: fuseOptions, log: log)
+        try session.mount()
+        if !foreground {
+            do {
+                try session.daemonize()
+            } catch {
+                session.unmount()
+                throw error
+            }
+        }
+        defer { session.unmount() }
+        try session.run()
+    }
+
+    /// `512M`, `2G`, `65536`, `64K` -> bytes.
+    static func parseSize(_ text: String) -> Int? {
+        let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40]
+        var digits = text.uppercased()
+        if digits.hasSuffix("B") { digits.removeLast() }
+        var factor = 1
+        if let last = digits.last, let unit = units[last] {
+            factor = unit
+            digits.removeLast()
+        }
+        guard let value = Int(digits), value >= 0 else { return nil }
+        return value * factor
+    }
+}
+
+struct UnmountCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "unmount",
+        abstract: "Unmount a mounted dataset (pending writes are flushed first).",
+        discussion: "Example: wkfs unmount /mnt/ds")
+
+    @Argument(help: "The mount point.") var mountPoint: String
+    @Flag(help: "Detach even if busy (lazy unmount).") var lazy = false
+
+    func run() throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["fusermount3", "-u"] + (lazy ? ["-z"] : []) + [mountPoint]
+        try process.run()
+        process.waitUntilExit()
+        if process.terminationStatus != 0 {
+            throw CLIError("\(mountPoint): unmount failed (is it a wkfs mount, or busy? --lazy detaches a busy one)")
+        }
+    }
+}

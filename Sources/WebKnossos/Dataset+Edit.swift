@@ -1,0 +1,121 @@
+public import Foundation
+import WKW
+
+/// Changes that the mounted view makes: hand-edited properties, removed links and mags.
+extension Dataset {
+    /// Reads the properties again from disk.
+    public mutating func reload() throws {
+        self = try Dataset.open(path)
+    }
+
+    /// Validates a new text for the properties file against this dataset.
+    /// Checks: valid JSON in a known schema, valid layers, every mag directory present or creatable,
+    /// and no new mag path that leaves the dataset.
+    /// - Throws: `DatasetError.invalidProperties` naming the file and the field.
+    public func validateEdit(_ text: Data) throws -> DatasetProperties {
+        let file = propertiesPath
+        let new = try DatasetProperties.decode(text, file: file)
+        for (i, layer) in new.layers.enumerated() {
+            let old = properties.layer(named: layer.name)
+            if old == nil && layer.dataFormat != "wkw" {
+                throw DatasetError(.invalidProperties, file, "field 'dataLayers[\(i)].dataFormat': '\(layer.dataFormat)' is not supported (only wkw)")
+            }
+            for (j, mag) in layer.mags.enumerated() {
+                guard let path = mag.path else { continue }
+                let leaves = path.hasPrefix("/") || path.split(separator: "/").contains("..")
+                let known = old?.mag(mag.mag)?.path == path
+                if leaves && !known {
+                    throw DatasetError(
+                        .invalidProperties, file,
+                        "field 'dataLayers[\(i)].mags[\(j)].path': '\(path)' leaves the dataset")
+                }
+            }
+            let layerDirectory = layerPath(layer.name)
+            if PathOps.exists(layerDirectory) && !PathOps.isDirectory(layerDirectory) {
+                throw DatasetError(
+                    .invalidProperties, file, "field 'dataLayers[\(i)].name': \(layerDirectory) exists and is not a directory")
+            }
+            if layer.dataFormat == "wkw" {
+                for (j, mag) in layer.mags.enumerated() {
+                    let target = magPath(layer, mag)
+                    if !PathOps.exists(target + "/header.wkw") && PathOps.exists(target) && !PathOps.isDirectory(target) {
+                        throw DatasetError(
+                            .invalidProperties, file, "field 'dataLayers[\(i)].mags[\(j)]': \(target) is not a directory")
+                    }
+                }
+            }
+        }
+        return new
+    }
+
+    /// Replaces the properties file with `text` (validated first, written as given) and creates
+    /// the directories and mags that new entries name.
+    public mutating func applyEdit(_ text: Data) throws {
+        let new = try validateEdit(text)
+        do {
+            try AtomicFile.write(propertiesPath, Array(text))
+        } catch {
+            throw DatasetError(.io, propertiesPath, "cannot save: \(error)")
+        }
+        properties = new
+        for layer in new.layers where layer.dataFormat == "wkw" {
+            if !PathOps.exists(layerPath(layer.name)) { try? PathOps.makeDirectories(layerPath(layer.name)) }
+            guard let voxelType = layer.declaredVoxelType else { continue }
+            for mag in layer.mags where !PathOps.exists(magPath(layer, mag) + "/header.wkw") {
+                // A new mag entry: a mag directory with the cube length it asks for.
+                let edge = mag.cubeLength ?? 1024
+                let blockLength = min(32, max(1, edge))
+                let fileLength = max(1, min(128, edge / blockLength))
+                if let header = try? WKWHeader(
+                    blockLength: blockLength, fileLength: fileLength, blockType: .raw, voxelType: voxelType,
+                    channels: layer.numChannels)
+                {
+                    _ = try? MagDirectory.create(magPath(layer, mag), header: header)
+                }
+            }
+        }
+    }
+
+    /// Removes a symbolic-link layer: its link and its entry, never the target's data.
+    public mutating func removeSymlinkLayer(_ name: String) throws {
+        guard properties.layer(named: name) != nil else {
+            throw DatasetError(.notFound, "layer '\(name)'", "no such layer")
+        }
+        guard FileStatus.of(layerPath(name))?.isSymbolicLink ?? false else {
+            throw DatasetError(.invalidArgument, layerPath(name), "is not a symbolic link; only linked layers can be removed")
+        }
+        properties.layers.removeAll { $0.name == name }
+        try save()
+        PathOps.remove(layerPath(name))
+    }
+
+    /// Adds a mag with the settings (block length, file length, block type) of the layer's first mag.
+    @discardableResult
+    public mutating func addMagLikeOthers(_ layerName: String, _ name: String) throws -> MagView {
+        let layer = try layer(layerName)
+        var settings = (blockLength: 32, fileLength: 32, compress: false)
+        if let first = layer.mags.first, let directory = try? MagDirectory.open(magPath(layer, first)) {
+            let h = directory.header
+            settings = (h.blockLength, h.fileLength, h.blockType.isCompressed)
+        }
+        return try addMag(
+            layerName, name, blockLength: settings.blockLength, fileLength: settings.fileLength, compress: settings.compress)
+    }
+
+    /// Removes a mag that holds no data files: its `header.wkw`, its empty directories and its entry.
+    public mutating func removeEmptyMag(_ layerName: String, _ mag: Mag) throws {
+        let layer = try layer(layerName)
+        guard let entry = layer.mag(mag) else { throw DatasetError(.notFound, "mag \(mag)", "no such mag") }
+        let directory = magPath(layer, entry)
+        if let opened = try? MagDirectory.open(directory), !opened.fileIndices().isEmpty {
+            throw DatasetError(.invalidArgument, directory, "mag directory holds data files")
+        }
+        try updateLayer(layerName) { $0.mags.removeAll { $0.mag == mag } }
+        PathOps.remove(directory + "/header.wkw")
+        for z in PathOps.list(directory) {
+            for y in PathOps.list(directory + "/" + z) { try? PathOps.removeDirectory(directory + "/" + z + "/" + y) }
+            try? PathOps.removeDirectory(directory + "/" + z)
+        }
+        try? PathOps.removeDirectory(directory)
+    }
+}
