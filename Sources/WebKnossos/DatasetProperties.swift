@@ -100,17 +100,33 @@ extension DatasetProperties {
         do {
             json = try JSONValue.parse(data)
         } catch {
-            throw DatasetError(.invalidProperties, file, "not valid JSON (\(Self.describe(error)))")
+            throw DatasetError(.invalidProperties, file, "not valid JSON (\(Self.syntaxProblem(data)))")
         }
         return try DatasetProperties(json: json, file: file)
     }
 
-    private static func describe(_ error: any Error) -> String {
-        if case DecodingError.dataCorrupted(let context) = error {
-            let underlying = (context.underlyingError as? NSError)?.userInfo[NSDebugDescriptionErrorKey] as? String
-            return underlying ?? context.debugDescription
+    /// Where and why JSON text does not parse, as "line L, column C: reason" when the parser says where.
+    private static func syntaxProblem(_ data: Data) -> String {
+        guard (try? JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])) == nil else {
+            return "unsupported JSON value"
         }
-        return "\(error)"
+        var reason = "syntax error"
+        do {
+            _ = try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
+        } catch {
+            reason = ((error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String) ?? "\(error)"
+        }
+        if data.isEmpty { return "the file is empty" }
+        // "... around character 17." -> line and column.
+        if let range = reason.range(of: "character "),
+            let offset = Int(reason[range.upperBound...].prefix(while: \.isNumber)), offset <= data.count
+        {
+            let before = data.prefix(offset)
+            let line = before.filter { $0 == 0x0A }.count + 1
+            let column = offset - (before.lastIndex(of: 0x0A).map { $0 + 1 } ?? 0) + 1
+            return "line \(line), column \(column): \(reason)"
+        }
+        return reason
     }
 
     init(json: JSONValue, file: String) throws {
