@@ -36,6 +36,10 @@ struct CubeWriter {
 
     var hasChanges: Bool { truncated || !dirty.isEmpty || !spilled.isEmpty }
 
+    /// Opened with O_TRUNC (or truncated) and nothing written since: a program may still be about
+    /// to write (dd closes a duplicate descriptor first), so this is not yet an error to report.
+    var isUntouchedTruncation: Bool { truncated && size == 0 && dirty.isEmpty && spilled.isEmpty }
+
     /// Sets the size (truncate or extend); only 0 and the cube size are meaningful.
     mutating func resize(_ newSize: Int) throws {
         guard newSize <= geometry.cubeBytes else { throw FUSEError(EFBIG, "a cube holds \(geometry.cubeBytes) bytes") }
@@ -59,14 +63,69 @@ struct CubeWriter {
         let touched = geometry.touchedBox(range)
         written = written.map { $0.union(touched) } ?? touched
 
+        var completed: [Int] = []
+        tick += 1
+        // Whole rows go block by block (one lookup per block); a partial row at either end goes
+        // piece by piece.
+        let rowBytes = geometry.rowBytes
+        let firstFullRow = (range.lowerBound + rowBytes - 1) / rowBytes
+        let endFullRow = range.upperBound / rowBytes
+        if firstFullRow < endFullRow {
+            let headEnd = firstFullRow * rowBytes
+            try writePieces(data, offset: offset, range: range.lowerBound..<headEnd, cache: cache, completed: &completed)
+            let rows = headEnd..<(endFullRow * rowBytes)
+            let (_, boxes) = geometry.rowBoxes(rows)
+            var position = headEnd
+            for box in boxes {
+                try writeBox(box, from: data.baseAddress! + (position - offset), cache: cache, completed: &completed)
+                position += box.voxelCount * geometry.voxelSize
+            }
+            try writePieces(data, offset: offset, range: rows.upperBound..<range.upperBound, cache: cache, completed: &completed)
+        } else {
+            try writePieces(data, offset: offset, range: range, cache: cache, completed: &completed)
+        }
+        if !completed.isEmpty { try spillBlocks(completed) }
+        if dirty.count * mag.header.blockByteCount > memoryBudget {
+            let oldest = dirty.sorted { $0.value.tick < $1.value.tick }.prefix(dirty.count / 2).map(\.key)
+            try spillBlocks(oldest)
+        }
+    }
+
+    /// The pending block `number`, loaded on first touch.
+    private mutating func touch(_ number: Int, cache: BlockCache) throws {
+        if dirty[number] == nil { dirty[number] = (try load(number, cache: cache), 0, tick) }
+        dirty[number]!.tick = tick
+    }
+
+    /// Copies whole rows (`box`, cube-local, C order at `source`) into the pending blocks.
+    private mutating func writeBox(
+        _ box: Box, from source: UnsafeRawPointer, cache: BlockCache, completed: inout [Int]
+    ) throws {
+        let b = Vec3(repeating: mag.header.blockLength)
+        let vs = geometry.voxelSize
+        for position in box.cellRange(b).positions {
+            let number = Morton.encode(position)
+            let blockBox = Box(offset: position * b, size: b)
+            let part = blockBox.intersection(box)!
+            try touch(number, cache: cache)
+            dirty[number]!.bytes.withUnsafeMutableBytes { block in
+                RegionCopy.copy(part, voxelSize: vs, from: source, layout: box, to: block.baseAddress!, layout: blockBox)
+            }
+            dirty[number]!.written += part.voxelCount * vs
+            if dirty[number]!.written >= mag.header.blockByteCount { completed.append(number) }
+        }
+    }
+
+    /// Copies bytes `range` (within at most a row or two) piece by piece: each piece is the part
+    /// of one row inside one block.
+    private mutating func writePieces(
+        _ data: UnsafeRawBufferPointer, offset: Int, range: Range<Int>, cache: BlockCache, completed: inout [Int]
+    ) throws {
         let vs = geometry.voxelSize
         let side = geometry.side
         let b = mag.header.blockLength
-        var position = offset
-        var completed: [Int] = []
-        tick += 1
+        var position = range.lowerBound
         while position < range.upperBound {
-            // One piece: the bytes of one row that fall in one block.
             let voxel = position / vs
             let x = voxel % side
             let y = voxel / side % side
@@ -74,21 +133,15 @@ struct CubeWriter {
             let blockEndX = (x / b + 1) * b
             let pieceEnd = min(range.upperBound, (voxel - x + blockEndX) * vs)
             let number = Morton.encode(Vec3(x / b, y / b, z / b))
-            if dirty[number] == nil { dirty[number] = (try load(number, cache: cache), 0, tick) }
+            try touch(number, cache: cache)
             let inBlock = ((x % b) + (y % b) * b + (z % b) * b * b) * vs + position % vs
             let count = pieceEnd - position
             dirty[number]!.bytes.withUnsafeMutableBytes { block in
                 (block.baseAddress! + inBlock).copyMemory(from: data.baseAddress! + (position - offset), byteCount: count)
             }
             dirty[number]!.written += count
-            dirty[number]!.tick = tick
             if dirty[number]!.written >= geometry.header.blockByteCount { completed.append(number) }
             position = pieceEnd
-        }
-        if !completed.isEmpty { try spillBlocks(completed) }
-        if dirty.count * mag.header.blockByteCount > memoryBudget {
-            let oldest = dirty.sorted { $0.value.tick < $1.value.tick }.prefix(dirty.count / 2).map(\.key)
-            try spillBlocks(oldest)
         }
     }
 
@@ -103,6 +156,7 @@ struct CubeWriter {
 
     /// Encodes blocks (in parallel) into the spill file and drops them from memory.
     private mutating func spillBlocks(_ numbers: [Int]) throws {
+        let numbers = Set(numbers).filter { dirty[$0] != nil }.sorted()
         if spill == nil { spill = try TemporaryFile(directory: mag.path) }
         let blocks = numbers.map { dirty[$0]!.bytes }
         let mag = self.mag
@@ -116,13 +170,12 @@ struct CubeWriter {
     }
 
     /// Makes the pending changes one new WKW file, replacing the old one atomically.
-    /// - Throws: `FUSEError(EINVAL)` when the cube's size is not the full cube size; nothing is written then.
+    /// - Throws: `FUSEError(EINVAL)` when the cube's size is not the full cube size; nothing is
+    ///   written then and the pending changes stay (a later write may complete the cube).
     mutating func commit(cache: BlockCache) throws {
         guard hasChanges else { return }
         guard size == geometry.cubeBytes else {
-            let got = size
-            discard()
-            throw FUSEError(EINVAL, "a cube must be exactly \(geometry.cubeBytes) bytes, got \(got); nothing was written")
+            throw FUSEError(EINVAL, "a cube must be exactly \(geometry.cubeBytes) bytes, got \(size); nothing was written")
         }
         let base = truncated ? nil : try cache.reader(mag, index)
         let dirtyBlocks = dirty.mapValues(\.bytes)

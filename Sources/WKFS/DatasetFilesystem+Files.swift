@@ -111,13 +111,12 @@ extension DatasetFilesystem {
         case .cube(let cube):
             // Pending changes on this handle are made durable first, so reads see them.
             try cube.writer.withLock { writer in
-                guard var w = writer, w.hasChanges, w.size == w.geometry.cubeBytes else { return }
+                guard let w = writer, w.hasChanges, w.size == w.geometry.cubeBytes else { return }
                 do {
-                    try w.commit(cache: cache)
+                    try writer!.commit(cache: cache)
                 } catch {
                     throw translate(error, cube.mag.filePath(cube.index))
                 }
-                writer = w
             }
             do {
                 return try cache.readCube(cube.mag, cube.index, offset: offset, into: buffer)
@@ -143,13 +142,15 @@ extension DatasetFilesystem {
         switch try item(handle) {
         case .cube(let cube):
             try cube.writer.withLock { writer in
-                var w = writer ?? CubeWriter(mag: cube.mag, index: cube.index, truncated: false, memoryBudget: writeBudget(cube.mag))
+                // Mutate in place: a copy of the writer would copy every pending block it touches.
+                if writer == nil {
+                    writer = CubeWriter(mag: cube.mag, index: cube.index, truncated: false, memoryBudget: writeBudget(cube.mag))
+                }
                 do {
-                    try w.write(data, at: offset, cache: cache)
+                    try writer!.write(data, at: offset, cache: cache)
                 } catch {
                     throw translate(error, cubeName(cube))
                 }
-                writer = w
             }
         case .properties(let text):
             text.content.withLock {
@@ -173,24 +174,25 @@ extension DatasetFilesystem {
     }
 
     /// Makes a handle's pending changes durable: a cube's new WKW file, or a validated properties file.
-    func commit(_ inode: Inode, _ handle: Handle) throws {
+    /// - Parameter final: the handle is being released: changes that cannot be made durable are dropped.
+    func commit(_ inode: Inode, _ handle: Handle, final: Bool = false) throws {
         switch try item(handle) {
         case .cube(let cube):
             var grown: Box?
             try cube.writer.withLock { writer in
-                guard var w = writer, w.hasChanges else { return }
-                let touched = w.written
+                guard writer?.hasChanges == true else { return }
+                if writer!.isUntouchedTruncation && !final { throw FUSEError.invalid }
+                let touched = writer!.written
                 do {
-                    try w.commit(cache: cache)
+                    try writer!.commit(cache: cache)
                 } catch {
-                    writer = w
+                    if final { writer!.discard() }
                     throw translate(error, cubeName(cube))
                 }
-                writer = w
                 grown = touched
             }
-            state.withLock { s in s.pendingCubes[cube.node] = nil }
             if let grown {
+                state.withLock { s in s.pendingCubes[cube.node] = nil }
                 let box = Box(offset: grown.offset + cube.index * cube.mag.header.fileEdge, size: grown.size)
                 try growBoundingBox(cube.layer, cube.magName, box)
                 invalidate(inode)
@@ -251,7 +253,7 @@ extension DatasetFilesystem {
                 s.handles[handle.rawValue] = nil
             }
         }
-        try? commit(inode, handle)
+        try? commit(inode, handle, final: true)
     }
 
     public func setattr(_ inode: Inode, changes: AttributeChanges, handle: Handle?) throws -> Attributes {
@@ -263,9 +265,10 @@ extension DatasetFilesystem {
         case .cube(let layer, let mag, let index):
             if let handle, case .cube(let cube) = try item(handle) {
                 try cube.writer.withLock { writer in
-                    var w = writer ?? CubeWriter(mag: cube.mag, index: index, truncated: false, memoryBudget: writeBudget(cube.mag))
-                    do { try w.resize(size64) } catch { throw translate(error, cubeName(cube)) }
-                    writer = w
+                    if writer == nil {
+                        writer = CubeWriter(mag: cube.mag, index: index, truncated: false, memoryBudget: writeBudget(cube.mag))
+                    }
+                    do { try writer!.resize(size64) } catch { throw translate(error, cubeName(cube)) }
                 }
                 var attributes = try attributes(node)
                 attributes.size = UInt64(size64 == 0 ? 0 : max(size64, 0))
@@ -318,7 +321,7 @@ extension DatasetFilesystem {
         let open = state.withLock { Array($0.handles.keys) }
         for number in open {
             do {
-                try commit(.root, Handle(number))
+                try commit(.root, Handle(number), final: true)
             } catch {
                 errors.record("at unmount: \(error)")
             }

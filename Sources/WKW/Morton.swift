@@ -4,8 +4,15 @@ public enum Morton {
     /// The block index of block position `p` inside a file.
     @inlinable
     public static func encode(_ p: Vec3) -> Int {
-        spread(p.x) | spread(p.y) << 1 | spread(p.z) << 2
+        if p.x < 128 && p.y < 128 && p.z < 128 && p.x >= 0 && p.y >= 0 && p.z >= 0 {
+            return spreadTable[p.x] | spreadTable[p.y] << 1 | spreadTable[p.z] << 2
+        }
+        return spread(p.x) | spread(p.y) << 1 | spread(p.z) << 2
     }
+
+    /// `spread` of 0..<128, the largest block coordinate inside a file.
+    @usableFromInline
+    static let spreadTable: [Int] = (0..<128).map(spread)
 
     /// The block position inside a file of block index `index`.
     @inlinable
