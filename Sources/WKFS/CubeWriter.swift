@@ -21,6 +21,9 @@ struct CubeWriter {
     private var spilled: [Int: (offset: Int, count: Int)] = [:]
     private var spill: TemporaryFile?
     private var spillEnd = 0
+    /// Raw mags: the new file, written in place as blocks complete; the blocks already in it.
+    private var pendingRaw: PendingRawFile?
+    private var placed: Set<Int> = []
     private var tick = 0
     /// The cube-local voxels written, for growing the bounding box.
     private(set) var written: Box?
@@ -34,11 +37,11 @@ struct CubeWriter {
         self.memoryBudget = max(memoryBudget, 4 * mag.header.blockByteCount)
     }
 
-    var hasChanges: Bool { truncated || !dirty.isEmpty || !spilled.isEmpty }
+    var hasChanges: Bool { truncated || !dirty.isEmpty || !spilled.isEmpty || !placed.isEmpty }
 
     /// Opened with O_TRUNC (or truncated) and nothing written since: a program may still be about
     /// to write (dd closes a duplicate descriptor first), so this is not yet an error to report.
-    var isUntouchedTruncation: Bool { truncated && size == 0 && dirty.isEmpty && spilled.isEmpty }
+    var isUntouchedTruncation: Bool { truncated && size == 0 && dirty.isEmpty && spilled.isEmpty && placed.isEmpty }
 
     /// Sets the size (truncate or extend); only 0 and the cube size are meaningful.
     mutating func resize(_ newSize: Int) throws {
@@ -147,6 +150,7 @@ struct CubeWriter {
 
     /// The current content of block `number`.
     private func load(_ number: Int, cache: BlockCache) throws -> [UInt8] {
+        if placed.contains(number), let pendingRaw { return try pendingRaw.readBlock(number) }
         if let place = spilled[number] {
             return try mag.decodeBlock(try spill!.read(at: place.offset, count: place.count), origin: "spill file")
         }
@@ -157,6 +161,16 @@ struct CubeWriter {
     /// Encodes blocks (in parallel) into the spill file and drops them from memory.
     private mutating func spillBlocks(_ numbers: [Int]) throws {
         let numbers = Set(numbers).filter { dirty[$0] != nil }.sorted()
+        if !mag.header.blockType.isCompressed {
+            // Raw blocks have fixed places: write them straight into the new file.
+            if pendingRaw == nil { pendingRaw = try PendingRawFile(mag: mag, index: index) }
+            for number in numbers {
+                try pendingRaw!.writeBlock(number, dirty[number]!.bytes)
+                placed.insert(number)
+                dirty[number] = nil
+            }
+            return
+        }
         if spill == nil { spill = try TemporaryFile(directory: mag.path) }
         let blocks = numbers.map { dirty[$0]!.bytes }
         let mag = self.mag
@@ -179,6 +193,20 @@ struct CubeWriter {
         }
         let base = truncated ? nil : try cache.reader(mag, index)
         let dirtyBlocks = dirty.mapValues(\.bytes)
+        if !mag.header.blockType.isCompressed {
+            let file = try pendingRaw ?? PendingRawFile(mag: mag, index: index)
+            pendingRaw = nil
+            let placed = self.placed
+            try file.finish { n in
+                if let bytes = dirtyBlocks[n] { return .decoded(bytes) }
+                if placed.contains(n) { return nil }
+                if let base { return .encoded(try base.storedBlock(n)) }
+                return .zero
+            }
+            cache.invalidate(mag.filePath(index))
+            discard()
+            return
+        }
         let spilledBlocks = spilled
         let spill = self.spill
         try mag.replaceFile(index) { n in
@@ -193,6 +221,9 @@ struct CubeWriter {
 
     /// Drops every pending change.
     mutating func discard() {
+        pendingRaw?.abandon()
+        pendingRaw = nil
+        placed = []
         written = nil
         dirty = [:]
         spilled = [:]

@@ -1,0 +1,65 @@
+/// A new version of one raw data file, written block by block at the blocks' fixed places in a
+/// temporary file beside it, then completed, fsynced and renamed over the old file.
+/// Blocks need not arrive in order, so a cube written slab by slab needs no staging copy.
+public final class PendingRawFile: Sendable {
+    public let mag: MagDirectory
+    public let index: Vec3
+    private let temporary: String
+    private let file: OpenFile
+
+    /// Creates the temporary file (header, full length, sparse).
+    public init(mag: MagDirectory, index: Vec3) throws {
+        precondition(!mag.header.blockType.isCompressed, "PendingRawFile is for raw mags")
+        self.mag = mag
+        self.index = index
+        let path = mag.filePath(index)
+        try PathOps.makeDirectories(PathOps.dirname(path))
+        temporary = AtomicFile.temporaryPath(for: path)
+        file = try OpenFile.createNew(temporary)
+        do {
+            let header = mag.header
+            try header.encoded(dataOffset: header.dataFileDataOffset).withUnsafeBytes { try file.write(at: 0, $0) }
+            try file.resize(to: header.rawFileLength)
+        } catch {
+            PathOps.remove(temporary)
+            throw error
+        }
+    }
+
+    private func offset(_ n: Int) -> Int { WKWHeader.byteCount + n * mag.header.blockByteCount }
+
+    /// Writes decoded block `n` at its place.
+    public func writeBlock(_ n: Int, _ decoded: [UInt8]) throws {
+        try decoded.withUnsafeBytes { try file.write(at: offset(n), $0) }
+    }
+
+    /// Reads back block `n` as written so far.
+    public func readBlock(_ n: Int) throws -> [UInt8] {
+        try file.read(at: offset(n), count: mag.header.blockByteCount)
+    }
+
+    /// Writes every block `source` gives (nil: already written, or zero in a new file), fsyncs and
+    /// renames the file over the data file.
+    public func finish(_ source: @Sendable (Int) throws -> BlockSource?) throws {
+        let header = mag.header
+        do {
+            try Parallel.forEach(header.blocksPerFile) { n in
+                switch try source(n) {
+                case .decoded(let bytes), .encoded(let bytes): try self.writeBlock(n, bytes)
+                case .zero, nil: break  // the file is sparse: unwritten blocks read as zeros
+                }
+            }
+            try file.sync()
+            try PathOps.rename(temporary, to: mag.filePath(index))
+        } catch {
+            abandon()
+            throw error
+        }
+        PathOps.syncDirectory(PathOps.dirname(mag.filePath(index)))
+    }
+
+    /// Removes the temporary file.
+    public func abandon() {
+        PathOps.remove(temporary)
+    }
+}
