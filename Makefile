@@ -9,7 +9,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := build
 
-DEB_PACKAGES := fuse3 libfuse3-dev liblz4-dev pkg-config
+DEB_PACKAGES := fuse3 libfuse3-dev liblz4-dev pkg-config rsync vim
 PY_PACKAGES := wkw==1.1.24 webknossos==4.3.3 numpy pytest
 
 PYTHON ?= python3
@@ -20,11 +20,12 @@ WKFS := .build/release/wkfs
 # Safety nets against hangs (seconds); the whole `make test` normally takes a few minutes.
 SWIFT_TEST_TIMEOUT ?= 2700
 COMPAT_TEST_TIMEOUT ?= 1200
+MOUNT_TEST_TIMEOUT ?= 900
 
 export DEBIAN_FRONTEND := noninteractive
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps deb-deps build test test-swift test-compat demo clean distclean
+.PHONY: deps deb-deps build test test-swift test-compat test-mount demo clean distclean
 
 deps: deb-deps $(VENV_STAMP)
 
@@ -66,6 +67,8 @@ test: deps build
 	timeout $(SWIFT_TEST_TIMEOUT) swift test || status=1; \
 	echo "== compat tests (Tests/compat, reference: wkw 1.1.24, webknossos 4.3.3)"; \
 	WKFS_BIN="$(CURDIR)/$(WKFS)" timeout $(COMPAT_TEST_TIMEOUT) $(VENV)/bin/pytest -q Tests/compat || status=1; \
+	echo "== mount tests (Tests/mount, real FUSE mounts)"; \
+	WKFS_BIN="$(CURDIR)/$(WKFS)" timeout $(MOUNT_TEST_TIMEOUT) $(VENV)/bin/pytest -q Tests/mount || status=1; \
 	if [ $$status -ne 0 ]; then echo "make test: FAILED"; fi; \
 	exit $$status
 
@@ -75,27 +78,15 @@ test-swift: build
 test-compat: deps build
 	WKFS_BIN="$(CURDIR)/$(WKFS)" $(VENV)/bin/pytest -q Tests/compat
 
-DEMO_DIR := demo-data
+test-mount: deps build
+	WKFS_BIN="$(CURDIR)/$(WKFS)" $(VENV)/bin/pytest -q Tests/mount
+
 
 demo: deps build
-	@if [ -x mount-scripts/demo.sh ] || [ -f mount-scripts/demo.sh ]; then \
-	  WKFS_BIN="$(CURDIR)/$(WKFS)" exec bash mount-scripts/demo.sh; \
-	fi; \
-	echo "mount-scripts/demo.sh is not there yet; a CLI-only demo in $(DEMO_DIR)/:"; \
-	set -x; \
-	rm -rf $(DEMO_DIR); \
-	mkdir -p $(DEMO_DIR); \
-	$(WKFS) create $(DEMO_DIR)/my_new_dataset --voxel-size 11.24,11.24,25; \
-	$(WKFS) add-layer $(DEMO_DIR)/my_new_dataset color --category color --dtype uint8 --channels 3; \
-	$(WKFS) add-mag $(DEMO_DIR)/my_new_dataset color 1 --block-len 32 --file-len 4 --compress; \
-	head -c $$((3 * 64 * 64 * 16)) /dev/urandom > $(DEMO_DIR)/random.raw; \
-	$(WKFS) write $(DEMO_DIR)/my_new_dataset color 1 --offset 10,20,30 --size 64,64,16 --input $(DEMO_DIR)/random.raw; \
-	$(WKFS) info $(DEMO_DIR)/my_new_dataset; \
-	$(WKFS) read $(DEMO_DIR)/my_new_dataset color 1 --offset 10,20,30 --size 4,2,1 | od -A d -t u1; \
-	$(WKFS) check $(DEMO_DIR)/my_new_dataset
+	WKFS_BIN="$(CURDIR)/$(WKFS)" bash mount-scripts/demo.sh
 
 clean:
-	rm -rf .build .build-compat $(DEMO_DIR)
+	rm -rf .build .build-compat
 	find Tests/compat -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean

@@ -50,8 +50,10 @@ struct CubeWriter {
             discard()
             truncated = true
             size = 0
+        } else if newSize == geometry.cubeBytes {
+            size = newSize
         } else {
-            size = max(size, newSize)
+            throw FUSEError(EINVAL, "a cube is always \(geometry.cubeBytes) bytes; truncate to \(newSize) refused")
         }
     }
 

@@ -253,7 +253,17 @@ extension DatasetFilesystem {
                 s.handles[handle.rawValue] = nil
             }
         }
-        try? commit(inode, handle, final: true)
+        do {
+            try commit(inode, handle, final: true)
+        } catch {
+            // A refused new cube does not exist: make the kernel forget its name now.
+            if case .cube(let cube) = try? item(handle), case .cube(let layer, let mag, let index) = cube.node,
+                !PathOps.exists(cube.mag.filePath(index))
+            {
+                let parent = inodes.inode(.yDirectory(layer: layer, mag: mag, z: index.z, y: index.y))
+                invalidate(nil, entries: [(parent, "x\(index.x).raw")])
+            }
+        }
     }
 
     public func setattr(_ inode: Inode, changes: AttributeChanges, handle: Handle?) throws -> Attributes {

@@ -118,6 +118,11 @@ extension DatasetFilesystem {
         guard case .root = try node(parent) else {
             throw refuse(EPERM, "ln -s \(target) \(name): linked layers live in the mount root")
         }
+        if name.hasPrefix(".#") {
+            // An editor's lock link (emacs): kept in memory like other editor files.
+            state.withLock { $0.scratch[name] = ScratchFile(bytes: Array(target.utf8), modified: .now, isLink: true) }
+            return Entry(attributes: try attributes(.scratch(name)))
+        }
         try state.withLock { s in
             let resolved = target.hasPrefix("/") ? target : s.dataset.path + "/" + target
             do {
@@ -142,6 +147,7 @@ extension DatasetFilesystem {
             guard let scratch = state.withLock({ $0.scratch[name] }) else { throw FUSEError.notPermitted }
             try applyProperties(scratch.bytes)
             state.withLock { _ = $0.scratch.removeValue(forKey: name) }
+            inodes.rename(.scratch(name), to: .properties)
             invalidate(nil, entries: [(Inode.root, name)])
             return
         }
@@ -153,6 +159,7 @@ extension DatasetFilesystem {
                 s.scratch[newName] = ScratchFile(bytes: bytes, modified: .now)
                 s.propertiesHidden = true
             }
+            inodes.rename(.properties, to: .scratch(newName))
             invalidate(nil, entries: [(Inode.root, properties), (Inode.root, newName)])
             return
         }
@@ -160,6 +167,7 @@ extension DatasetFilesystem {
             guard let file = s.scratch.removeValue(forKey: name) else { throw FUSEError.notPermitted }
             s.scratch[newName] = file
         }
+        inodes.rename(.scratch(name), to: .scratch(newName))
         invalidate(nil, entries: [(Inode.root, name), (Inode.root, newName)])
     }
 }

@@ -18,7 +18,11 @@ extension DatasetFilesystem {
     }
 
     public func readlink(_ inode: Inode) throws -> String {
-        guard case .layer(let name) = try node(inode), state.withLock({ $0.isLinked(name) }) else {
+        let node = try node(inode)
+        if case .scratch(let name) = node, let file = state.withLock({ $0.scratch[name] }), file.isLink {
+            return String(decoding: file.bytes, as: UTF8.self)
+        }
+        guard case .layer(let name) = node, state.withLock({ $0.isLinked(name) }) else {
             throw FUSEError.invalid
         }
         return "\(MountNode.controlName)/links/\(name)"
@@ -29,7 +33,7 @@ extension DatasetFilesystem {
         let children = try state.withLock { s in try Self.children(of: node, in: s) }
         let all = [(".", node), ("..", node)] + children
         guard offset < all.count else { return [] }
-        let linked = Set(state.withLock { s in s.layerNames.filter { s.isLinked($0) } })
+        let linked = Set(state.withLock { s in s.layerNames.filter { s.isLinked($0) } + s.scratch.filter(\.value.isLink).map(\.key) })
         return all[Int(offset)...].map { name, child in
             DirectoryEntry(name: name, inode: inodes.inode(child), kind: Self.kind(of: child, linked: { linked.contains($0) }))
         }
@@ -49,7 +53,8 @@ extension DatasetFilesystem {
         switch node {
         case .root, .linkTarget, .mag, .zDirectory, .yDirectory, .control, .links: return .directory
         case .layer(let name): return linked(name) ? .symbolicLink : .directory
-        case .properties, .magInfo, .cube, .errors, .scratch: return .regular
+        case .scratch(let name): return linked(name) ? .symbolicLink : .regular
+        case .properties, .magInfo, .cube, .errors: return .regular
         }
     }
 
@@ -201,6 +206,11 @@ extension DatasetFilesystem {
             return file(errors.text.count, mode: 0o444, time: .now)
         case .scratch(let name):
             guard let scratch = state.withLock({ $0.scratch[name] }) else { throw FUSEError.noEntry }
+            if scratch.isLink {
+                return Attributes(
+                    inode: inode, kind: .symbolicLink, permissions: 0o777, size: UInt64(scratch.bytes.count),
+                    accessTime: scratch.modified, modificationTime: scratch.modified, changeTime: scratch.modified)
+            }
             return file(scratch.bytes.count, mode: fileMode, time: scratch.modified)
         }
     }

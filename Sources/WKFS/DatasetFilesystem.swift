@@ -164,6 +164,8 @@ struct ViewState {
 struct ScratchFile {
     var bytes: [UInt8]
     var modified: Timestamp
+    /// A symbolic link (an editor's lock) whose target is `bytes`.
+    var isLink = false
 }
 
 /// What an open file handle refers to.

@@ -58,6 +58,16 @@ final class InodeTable: Sendable {
     func node(_ inode: Inode) -> MountNode? {
         tables.withLock { $0.byInode[inode.rawValue] }
     }
+
+    /// After a rename the kernel keeps the source's inode under the new name: that inode now
+    /// means `new`, and `old` gets a fresh inode when it is next seen.
+    func rename(_ old: MountNode, to new: MountNode) {
+        tables.withLock { t in
+            guard let number = t.byNode.removeValue(forKey: old) else { return }
+            t.byInode[number] = new
+            t.byNode[new] = number
+        }
+    }
 }
 
 /// Recent errors, for `.wkfs/errors` and the log.

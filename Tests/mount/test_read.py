@@ -1,0 +1,153 @@
+"""Reading through the mount: every cube of every fixture dataset equals what `wkw` reads.
+
+The view (SPEC.md section 3): one directory per layer and per mag with the names on disk, one
+`z{Z}/y{Y}/x{X}.raw` per existing `x{X}.wkw`, exactly side³ · channels · bytesize bytes in C order
+(z, y, x, c). Reading never changes anything on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mounthelp as mh
+
+
+def expected_layers(dataset: Path) -> list[tuple[str, Path]]:
+    """(layer name, layer directory on disk) for every layer of the properties."""
+    props = mh.load_properties(dataset)
+    return [(layer["name"], dataset / layer["name"]) for layer in props["dataLayers"]]
+
+
+@pytest.mark.parametrize("name", mh.fixture_names())
+def test_every_cube_equals_wkw(name, fixture_copies, mounted, mountpoint):
+    dataset = fixture_copies / name
+    before = mh.snapshot(dataset)
+    checked = 0
+    with mounted(dataset):
+        for layer_name, layer_dir in expected_layers(dataset):
+            view_layer = mountpoint / layer_name
+            assert view_layer.is_dir(), f"{view_layer}: layer directory missing in the view"
+            for mag_dir in mh.mag_dirs(layer_dir):
+                view_mag = view_layer / mag_dir.name
+                assert view_mag.is_dir(), f"{view_mag}: mag directory missing in the view"
+                h = mh.read_header(mag_dir / "header.wkw")
+                size = mh.cube_bytes(h)
+                on_disk = mh.cube_files(mag_dir)
+                in_view = sorted(
+                    (int(p.stem[1:]), int(p.parent.name[1:]), int(p.parent.parent.name[1:]))
+                    for p in view_mag.glob("z*/y*/x*.raw")
+                )
+                assert in_view == on_disk, f"{view_mag}: cubes {in_view} but WKW files {on_disk}"
+                for xyz in on_disk:
+                    cube = view_mag / mh.cube_rel(*xyz)
+                    assert cube.stat().st_size == size, f"{cube}: size {cube.stat().st_size} != {size}"
+                    data = mh.read_file_through_mount(cube)
+                    assert len(data) == size, f"{cube}: read {len(data)} bytes, expected {size}"
+                    ref = mh.wkw_read_cube(mag_dir, xyz)
+                    got = np.frombuffer(data, dtype=h["dtype"]).reshape(ref.shape)
+                    if not np.array_equal(got.view(np.uint8), ref.view(np.uint8)):
+                        diff = np.argwhere(got.view(np.uint8) != ref.view(np.uint8))
+                        pytest.fail(f"{cube}: {len(diff)} bytes differ from wkw, first at "
+                                    f"(z, y, x, c) {tuple(diff[0])}")
+                    checked += 1
+    assert checked > 0, f"{name}: no cube checked"
+    assert mh.snapshot(dataset) == before, f"{dataset}: reading through the mount changed files"
+
+
+def test_numpy_fromfile_with_mag_json(fixture_copies, mounted, mountpoint):
+    """mag.json says everything needed for np.fromfile(cube, dtype).reshape(side, side, side, c)."""
+    dataset = fixture_copies / "wk433_color_uint8x3"
+    with mounted(dataset):
+        for mag_dir in mh.mag_dirs(dataset / "color"):
+            info = json.loads((mountpoint / "color" / mag_dir.name / "mag.json").read_text())
+            dtype = mh.mag_json_dtype(info)
+            channels = mh.mag_json_int(info, "channel")
+            side = mh.mag_json_side(info)
+            for xyz in mh.cube_files(mag_dir)[:3]:
+                cube = mountpoint / "color" / mag_dir.name / mh.cube_rel(*xyz)
+                arr = np.fromfile(cube, dtype).reshape(side, side, side, channels)
+                assert np.array_equal(arr, mh.wkw_read_cube(mag_dir, xyz)), cube
+
+
+def test_partial_and_unaligned_reads(fixture_copies, mounted, mountpoint):
+    """pread at odd offsets and lengths, across block boundaries, and at/after the end."""
+    dataset = fixture_copies / "wk433_color_uint8_lz4hc"
+    mag_dir = dataset / "color" / "1"
+    xyz = mh.cube_files(mag_dir)[0]
+    ref = mh.wkw_read_cube(mag_dir, xyz).tobytes()
+    with mounted(dataset):
+        cube = mountpoint / "color" / "1" / mh.cube_rel(*xyz)
+        fd = os.open(cube, os.O_RDONLY)
+        try:
+            for off, n in [(0, 1), (7, 9), (63, 130), (4095, 4098), (len(ref) - 5, 5),
+                           (len(ref) - 3, 100), (12345, 54321)]:
+                assert os.pread(fd, n, off) == ref[off : off + n], f"pread({n}, {off})"
+            assert os.pread(fd, 10, len(ref)) == b"", "read at the end returns data"
+            assert os.pread(fd, 10, len(ref) + 4096) == b"", "read past the end returns data"
+        finally:
+            os.close(fd)
+
+
+def test_cat_and_cp_out_of_the_mount(fixture_copies, mounted, mountpoint, tmp_path):
+    dataset = fixture_copies / "wk433_segmentation_uint64"
+    mag_dir = dataset / "segmentation" / "2-2-1"
+    xyz = mh.cube_files(mag_dir)[-1]
+    ref = mh.wkw_read_cube(mag_dir, xyz).tobytes()
+    with mounted(dataset):
+        cube = mountpoint / "segmentation" / "2-2-1" / mh.cube_rel(*xyz)
+        r = mh.sh(f"cat '{cube}' | sha256sum")
+        assert r.returncode == 0, mh.describe(r)
+        import hashlib
+
+        assert r.stdout.split()[0].decode() == hashlib.sha256(ref).hexdigest()
+        out = tmp_path / "out.raw"
+        r = mh.run(["cp", cube, out])
+        assert r.returncode == 0, mh.describe(r)
+        assert out.read_bytes() == ref
+        r = mh.run(["od", "-An", "-tu1", "-N", "16", cube])
+        assert r.returncode == 0, mh.describe(r)
+        assert [int(v) for v in r.stdout.split()] == list(ref[:16])
+
+
+def test_symlinked_layer_reads_the_target(fixture_copies, mounted, mountpoint):
+    dataset = fixture_copies / "wk433_with_symlink_layer"
+    target = fixture_copies / "wk433_segmentation_uint32" / "segmentation"
+    assert (dataset / "segmentation").is_symlink()
+    with mounted(dataset):
+        link = mountpoint / "segmentation"
+        assert link.is_symlink(), f"{link} is not a symbolic link in the view"
+        assert os.readlink(link) == ".wkfs/links/segmentation"
+        assert (mountpoint / ".wkfs" / "links" / "segmentation").is_dir()
+        for mag_dir in mh.mag_dirs(target):
+            for xyz in mh.cube_files(mag_dir)[:4]:
+                for base in (link, mountpoint / ".wkfs" / "links" / "segmentation"):
+                    cube = base / mag_dir.name / mh.cube_rel(*xyz)
+                    data = mh.read_file_through_mount(cube)
+                    assert data == mh.wkw_read_cube(mag_dir, xyz).tobytes(), cube
+
+
+def test_parallel_readers(fixture_copies, mounted, mountpoint):
+    """Several threads reading different and the same cubes at once all get the right bytes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    dataset = fixture_copies / "wk433_color_uint8_lz4hc"
+    jobs = []
+    for mag_dir in mh.mag_dirs(dataset / "color"):
+        for xyz in mh.cube_files(mag_dir):
+            jobs.append((mag_dir, xyz, mh.wkw_read_cube(mag_dir, xyz).tobytes()))
+    jobs = jobs * 3
+
+    def check(job):
+        mag_dir, xyz, want = job
+        got = mh.read_file_through_mount(mountpoint / "color" / mag_dir.name / mh.cube_rel(*xyz))
+        return got == want, f"{mag_dir.name}/{mh.cube_rel(*xyz)}"
+
+    with mounted(dataset, options="cache_size=1M"):
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            bad = [name for ok, name in pool.map(check, jobs) if not ok]
+    assert not bad, f"wrong bytes under parallel reads: {bad[:5]}"

@@ -1,0 +1,480 @@
+"""Writing cubes through the mount, checked while mounted and, after unmount, with `wkw`.
+
+SPEC.md section 3: `cp`, `dd conv=notrunc seek=…`, `rsync --inplace`, numpy `tofile` and memmap
+writes land in the WKW file (recompressed with the mag's block type); new cubes can be created
+under new `z*/y*` directories; a wrong final size is refused at close with nothing written; the
+layer's bounding box grows to cover what was written; `-o ro` refuses every write with EROFS.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mounthelp as mh
+
+#: (fixture, layer, mag): a RAW mag, an LZ4HC mag with 3 channels, an anisotropic uint16 mag.
+TARGETS = [
+    pytest.param(("wk433_color_uint8_raw", "color", "1"), id="raw-uint8"),
+    pytest.param(("wk433_color_uint8x3", "color", "2"), id="lz4hc-uint8x3-mag2"),
+    pytest.param(("wk433_color_uint16", "color", "2-2-1"), id="raw-uint16-2-2-1"),
+]
+#: Fewer targets for the slower or rarer kinds of write.
+TARGETS_2 = TARGETS[:2]
+
+
+class Target:
+    """One cube of one mag of a fresh dataset copy, with everything needed to check a write."""
+
+    def __init__(self, dataset: Path, layer: str, mag: str, mountpoint: Path, xyz=None):
+        self.dataset, self.layer, self.mag, self.mountpoint = dataset, layer, mag, mountpoint
+        self.mag_dir = dataset / layer / mag
+        self.header = mh.read_header(self.mag_dir / "header.wkw")
+        self.side = self.header["side"]
+        self.channels = self.header["channels"]
+        self.dtype = np.dtype(self.header["dtype"])
+        self.shape = (self.side, self.side, self.side, self.channels)
+        self.size = mh.cube_bytes(self.header)
+        self.xyz = xyz if xyz is not None else mh.cube_files(self.mag_dir)[0]
+        self.wkw_file = self.mag_dir / mh.cube_rel(*self.xyz, "wkw")
+        self.cube = mountpoint / layer / mag / mh.cube_rel(*self.xyz)
+        self.mag_vec = mh.mag_vector(mag)
+        self.before = mh.snapshot(dataset)
+        self.original = (mh.wkw_read_cube(self.mag_dir, self.xyz) if self.wkw_file.exists()
+                         else np.zeros(self.shape, self.dtype))
+
+    def random(self, shape, seed) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        info = np.iinfo(self.dtype) if self.dtype.kind in "ui" else None
+        if info is not None:
+            return rng.integers(info.min, info.max, size=shape, dtype=self.dtype, endpoint=True)
+        return rng.standard_normal(size=shape).astype(self.dtype)
+
+    def voxel_box_of_bytes(self, start: int, length: int):
+        """(offset, size) in cube-local voxels (x, y, z) covering bytes [start, start+length)."""
+        vs = self.header["voxel_size"]
+        idx = np.arange(start // vs, (start + length - 1) // vs + 1)
+        z, y, x = np.unravel_index(idx, self.shape[:3])
+        lo = (int(x.min()), int(y.min()), int(z.min()))
+        hi = (int(x.max()) + 1, int(y.max()) + 1, int(z.max()) + 1)
+        return lo, tuple(h - l for h, l in zip(hi, lo))
+
+    def reread_in_mount(self, expected: np.ndarray, wait: float = 0.0) -> None:
+        want = expected.tobytes()
+        deadline = time.monotonic() + wait
+        while True:
+            got = mh.read_file_through_mount(self.cube)
+            if got == want or time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        assert len(got) == len(want), f"{self.cube}: {len(got)} bytes after the write, not {len(want)}"
+        if got != want:
+            diff = np.argwhere(np.frombuffer(got, np.uint8) != np.frombuffer(want, np.uint8))
+            pytest.fail(f"{self.cube}: re-read differs from what was written at "
+                        f"{len(diff)} bytes, first at byte {int(diff[0][0])}")
+
+    def check_on_disk(self, expected: np.ndarray, box=None) -> None:
+        """After unmount: wkw reads `expected`; only this file and the properties changed."""
+        assert self.wkw_file.is_file(), f"{self.wkw_file} was not written"
+        got = mh.wkw_read_cube(self.mag_dir, self.xyz)
+        if not np.array_equal(got.view(np.uint8), expected.view(np.uint8)):
+            diff = np.argwhere(got.view(np.uint8) != expected.view(np.uint8))
+            pytest.fail(f"{self.wkw_file}: wkw reads {len(diff)} differing bytes, first at "
+                        f"(z, y, x, c) {tuple(diff[0])}")
+        h = mh.read_header(self.wkw_file)
+        hw = self.header["raw"]
+        assert h["raw"][:8] == hw[:8], f"{self.wkw_file}: header {h['raw'][:8]!r} vs header.wkw {hw[:8]!r}"
+        after = mh.snapshot(self.dataset)
+        rel = str(self.wkw_file.relative_to(self.dataset))
+        changed = {k for k in set(after) | set(self.before) if after.get(k) != self.before.get(k)}
+        allowed = {rel, "datasource-properties.json", str(Path(rel).parent), str(Path(rel).parent.parent)}
+        assert changed <= allowed, f"unexpected changes on disk: {sorted(changed - allowed)}"
+        leftovers = [p for p in after if p.endswith((".tmp", ".wkw_tmp", "~")) or "/." in "/" + p]
+        assert not leftovers, f"temporary files left in the dataset: {leftovers}"
+        if box is not None:
+            (lo, size) = box
+            side = self.side
+            off_mag = [self.xyz[i] * side + lo[i] for i in range(3)]
+            off1 = [off_mag[i] * self.mag_vec[i] for i in range(3)]
+            size1 = [size[i] * self.mag_vec[i] for i in range(3)]
+            layer = mh.layer_entry(mh.load_properties(self.dataset), self.layer)
+            assert mh.bbox_covers(layer, off1, size1), (
+                f"bounding box {layer['boundingBox']} does not cover the write at mag-1 {off1} + {size1}")
+        r = mh.wkfs("check", self.dataset)
+        assert r.returncode == 0, mh.describe(r)
+
+
+@pytest.fixture
+def target(dataset_copy, mountpoint):
+    def make(spec, xyz=None) -> Target:
+        name, layer, mag = spec
+        return Target(dataset_copy(name), layer, mag, mountpoint, xyz)
+
+    return make
+
+
+def _whole(t: Target):
+    return (0, 0, 0), (t.side, t.side, t.side)
+
+
+@pytest.mark.parametrize("spec", TARGETS)
+def test_dd_notrunc_partial(spec, target, mounted, tmp_path):
+    t = target(spec)
+    start = t.size // 3 + 5  # not voxel-, row- or block-aligned
+    length = min(t.size // 4, 70_001)
+    patch = np.random.default_rng(1).integers(0, 256, size=length, dtype=np.uint8).tobytes()
+    (tmp_path / "patch").write_bytes(patch)
+    expected_bytes = bytearray(t.original.tobytes())
+    expected_bytes[start : start + length] = patch
+    expected = np.frombuffer(bytes(expected_bytes), t.dtype).reshape(t.shape)
+    with mounted(t.dataset) as m:
+        r = mh.run(["dd", f"if={tmp_path / 'patch'}", f"of={t.cube}", "bs=4096", f"seek={start}",
+                    "oflag=seek_bytes", "conv=notrunc", "status=none"])
+        assert r.returncode == 0, mh.describe(r)
+        assert t.cube.stat().st_size == t.size
+        t.reread_in_mount(expected)
+    t.check_on_disk(expected, t.voxel_box_of_bytes(start, length))
+
+
+@pytest.mark.parametrize("spec", TARGETS)
+def test_numpy_memmap(spec, target, mounted):
+    t = target(spec)
+    s = t.side
+    sl = (slice(s // 4, s // 2 + 1), slice(1, s - 2), slice(s // 3, s // 3 + 5), slice(None))
+    patch = t.random((sl[0].stop - sl[0].start, s - 3, 5, t.channels), seed=2)
+    expected = t.original.copy()
+    expected[sl] = patch
+    with mounted(t.dataset):
+        mm = np.memmap(t.cube, dtype=t.dtype, mode="r+", shape=t.shape)
+        mm[sl] = patch
+        mm.flush()
+        del mm
+        t.reread_in_mount(expected, wait=3.0)
+    box = ((s // 3, 1, s // 4), (5, s - 3, sl[0].stop - sl[0].start))
+    t.check_on_disk(expected, box)
+
+
+@pytest.mark.parametrize("spec", TARGETS)
+def test_cp_whole_cube(spec, target, mounted, tmp_path):
+    t = target(spec)
+    new = t.random(t.shape, seed=3)
+    src = tmp_path / "new.raw"
+    new.tofile(src)
+    with mounted(t.dataset):
+        r = mh.run(["cp", src, t.cube])
+        assert r.returncode == 0, mh.describe(r)
+        t.reread_in_mount(new)
+    t.check_on_disk(new, _whole(t))
+
+
+@pytest.mark.parametrize("spec", TARGETS_2)
+def test_rsync_inplace(spec, target, mounted, tmp_path):
+    if shutil.which("rsync") is None:
+        pytest.skip("rsync is not installed")
+    t = target(spec)
+    new = t.original.copy()
+    new[1:3] = t.random(new[1:3].shape, seed=4)  # rsync sends what differs (whole file locally)
+    src = tmp_path / t.cube.name
+    new.tofile(src)
+    with mounted(t.dataset):
+        r = mh.run(["rsync", "--inplace", src, t.cube])
+        assert r.returncode == 0, mh.describe(r)
+        t.reread_in_mount(new)
+    t.check_on_disk(new, ((0, 0, 1), (t.side, t.side, 2)))
+
+
+@pytest.mark.parametrize("spec", TARGETS)
+def test_truncate_then_sequential_writes(spec, target, mounted):
+    """O_TRUNC, then small sequential writes (what many programs do), then close."""
+    t = target(spec)
+    new = t.random(t.shape, seed=5)
+    data = new.tobytes()
+    with mounted(t.dataset):
+        fd = os.open(t.cube, os.O_WRONLY | os.O_TRUNC)
+        try:
+            for i in range(0, len(data), 4093):
+                os.write(fd, data[i : i + 4093])
+        finally:
+            os.close(fd)
+        t.reread_in_mount(new)
+    t.check_on_disk(new, _whole(t))
+
+
+@pytest.mark.parametrize("spec", TARGETS_2)
+def test_numpy_tofile(spec, target, mounted):
+    t = target(spec)
+    new = t.random(t.shape, seed=6)
+    with mounted(t.dataset):
+        new.tofile(t.cube)
+        got = np.fromfile(t.cube, t.dtype).reshape(t.shape)
+        assert np.array_equal(got.view(np.uint8), new.view(np.uint8))
+    t.check_on_disk(new, _whole(t))
+
+
+@pytest.mark.parametrize("spec", TARGETS)
+def test_new_cube_under_new_directories(spec, target, mounted, mountpoint, tmp_path):
+    name, layer, mag = spec
+    probe = target(spec)
+    existing = mh.cube_files(probe.mag_dir)
+    zmax = max(z for _x, _y, z in existing)
+    xyz = (3, 0, zmax + 2)
+    assert xyz not in existing
+    t = target(spec, xyz=xyz)
+    new = t.random(t.shape, seed=7)
+    src = tmp_path / "new.raw"
+    new.tofile(src)
+    vmag = mountpoint / layer / mag
+    with mounted(t.dataset):
+        assert not t.cube.exists()
+        r = mh.run(["mkdir", "-p", vmag / f"z{xyz[2]}" / f"y{xyz[1]}"])
+        assert r.returncode == 0, mh.describe(r)
+        assert (vmag / f"z{xyz[2]}" / f"y{xyz[1]}").is_dir()
+        r = mh.run(["cp", src, t.cube])
+        assert r.returncode == 0, mh.describe(r)
+        assert t.cube.stat().st_size == t.size
+        t.reread_in_mount(new)
+    t.check_on_disk(new, _whole(t))
+
+
+def test_new_cube_in_existing_directory(target, mounted, mountpoint):
+    spec = ("wk433_color_uint8_lz4hc", "color", "1")
+    probe = target(spec)
+    existing = mh.cube_files(probe.mag_dir)
+    x0, y0, z0 = existing[0]
+    xyz = next((x, y0, z0) for x in range(0, 64) if (x, y0, z0) not in existing)
+    t = target(spec, xyz=xyz)
+    new = t.random(t.shape, seed=8)
+    with mounted(t.dataset):
+        with open(t.cube, "xb") as f:  # O_CREAT | O_EXCL
+            f.write(new.tobytes())
+        t.reread_in_mount(new)
+    t.check_on_disk(new, _whole(t))
+    assert mh.read_header(t.wkw_file)["block_type"] == 3, "recompressed with the mag's block type"
+
+
+# ------------------------------------------------------------------------------------------
+# Refused writes: the WKW file stays as it was.
+
+
+def _close_errno(fd: int) -> int | None:
+    return mh.oserror_errno(os.close, fd)
+
+
+def _write_all(fd: int, data: bytes) -> tuple[int | None, bool]:
+    """Writes `data` like a careful program; returns (errno or None, whether a write came up short)."""
+    view = memoryview(data)
+    while view:
+        try:
+            n = os.write(fd, view[: 1 << 16])
+        except OSError as e:
+            return e.errno, False
+        if n <= 0:
+            return None, True
+        view = view[n:]
+    return None, False
+
+
+def test_wrong_size_refused_at_close(target, mounted):
+    t = target(("wk433_color_uint8x3", "color", "1"))
+    sha = mh.sha256_file(t.wkw_file)
+    half = t.random(t.shape, seed=9).tobytes()[: t.size // 2]
+    with mounted(t.dataset):
+        fd = os.open(t.cube, os.O_WRONLY | os.O_TRUNC)
+        write_err = mh.oserror_errno(os.write, fd, half)
+        code = _close_errno(fd)
+        assert write_err is None, f"a short write failed early: {mh.errno_name(write_err)}"
+        assert code in mh.BAD_SIZE_ERRNOS, f"close after a short whole-cube write: {mh.errno_name(code)}"
+        # The view shows the old content again, and the next writer starts from it.
+        t.reread_in_mount(t.original)
+    assert mh.sha256_file(t.wkw_file) == sha, f"{t.wkw_file} changed"
+    assert mh.snapshot(t.dataset) == t.before
+
+
+def test_oversized_cube_refused(target, mounted):
+    """Writing more than a cube: the write past the end or the close fails; the voxels stay."""
+    t = target(("wk433_color_uint8_raw", "color", "1"))
+    with mounted(t.dataset):
+        fd = os.open(t.cube, os.O_WRONLY | os.O_TRUNC)
+        # The old voxels plus 17 bytes: whichever part is refused, the cube must not change.
+        w, short = _write_all(fd, t.original.tobytes() + b"\x55" * 17)
+        c = _close_errno(fd)
+        assert w in mh.PAST_END_ERRNOS or short or c in mh.BAD_SIZE_ERRNOS | mh.PAST_END_ERRNOS, (
+            f"oversized cube accepted: write {mh.errno_name(w)}, close {mh.errno_name(c)}")
+        assert t.cube.stat().st_size == t.size
+        t.reread_in_mount(t.original)
+    assert np.array_equal(mh.wkw_read_cube(t.mag_dir, t.xyz), t.original)
+    r = mh.wkfs("check", t.dataset)
+    assert r.returncode == 0, mh.describe(r)
+
+
+def test_truncate_existing_cube_refused(target, mounted):
+    t = target(("wk433_color_uint8_raw", "color", "1"))
+    with mounted(t.dataset):
+        fd = os.open(t.cube, os.O_RDWR)
+        trunc = mh.oserror_errno(os.ftruncate, fd, t.size // 2)
+        code = _close_errno(fd)
+        assert trunc is not None or code is not None, "a cube truncated to half its size was accepted"
+        assert {trunc, code} - {None} <= mh.BAD_SIZE_ERRNOS | mh.PAST_END_ERRNOS
+        assert mh.wait_until(lambda: t.cube.stat().st_size == t.size, 2.5), t.cube.stat()
+        assert mh.oserror_errno(os.truncate, t.cube, 100) in mh.BAD_SIZE_ERRNOS | mh.PAST_END_ERRNOS
+        t.reread_in_mount(t.original)
+    assert mh.snapshot(t.dataset) == t.before
+
+
+def test_short_new_cube_refused_and_not_created(target, mounted, mountpoint):
+    spec = ("wk433_color_uint8_raw", "color", "1")
+    t = target(spec, xyz=(9, 9, 9))
+    with mounted(t.dataset):
+        (mountpoint / "color" / "1" / "z9" / "y9").mkdir(parents=True)
+        fd = os.open(t.cube, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        os.write(fd, b"\1" * (t.size - 1))
+        code = _close_errno(fd)
+        assert code in mh.BAD_SIZE_ERRNOS, f"close of a short new cube: {mh.errno_name(code)}"
+        assert t.cube.name not in os.listdir(t.cube.parent), f"{t.cube} is listed after it was refused"
+        # (The kernel may remember the name for its entry timeout unless wkfs invalidates it.)
+        assert mh.wait_until(lambda: not t.cube.exists(), 2.5), f"{t.cube} exists after it was refused"
+    assert not t.wkw_file.exists(), f"{t.wkw_file} was written"
+    layer = mh.layer_entry(mh.load_properties(t.dataset), "color")
+    assert not mh.bbox_covers(layer, (9 * t.side,) * 3, (1, 1, 1)), "bounding box grew for a refused cube"
+
+
+def test_write_past_end_refused(target, mounted):
+    t = target(("wk433_color_uint8_lz4hc", "color", "1"))
+    with mounted(t.dataset):
+        fd = os.open(t.cube, os.O_WRONLY)
+        w = mh.oserror_errno(os.pwrite, fd, b"\7" * 10, t.size)
+        w2 = mh.oserror_errno(os.pwrite, fd, b"\7", t.size + 100_000) if w is None else w
+        c = _close_errno(fd)
+        assert w in mh.PAST_END_ERRNOS or w2 in mh.PAST_END_ERRNOS or c in mh.BAD_SIZE_ERRNOS | mh.PAST_END_ERRNOS, (
+            f"a write past the end was accepted: {mh.errno_name(w)}, close {mh.errno_name(c)}")
+        assert t.cube.stat().st_size == t.size
+        t.reread_in_mount(t.original)
+    assert mh.snapshot(t.dataset) == t.before
+
+
+def test_bad_names_refused(target, mounted, mountpoint):
+    t = target(("wk433_color_uint8_raw", "color", "1"))
+    x, y, z = t.xyz
+    vmag = mountpoint / "color" / "1"
+    with mounted(t.dataset):
+        bad_files = [vmag / f"z{z}" / f"y{y}" / "x1.txt", vmag / f"z{z}" / f"y{y}" / "foo.raw",
+                     vmag / f"z{z}" / f"y{y}" / "x01.raw", vmag / f"z{z}" / f"y{y}" / "x1.wkw",
+                     vmag / "x0.raw", vmag / f"z{z}" / "x0.raw", vmag / "header.wkw"]
+        for p in bad_files:
+            code = mh.oserror_errno(lambda: os.close(os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)))
+            assert code in mh.BAD_NAME_ERRNOS | {errno.ENOENT}, f"create {p}: {mh.errno_name(code)}"
+            assert not p.exists(), p
+        bad_dirs = [vmag / "zz", vmag / "z", vmag / "y0", vmag / "z1x", vmag / f"z{z}" / "yy",
+                    vmag / f"z{z}" / f"y{y}" / "z0", vmag / f"z{z}" / f"y{y}" / "x0"]
+        for p in bad_dirs:
+            code = mh.oserror_errno(os.mkdir, p)
+            assert code in mh.BAD_NAME_ERRNOS, f"mkdir {p}: {mh.errno_name(code)}"
+            assert not p.exists(), p
+        # Renaming a cube to another name is not a way around it either.
+        code = mh.oserror_errno(os.rename, t.cube, vmag / f"z{z}" / f"y{y}" / "x1.txt")
+        assert code is not None, "renaming a cube to a bad name succeeded"
+        assert t.cube.exists()
+    assert mh.snapshot(t.dataset) == t.before
+
+
+def test_read_only_mount_refuses_writes(target, mounted, mountpoint, tmp_path):
+    t = target(("wk433_with_symlink_layer", "color", "1"))
+    sibling = t.dataset.parent / "wk433_segmentation_uint32"
+    sibling_before = mh.snapshot(sibling)
+    props = mountpoint / "datasource-properties.json"
+    with mounted(t.dataset, options="ro"):
+        assert "ro" in mh.mount_entry(mountpoint)["options"]
+        assert t.cube.read_bytes() == t.original.tobytes()  # reading works
+        attempts = {
+            "open cube for writing": lambda: os.close(os.open(t.cube, os.O_WRONLY)),
+            "truncate cube": lambda: os.truncate(t.cube, 0),
+            "write properties": lambda: os.close(os.open(props, os.O_WRONLY | os.O_TRUNC)),
+            "create temp file": lambda: os.close(os.open(mountpoint / "sedXYZ", os.O_WRONLY | os.O_CREAT, 0o644)),
+            "mkdir mag": lambda: os.mkdir(mountpoint / "color" / "8"),
+            "mkdir cube dir": lambda: os.mkdir(mountpoint / "color" / "1" / "z40"),
+            "rmdir": lambda: os.rmdir(mountpoint / "color" / "1"),
+            "symlink layer": lambda: os.symlink(str(sibling / "segmentation"), mountpoint / "seg2"),
+            "remove symlinked layer": lambda: os.unlink(mountpoint / "segmentation"),
+            "rename properties": lambda: os.rename(props, mountpoint / "x.json"),
+            "write through the link": lambda: os.close(os.open(
+                mountpoint / "segmentation" / "1" / "z0" / "y0" / "x0.raw", os.O_WRONLY)),
+        }
+        for what, fn in attempts.items():
+            code = mh.oserror_errno(fn)
+            assert code == errno.EROFS, f"-o ro, {what}: {mh.errno_name(code)}"
+        r = mh.run(["dd", "if=/dev/zero", f"of={t.cube}", "bs=1", "count=1", "conv=notrunc",
+                    "status=none"])
+        assert r.returncode != 0 and b"Read-only" in r.stderr, mh.describe(r)
+    assert mh.snapshot(t.dataset) == t.before
+    assert mh.snapshot(sibling) == sibling_before
+
+
+# ------------------------------------------------------------------------------------------
+# Robustness: bounded memory for a big sequential write; a killed daemon leaves the old file.
+
+
+def _vm_hwm_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmHWM for pid {pid}")
+
+
+@pytest.mark.limit(120)
+def test_sequential_whole_cube_write_has_bounded_memory(mounted, mountpoint, tmp_path):
+    """cp of a 128 MiB cube: the daemon's peak memory grows by far less than the cube's size."""
+    ds = tmp_path / "big"
+    for args in (["create", ds, "--voxel-size", "1,1,1"],
+                 ["add-layer", ds, "color", "--category", "color", "--dtype", "uint8"],
+                 ["add-mag", ds, "color", "1", "--block-len", "32", "--file-len", "16", "--compress"]):
+        r = mh.wkfs(*args)
+        assert r.returncode == 0, mh.describe(r)
+    side = 512
+    z = np.arange(side, dtype=np.uint32)[:, None, None]
+    y = np.arange(side, dtype=np.uint32)[None, :, None]
+    x = np.arange(side, dtype=np.uint32)[None, None, :]
+    data = ((x // 8 + y // 4 + z) % 251).astype(np.uint8)  # compressible, not constant
+    src = tmp_path / "cube.raw"
+    data.tofile(src)
+    cube = mountpoint / "color" / "1" / "z0" / "y0" / "x0.raw"
+    with mounted(ds, options="cache_size=8M") as m:
+        (mountpoint / "color" / "1" / "z0" / "y0").mkdir(parents=True)
+        base = _vm_hwm_kib(m.proc.pid)
+        r = mh.run(["cp", src, cube], timeout=90)
+        assert r.returncode == 0, mh.describe(r)
+        grown_mib = (_vm_hwm_kib(m.proc.pid) - base) / 1024
+    print(f"daemon peak memory grew by {grown_mib:.1f} MiB while a 128 MiB cube was written")
+    assert grown_mib < 64, f"peak memory grew by {grown_mib:.0f} MiB for a 128 MiB cube"
+    got = mh.wkw_read_cube(ds / "color" / "1", (0, 0, 0))
+    assert np.array_equal(got[..., 0], data), "the big cube reads back wrong"
+
+
+def test_killed_daemon_leaves_the_old_file(target, mounted):
+    """SIGKILL in the middle of a whole-cube write: the WKW file on disk is the old one."""
+    t = target(("wk433_color_uint8x3", "color", "1"))
+    sha = mh.sha256_file(t.wkw_file)
+    new = t.random(t.shape, seed=11).tobytes()
+    m = mounted(t.dataset)
+    with m:
+        fd = os.open(t.cube, os.O_WRONLY | os.O_TRUNC)
+        try:
+            os.write(fd, new[: len(new) * 2 // 3])
+            m.proc.kill()
+            m.returncode = m.proc.wait(timeout=10)
+        finally:
+            mh.oserror_errno(os.close, fd)  # ENOTCONN: the daemon is gone
+        mh.force_unmount(m.mountpoint)
+    assert not mh.is_mounted(m.mountpoint)
+    assert mh.sha256_file(t.wkw_file) == sha, "a killed write changed the WKW file"
+    after = mh.snapshot(t.dataset)
+    new_files = sorted(set(after) - set(t.before))
+    assert not [p for p in new_files if p.endswith(".wkw")], f"new WKW files after a kill: {new_files}"
+    r = mh.wkfs("check", t.dataset)
+    assert r.returncode == 0, mh.describe(r)
