@@ -48,15 +48,13 @@ struct AddMagCommand: ParsableCommand {
         abstract: "Add a mag (a WKW mag directory) to a layer.",
         discussion: "Example: wkfs add-mag my_dataset color 2-2-1 --block-len 32 --file-len 32 --compress")
 
-    @Argument(help: "The dataset directory.") var dataset: String
-    @Argument(help: "The layer.") var layer: String
-    @Argument(help: "The mag: 1, 2, 2-2-1 …") var mag: String
+    @OptionGroup var location: MagLocation
     @OptionGroup var storage: StorageOptions
 
     func run() throws {
-        var ds = try Dataset.open(dataset)
+        var ds = try Dataset.open(location.dataset)
         try ds.addMag(
-            layer, mag, blockLength: storage.blockLength ?? 32, fileLength: storage.fileLength ?? 32,
+            location.layer, location.mag, blockLength: storage.blockLength ?? 32, fileLength: storage.fileLength ?? 32,
             compress: storage.compress ?? false)
     }
 }

@@ -3,6 +3,13 @@ import Foundation
 import WKW
 import WebKnossos
 
+/// DATASET LAYER MAG, the place `read`, `write` and `add-mag` work on.
+struct MagLocation: ParsableArguments {
+    @Argument(help: "The dataset directory.") var dataset: String
+    @Argument(help: "The layer.") var layer: String
+    @Argument(help: "The mag: 1, 2, 2-2-1 …") var mag: String
+}
+
 /// The region arguments of `read` and `write`.
 struct RegionOptions: ParsableArguments {
     @Option(help: "First voxel X,Y,Z (in the mag's voxels, or mag-1 voxels with --mag1).") var offset: Triple?
@@ -45,9 +52,7 @@ struct WriteCommand: ParsableCommand {
               | wkfs write my_dataset color 1 --offset 10,20,30 --size 512,512,32
             """)
 
-    @Argument(help: "The dataset directory.") var dataset: String
-    @Argument(help: "The layer.") var layer: String
-    @Argument(help: "The mag: 1, 2, 2-2-1 …") var mag: String
+    @OptionGroup var location: MagLocation
     @OptionGroup var region: RegionOptions
     @Option(help: "Read the voxels from this file instead of stdin.") var input: String?
 
@@ -56,8 +61,8 @@ struct WriteCommand: ParsableCommand {
     }
 
     func run() throws {
-        var ds = try Dataset.open(dataset)
-        let view = try ds.mag(layer, mag)
+        var ds = try Dataset.open(location.dataset)
+        let view = try ds.mag(location.layer, location.mag)
         let box = try region.box(in: view.mag)!
         let header = view.header
         let what = "region \(box) of \(header.channels)×\(header.voxelType)"
@@ -66,7 +71,7 @@ struct WriteCommand: ParsableCommand {
             let bytes = try source.next(slab.voxelCount * header.voxelSize)
             try bytes.withUnsafeBytes { try view.directory.write(slab, from: $0) }
         }
-        try ds.growBoundingBox(layer, toCover: view.mag.toMag1(box))
+        try ds.growBoundingBox(location.layer, toCover: view.mag.toMag1(box))
     }
 }
 
@@ -79,18 +84,16 @@ struct ReadCommand: ParsableCommand {
             Example: wkfs read my_dataset color 2 --offset 5,10,15 --size 256,256,16 | od -An -tu1 | head
             """)
 
-    @Argument(help: "The dataset directory.") var dataset: String
-    @Argument(help: "The layer.") var layer: String
-    @Argument(help: "The mag: 1, 2, 2-2-1 …") var mag: String
+    @OptionGroup var location: MagLocation
     @OptionGroup var region: RegionOptions
     @Option(help: "Write the voxels to this file instead of stdout.") var output: String?
 
     func run() throws {
-        let ds = try Dataset.open(dataset)
-        let view = try ds.mag(layer, mag)
+        let ds = try Dataset.open(location.dataset)
+        let view = try ds.mag(location.layer, location.mag)
         let box = try region.box(in: view.mag) ?? view.defaultBox
         if box.offset.x < 0 || box.offset.y < 0 || box.offset.z < 0, !box.isEmpty {
-            throw CLIError("layer '\(layer)': bounding box \(box) starts at negative coordinates; give --offset and --size")
+            throw CLIError("layer '\(location.layer)': bounding box \(box) starts at negative coordinates; give --offset and --size")
         }
         let sink = try RawOutput(path: output)
         do {
