@@ -187,6 +187,7 @@ extension DatasetFilesystem {
                     try writer!.commit(cache: cache)
                 } catch {
                     if final { writer!.discard() }
+                    forgetRefusedCube(cube)
                     throw translate(error, cubeName(cube))
                 }
                 grown = touched
@@ -253,17 +254,16 @@ extension DatasetFilesystem {
                 s.handles[handle.rawValue] = nil
             }
         }
-        do {
-            try commit(inode, handle, final: true)
-        } catch {
-            // A refused new cube does not exist: make the kernel forget its name now.
-            if case .cube(let cube) = try? item(handle), case .cube(let layer, let mag, let index) = cube.node,
-                !PathOps.exists(cube.mag.filePath(index))
-            {
-                let parent = inodes.inode(.yDirectory(layer: layer, mag: mag, z: index.z, y: index.y))
-                invalidate(nil, entries: [(parent, "x\(index.x).raw")])
-            }
-        }
+        try? commit(inode, handle, final: true)
+    }
+
+    /// A refused new cube does not exist: drop it from the view and make the kernel forget its
+    /// name now (the close that refused it returns before the handle is released).
+    func forgetRefusedCube(_ cube: CubeHandle) {
+        guard case .cube(let layer, let mag, let index) = cube.node, !PathOps.exists(cube.mag.filePath(index)) else { return }
+        state.withLock { _ = $0.pendingCubes.removeValue(forKey: cube.node) }
+        let parent = inodes.inode(.yDirectory(layer: layer, mag: mag, z: index.z, y: index.y))
+        invalidate(nil, entries: [(parent, "x\(index.x).raw")])
     }
 
     public func setattr(_ inode: Inode, changes: AttributeChanges, handle: Handle?) throws -> Attributes {
