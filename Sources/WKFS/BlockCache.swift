@@ -4,8 +4,11 @@ import WKW
 /// Decoded blocks shared by every open cube, bounded in bytes, least recently used out first.
 /// Also keeps the open data files (with their checked jump tables) that blocks come from.
 final class BlockCache: Sendable {
+    /// A block of one version of one file: a file replaced or changed by anyone (the mount or
+    /// another program) has a new identity, so its old blocks are never served again.
     struct Key: Hashable, Sendable {
         var path: String
+        var identity: [Int64]
         var block: Int
     }
 
@@ -21,10 +24,15 @@ final class BlockCache: Sendable {
 
     init(capacity: Int) { self.capacity = capacity }
 
-    /// The open data file `index` of `mag`, or nil when it does not exist.
+    /// The open data file `index` of `mag`, or nil when it does not exist. A cached one is used
+    /// only while the file on disk is still the same (same inode, size and modification time).
     func reader(_ mag: MagDirectory, _ index: Vec3) throws -> DataFileReader? {
         let path = mag.filePath(index)
-        if let known = storage.withLock({ $0.readers[path] }) { return known }
+        guard let status = FileStatus.of(path, followLinks: true) else {
+            storage.withLock { _ = $0.readers.removeValue(forKey: path) }
+            return nil
+        }
+        if let known = storage.withLock({ $0.readers[path] }), known.identity == status.identity { return known }
         guard let reader = try DataFileReader.open(mag, index) else { return nil }
         storage.withLock { s in
             if s.readers.count > 4096 { s.readers.removeAll() }
@@ -35,13 +43,17 @@ final class BlockCache: Sendable {
 
     /// Decoded blocks `numbers` of data file `index`; zeros when the file does not exist.
     func blocks(_ mag: MagDirectory, _ index: Vec3, _ numbers: [Int]) throws -> [Int: [UInt8]] {
+        guard let reader = try reader(mag, index) else {
+            let zero = [UInt8](repeating: 0, count: mag.header.blockByteCount)
+            return Dictionary(uniqueKeysWithValues: numbers.map { ($0, zero) })
+        }
         let path = mag.filePath(index)
         var found: [Int: [UInt8]] = [:]
         var missing: [Int] = []
         storage.withLock { s in
             s.tick += 1
             for n in numbers {
-                let key = Key(path: path, block: n)
+                let key = Key(path: path, identity: reader.identity, block: n)
                 if let entry = s.blocks[key] {
                     found[n] = entry.bytes
                     s.blocks[key]!.tick = s.tick
@@ -51,16 +63,11 @@ final class BlockCache: Sendable {
             }
         }
         if missing.isEmpty { return found }
-        guard let reader = try reader(mag, index) else {
-            let zero = [UInt8](repeating: 0, count: mag.header.blockByteCount)
-            for n in missing { found[n] = zero }
-            return found
-        }
         let decoded = try reader.decode(missing)
         storage.withLock { s in
             for (n, bytes) in zip(missing, decoded) {
                 found[n] = bytes
-                let key = Key(path: path, block: n)
+                let key = Key(path: path, identity: reader.identity, block: n)
                 if s.blocks.updateValue((bytes, s.tick), forKey: key) == nil { s.bytes += bytes.count }
             }
             if s.bytes > capacity { Self.evict(&s, to: capacity * 3 / 4) }

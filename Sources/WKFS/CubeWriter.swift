@@ -196,15 +196,16 @@ struct CubeWriter {
         let base = truncated ? nil : try cache.reader(mag, index)
         let dirtyBlocks = dirty.mapValues(\.bytes)
         if !mag.header.blockType.isCompressed {
-            let file = try pendingRaw ?? PendingRawFile(mag: mag, index: index)
-            pendingRaw = nil
+            if pendingRaw == nil { pendingRaw = try PendingRawFile(mag: mag, index: index) }
             let placed = self.placed
-            try file.finish { n in
+            // On failure the new file stays pending with what it holds, so a later commit can retry.
+            try pendingRaw!.finish { n in
                 if let bytes = dirtyBlocks[n] { return .decoded(bytes) }
                 if placed.contains(n) { return nil }
                 if let base { return .encoded(try base.storedBlock(n)) }
                 return .zero
             }
+            pendingRaw = nil
             cache.invalidate(mag.filePath(index))
             discard()
             return

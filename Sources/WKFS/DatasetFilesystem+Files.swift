@@ -9,12 +9,8 @@ extension DatasetFilesystem {
         let node = try node(inode)
         if flags.isWritable { try requireWritable() }
         switch node {
-        case .cube(let layer, let mag, let index):
-            let directory = try magDirectory(layer, mag)
-            let writer =
-                flags.truncate
-                ? CubeWriter(mag: directory, index: index, truncated: true, memoryBudget: writeBudget(directory)) : nil
-            let cube = CubeHandle(node: node, layer: layer, magName: mag, mag: directory, index: index, writer: writer)
+        case .cube:
+            let cube = try openCube(node, truncate: flags.truncate)
             return OpenResult(handle: state.withLock { $0.addHandle(.cube(cube)) }, keepCache: !flags.truncate)
         case .properties:
             let bytes = flags.truncate ? [] : try currentProperties()
@@ -63,9 +59,7 @@ extension DatasetFilesystem {
                 throw refuse(EINVAL, "\(layer)/\(mag)/z\(z)/y\(y)/\(name): only cubes named x{X}.raw can be created here")
             }
             let node = MountNode.cube(layer: layer, mag: mag, index: Vec3(x, y, z))
-            let directory = try magDirectory(layer, mag)
-            let writer = CubeWriter(mag: directory, index: node.cubeIndex!, truncated: true, memoryBudget: writeBudget(directory))
-            let cube = CubeHandle(node: node, layer: layer, magName: mag, mag: directory, index: Vec3(x, y, z), writer: writer)
+            let cube = try openCube(node, truncate: true)
             let handle = state.withLock { s in
                 s.pendingCubes[node, default: 0] += 1
                 return s.addHandle(.cube(cube))
@@ -74,6 +68,30 @@ extension DatasetFilesystem {
         default:
             throw refuse(EPERM, "cannot create '\(name)' here: new files are cubes (LAYER/MAG/zZ/yY/xX.raw) or editor files in the root")
         }
+    }
+
+    /// The one open cube of `node`, shared by every handle on it, so that changes made through
+    /// several descriptors (a program's `write` and its `mmap` writeback, two programs) all land.
+    func openCube(_ node: MountNode, truncate: Bool) throws -> CubeHandle {
+        guard case .cube(let layer, let mag, let index) = node else { throw FUSEError.invalid }
+        let directory = try magDirectory(layer, mag)
+        let cube = state.withLock { s in
+            if let shared = s.openCubes[node] {
+                s.openCubes[node]!.handles += 1
+                return shared.cube
+            }
+            let cube = CubeHandle(node: node, layer: layer, magName: mag, mag: directory, index: index, writer: nil)
+            s.openCubes[node] = (cube, 1)
+            return cube
+        }
+        if truncate {
+            let budget = writeBudget(directory)
+            try cube.writer.withLock { writer in
+                if writer == nil { writer = CubeWriter(mag: directory, index: index, truncated: true, memoryBudget: budget) }
+                try writer!.resize(0)
+            }
+        }
+        return cube
     }
 
     /// Why `name` cannot be an editor file in the root, or nil.
@@ -175,7 +193,8 @@ extension DatasetFilesystem {
 
     /// Makes a handle's pending changes durable: a cube's new WKW file, or a validated properties file.
     /// - Parameter final: the handle is being released: changes that cannot be made durable are dropped.
-    func commit(_ inode: Inode, _ handle: Handle, final: Bool = false) throws {
+    /// - Parameter closing: a close (flush) or release, after which a refused new cube is gone.
+    func commit(_ inode: Inode, _ handle: Handle, final: Bool = false, closing: Bool = true) throws {
         switch try item(handle) {
         case .cube(let cube):
             var grown: Box?
@@ -187,7 +206,7 @@ extension DatasetFilesystem {
                     try writer!.commit(cache: cache)
                 } catch {
                     if final { writer!.discard() }
-                    forgetRefusedCube(cube)
+                    if closing { forgetRefusedCube(cube) }
                     throw translate(error, cubeName(cube))
                 }
                 grown = touched
@@ -242,19 +261,27 @@ extension DatasetFilesystem {
     }
 
     public func fsync(_ inode: Inode, handle: Handle, dataOnly: Bool) throws {
-        try commit(inode, handle)
+        try commit(inode, handle, closing: false)
     }
 
     public func release(_ inode: Inode, handle: Handle, flags: OpenFlags) throws {
         defer {
             state.withLock { s in
-                if case .cube(let cube) = s.handles[handle.rawValue], let count = s.pendingCubes[cube.node] {
-                    s.pendingCubes[cube.node] = count > 1 ? count - 1 : nil
+                if case .cube(let cube) = s.handles[handle.rawValue] {
+                    if let count = s.pendingCubes[cube.node] { s.pendingCubes[cube.node] = count > 1 ? count - 1 : nil }
+                    if let open = s.openCubes[cube.node] {
+                        if open.handles > 1 { s.openCubes[cube.node]!.handles -= 1 } else { s.openCubes[cube.node] = nil }
+                    }
                 }
                 s.handles[handle.rawValue] = nil
             }
         }
-        try? commit(inode, handle, final: true)
+        // The last handle on a cube drops what cannot be made durable; earlier ones leave it pending.
+        let last: Bool = state.withLock { s in
+            guard case .cube(let cube) = s.handles[handle.rawValue] else { return true }
+            return (s.openCubes[cube.node]?.handles ?? 1) <= 1
+        }
+        try? commit(inode, handle, final: last)
     }
 
     /// A refused new cube does not exist: drop it from the view and make the kernel forget its

@@ -113,6 +113,8 @@ struct ViewState {
     var propertiesHidden = false
     /// Cubes created and still open, not yet on disk: open count by node.
     var pendingCubes: [MountNode: Int] = [:]
+    /// Open cubes, each shared by all handles on it, with the number of those handles.
+    var openCubes: [MountNode: (cube: CubeHandle, handles: Int)] = [:]
     var handles: [UInt64: OpenItem] = [:]
     var nextHandle: UInt64 = 1
 

@@ -3,6 +3,8 @@
 public final class DataFileReader: Sendable {
     let file: OpenFile
     let layout: DataFileLayout
+    /// Inode, size and modification time when opened: a different one on disk means a new file.
+    public let identity: [Int64]
 
     public var path: String { layout.path }
     /// Bytes the file takes on disk (its length).
@@ -12,12 +14,14 @@ public final class DataFileReader: Sendable {
     /// - Throws: `WKWError` when the file is corrupt.
     public static func open(_ mag: MagDirectory, _ index: Vec3) throws -> DataFileReader? {
         guard let file = try OpenFile.openIfExists(mag.filePath(index)) else { return nil }
-        return DataFileReader(file: file, layout: try DataFileLayout.read(file, magHeader: mag.header))
+        let identity = try file.identity()
+        return DataFileReader(file: file, layout: try DataFileLayout.read(file, magHeader: mag.header), identity: identity)
     }
 
-    private init(file: OpenFile, layout: DataFileLayout) {
+    private init(file: OpenFile, layout: DataFileLayout, identity: [Int64]) {
         self.file = file
         self.layout = layout
+        self.identity = identity
     }
 
     /// The stored (encoded) bytes of block `n`, as they are in the file.

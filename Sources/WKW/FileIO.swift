@@ -45,6 +45,13 @@ final class OpenFile: Sendable {
 
     deinit { try? descriptor.close() }
 
+    /// Inode, size and modification time of the open file. The corresponding C function is `fstat`.
+    func identity() throws -> [Int64] {
+        var info = stat()
+        guard fstat(descriptor.rawValue, &info) == 0 else { throw error("cannot stat") }
+        return [Int64(bitPattern: UInt64(info.st_ino)), Int64(info.st_size), Int64(info.st_mtim.tv_sec), Int64(info.st_mtim.tv_nsec)]
+    }
+
     /// The file's size in bytes. The corresponding C function is `fstat`.
     func size() throws -> Int {
         var info = stat()
@@ -183,6 +190,12 @@ public struct FileStatus: Sendable {
     public var modificationNanoseconds: Int
     public var isDirectory: Bool
     public var isSymbolicLink: Bool
+    public var inode: UInt64
+
+    /// Changes whenever the file is replaced or modified: inode, size and modification time.
+    public var identity: [Int64] {
+        [Int64(bitPattern: inode), Int64(size), modificationSeconds, Int64(modificationNanoseconds)]
+    }
 
     /// Stats `path` without following a final symbolic link; nil when nothing is there.
     public static func of(_ path: String, followLinks: Bool = false) -> FileStatus? {
@@ -192,7 +205,8 @@ public struct FileStatus: Sendable {
         return FileStatus(
             size: Int(info.st_size), allocated: Int(info.st_blocks) * 512,
             modificationSeconds: Int64(info.st_mtim.tv_sec), modificationNanoseconds: Int(info.st_mtim.tv_nsec),
-            isDirectory: (info.st_mode & S_IFMT) == S_IFDIR, isSymbolicLink: (info.st_mode & S_IFMT) == S_IFLNK)
+            isDirectory: (info.st_mode & S_IFMT) == S_IFDIR, isSymbolicLink: (info.st_mode & S_IFMT) == S_IFLNK,
+            inode: UInt64(info.st_ino))
     }
 }
 

@@ -38,23 +38,20 @@ public final class PendingRawFile: Sendable {
         try file.read(at: offset(n), count: mag.header.blockByteCount)
     }
 
-    /// Writes every block `source` gives (nil: already written, or zero in a new file), fsyncs and
-    /// renames the file over the data file.
+    /// Writes every block `source` gives (nil: already written), fsyncs and renames the file over
+    /// the data file. On failure the temporary file stays, as written so far: call `abandon`.
     public func finish(_ source: @Sendable (Int) throws -> BlockSource?) throws {
         let header = mag.header
-        do {
-            try Parallel.forEach(header.blocksPerFile) { n in
-                switch try source(n) {
-                case .decoded(let bytes), .encoded(let bytes): try self.writeBlock(n, bytes)
-                case .zero, nil: break  // the file is sparse: unwritten blocks read as zeros
-                }
+        let zero = [UInt8](repeating: 0, count: header.blockByteCount)
+        try Parallel.forEach(header.blocksPerFile) { n in
+            switch try source(n) {
+            case .decoded(let bytes), .encoded(let bytes): try self.writeBlock(n, bytes)
+            case .zero: try self.writeBlock(n, zero)  // it may hold an earlier version of the block
+            case nil: break
             }
-            try file.sync()
-            try PathOps.rename(temporary, to: mag.filePath(index))
-        } catch {
-            abandon()
-            throw error
         }
+        try file.sync()
+        try PathOps.rename(temporary, to: mag.filePath(index))
         PathOps.syncDirectory(PathOps.dirname(mag.filePath(index)))
     }
 
