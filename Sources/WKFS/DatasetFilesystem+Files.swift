@@ -94,6 +94,9 @@ extension DatasetFilesystem {
         return cube
     }
 
+    /// The properties file and editor files live in memory while they are edited: keep them small.
+    static let largestTextFile = 64 << 20
+
     /// Why `name` cannot be an editor file in the root, or nil.
     func scratchNameProblem(_ name: String) -> String? {
         if name == MountNode.controlName { return "the name is reserved" }
@@ -153,6 +156,11 @@ extension DatasetFilesystem {
     public func write(_ inode: Inode, handle: Handle, offset: UInt64, data: UnsafeRawBufferPointer) throws -> Int {
         try requireWritable()
         let offset = Int(offset)
+        func checkTextSize() throws {
+            guard offset + data.count <= Self.largestTextFile else {
+                throw refuse(EFBIG, "files in the mount root (the properties, editor files) are at most \(Self.largestTextFile >> 20) MiB")
+            }
+        }
         func patch(_ bytes: inout [UInt8]) {
             if bytes.count < offset + data.count { bytes += [UInt8](repeating: 0, count: offset + data.count - bytes.count) }
             bytes.withUnsafeMutableBytes { ($0.baseAddress! + offset).copyMemory(from: data.baseAddress!, byteCount: data.count) }
@@ -171,11 +179,13 @@ extension DatasetFilesystem {
                 }
             }
         case .properties(let text):
+            try checkTextSize()
             text.content.withLock {
                 patch(&$0.bytes)
                 $0.dirty = true
             }
         case .scratch(let name):
+            try checkTextSize()
             state.withLock { s in
                 guard s.scratch[name] != nil else { return }
                 patch(&s.scratch[name]!.bytes)
@@ -297,7 +307,11 @@ extension DatasetFilesystem {
         let node = try node(inode)
         guard let size = changes.size else { return try attributes(node) }  // modes and times: accepted, not stored
         try requireWritable()
+        guard size <= UInt64(Int.max) else { throw FUSEError.fileTooBig }
         let size64 = Int(size)
+        if case .cube = node {} else if size64 > Self.largestTextFile {
+            throw refuse(EFBIG, "files in the mount root (the properties, editor files) are at most \(Self.largestTextFile >> 20) MiB")
+        }
         switch node {
         case .cube(let layer, let mag, let index):
             if let handle, case .cube(let cube) = try item(handle) {

@@ -10,7 +10,9 @@ extension DatasetFilesystem {
         let parentNode = try node(parent)
         let created: MountNode
         switch parentNode {
-        case .layer(let layer), .linkTarget(let layer):
+        case .linkTarget(let layer):
+            throw refuse(EPERM, "mkdir \(layer)/\(name): the mags of a linked layer belong to the other dataset; add them there")
+        case .layer(let layer):
             guard let mag = try? Mag(parsing: name), mag.shortName == name || mag.longName == name else {
                 throw refuse(EINVAL, "\(layer)/\(name): a mag directory is named like 1, 2 or 2-2-1")
             }
@@ -54,7 +56,9 @@ extension DatasetFilesystem {
     public func rmdir(parent: Inode, name: String) throws {
         try requireWritable()
         switch try node(parent) {
-        case .layer(let layer), .linkTarget(let layer):
+        case .linkTarget(let layer):
+            throw refuse(EPERM, "rmdir \(layer)/\(name): the mags of a linked layer belong to the other dataset")
+        case .layer(let layer):
             guard let entry = state.withLock({ $0.mags(layer).first { $0.name == name }?.entry }) else { throw FUSEError.noEntry }
             try state.withLock { s in
                 do {
@@ -144,7 +148,9 @@ extension DatasetFilesystem {
         let properties = Self.propertiesName
         if newName == properties {
             // An editor's new version (sed -i, many editors): validate it, then it becomes the file.
-            guard let scratch = state.withLock({ $0.scratch[name] }) else { throw FUSEError.notPermitted }
+            guard let scratch = state.withLock({ $0.scratch[name] }) else {
+                throw state.withLock({ $0.layer(name) != nil }) ? FUSEError.notPermitted : FUSEError.noEntry
+            }
             try applyProperties(scratch.bytes)
             state.withLock { _ = $0.scratch.removeValue(forKey: name) }
             inodes.rename(.scratch(name), to: .properties)
@@ -164,7 +170,9 @@ extension DatasetFilesystem {
             return
         }
         try state.withLock { s in
-            guard let file = s.scratch.removeValue(forKey: name) else { throw FUSEError.notPermitted }
+            guard let file = s.scratch.removeValue(forKey: name) else {
+                throw s.layer(name) != nil ? FUSEError.notPermitted : FUSEError.noEntry
+            }
             s.scratch[newName] = file
         }
         inodes.rename(.scratch(name), to: .scratch(newName))

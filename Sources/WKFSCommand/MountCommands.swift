@@ -73,7 +73,8 @@ struct MountCommand: ParsableCommand {
             digits.removeLast()
         }
         guard let value = Int(digits), value >= 0 else { return nil }
-        return value * factor
+        let (bytes, overflow) = value.multipliedReportingOverflow(by: factor)
+        return overflow ? nil : bytes
     }
 }
 

@@ -15,7 +15,7 @@ struct RawInput {
 
     /// Opens the input and checks that it holds exactly `expected` bytes.
     init(path: String?, expected: Int, what: String) throws {
-        if let path {
+        if let path, Self.isRegularFile(path) {
             name = "--input \(path)"
             guard let handle = FileHandle(forReadingAtPath: path) else {
                 throw CLIError("\(name): cannot open for reading")
@@ -27,14 +27,25 @@ struct RawInput {
                 throw CLIError("\(name): holds \(size) bytes, but \(what) needs exactly \(expected)")
             }
         } else {
-            name = "stdin"
-            handle = .standardInput
+            // stdin, a pipe or a FIFO: read to the end first, so a short stream changes nothing.
+            name = path.map { "--input \($0)" } ?? "stdin"
+            if let path {
+                guard let opened = FileHandle(forReadingAtPath: path) else { throw CLIError("\(name): cannot open for reading") }
+                handle = opened
+            } else {
+                handle = .standardInput
+            }
             let data = try handle.readToEnd() ?? Data()
             guard data.count == expected else {
-                throw CLIError("stdin: gave \(data.count) bytes, but \(what) needs exactly \(expected)")
+                throw CLIError("\(name): gave \(data.count) bytes, but \(what) needs exactly \(expected)")
             }
             buffered = data
         }
+    }
+
+    static func isRegularFile(_ path: String) -> Bool {
+        var info = stat()
+        return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG
     }
 
     /// The next `count` bytes.
@@ -109,13 +120,20 @@ struct CLIError: Error, CustomStringConvertible {
 }
 
 /// Splits a region into slabs along z at the mag's file boundaries, so that each data file is
-/// read or rewritten once and memory stays at about one layer of files.
-func fileSlabs(_ box: Box, fileEdge: Int) -> [Box] {
+/// read or rewritten once and memory stays at about one layer of files. A layer of files larger
+/// than `slabBudget` is split further (compressed files are then rewritten once per slab).
+func fileSlabs(_ box: Box, fileEdge: Int, voxelSize: Int, slabBudget: Int = 2 << 30) throws -> [Box] {
     guard !box.isEmpty else { return [] }
+    guard let planeBytes = Box(offset: box.offset, size: Vec3(box.size.x, box.size.y, 1)).byteCount(voxelSize: voxelSize),
+        planeBytes <= slabBudget
+    else {
+        throw CLIError("--size \(box.size): one z-plane of the region would need more than \(slabBudget >> 20) MiB of memory")
+    }
+    let thickness = max(1, min(fileEdge, slabBudget / planeBytes))
     var slabs: [Box] = []
     var z = box.offset.z
     while z < box.end.z {
-        let next = min(box.end.z, (z / fileEdge + 1) * fileEdge)
+        let next = min(box.end.z, (z / fileEdge + 1) * fileEdge, z + thickness)
         slabs.append(Box(offset: Vec3(box.offset.x, box.offset.y, z), size: Vec3(box.size.x, box.size.y, next - z)))
         z = next
     }

@@ -66,8 +66,11 @@ struct WriteCommand: ParsableCommand {
         let box = try region.box(in: view.mag)!
         let header = view.header
         let what = "region \(box) of \(header.channels)×\(header.voxelType)"
-        var source = try RawInput(path: input, expected: box.voxelCount * header.voxelSize, what: what)
-        for slab in fileSlabs(box, fileEdge: header.fileEdge) {
+        guard let byteCount = box.byteCount(voxelSize: header.voxelSize) else { throw CLIError("--size \(box.size): the region is too large") }
+        var source = try RawInput(path: input, expected: byteCount, what: what)
+        // A corrupt file anywhere in the region must stop the write before any slab changes.
+        try view.directory.checkFiles(meeting: box)
+        for slab in try fileSlabs(box, fileEdge: header.fileEdge, voxelSize: header.voxelSize) {
             let bytes = try source.next(slab.voxelCount * header.voxelSize)
             try bytes.withUnsafeBytes { try view.directory.write(slab, from: $0) }
         }
@@ -97,7 +100,7 @@ struct ReadCommand: ParsableCommand {
         }
         let sink = try RawOutput(path: output)
         do {
-            for slab in fileSlabs(box, fileEdge: view.header.fileEdge) {
+            for slab in try fileSlabs(box, fileEdge: view.header.fileEdge, voxelSize: view.header.voxelSize) {
                 try sink.write(try view.read(slab))
             }
             try sink.finish()

@@ -5,7 +5,9 @@ extension MagDirectory {
 
     /// Reads a region into a new buffer. Voxels never written read as zero.
     public func read(_ box: Box) throws -> [UInt8] {
-        let count = box.voxelCount * header.voxelSize
+        guard let count = box.byteCount(voxelSize: header.voxelSize) else {
+            throw WKWError(.invalidArgument, path: path, "region \(box) is too large")
+        }
         return try [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
             try read(box, into: UnsafeMutableRawBufferPointer(buffer))
             initialized = count

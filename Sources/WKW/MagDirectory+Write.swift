@@ -17,6 +17,17 @@ extension MagDirectory {
         }
     }
 
+    /// Checks the header and jump table of every existing data file that `box` meets, so that a
+    /// write split into several calls can refuse a corrupt file before it changes anything.
+    public func checkFiles(meeting box: Box) throws {
+        guard !box.isEmpty else { return }
+        for index in box.cellRange(Vec3(repeating: header.fileEdge)).positions {
+            if let file = try OpenFile.openIfExists(filePath(index)) {
+                _ = try DataFileLayout.read(file, magHeader: header)
+            }
+        }
+    }
+
     /// Writes `bytes` into the region `box`.
     public func write(_ box: Box, bytes: [UInt8]) throws {
         try bytes.withUnsafeBytes { try write(box, from: $0) }

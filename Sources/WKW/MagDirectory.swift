@@ -43,7 +43,9 @@ public struct MagDirectory: Sendable {
         func index(_ name: String, _ prefix: Character, _ suffix: String = "") -> Int? {
             guard name.first == prefix, name.hasSuffix(suffix) else { return nil }
             let digits = name.dropFirst().dropLast(suffix.count)
-            guard !digits.isEmpty, digits.allSatisfy(\.isASCII), digits.allSatisfy(\.isNumber) else { return nil }
+            guard !digits.isEmpty, digits.count < 10, digits.allSatisfy(\.isASCII), digits.allSatisfy(\.isNumber),
+                digits == "0" || digits.first != "0"
+            else { return nil }
             return Int(digits)
         }
         var result: [Vec3] = []

@@ -52,6 +52,15 @@ public struct Box: Hashable, Sendable, CustomStringConvertible {
     public var end: Vec3 { offset + size }
     public var isEmpty: Bool { size.x <= 0 || size.y <= 0 || size.z <= 0 }
     public var voxelCount: Int { isEmpty ? 0 : size.volume }
+
+    /// Bytes of the box's voxels at `voxelSize` bytes each; nil when that overflows.
+    public func byteCount(voxelSize: Int) -> Int? {
+        if isEmpty { return 0 }
+        let (xy, o1) = size.x.multipliedReportingOverflow(by: size.y)
+        let (xyz, o2) = xy.multipliedReportingOverflow(by: size.z)
+        let (bytes, o3) = xyz.multipliedReportingOverflow(by: voxelSize)
+        return o1 || o2 || o3 ? nil : bytes
+    }
     public var description: String { "offset \(offset) size \(size)" }
 
     /// The overlap of two boxes, or nil when they do not overlap.

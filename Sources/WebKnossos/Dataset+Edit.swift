@@ -36,11 +36,16 @@ extension Dataset {
                     .invalidProperties, file, "field 'dataLayers[\(i)].name': \(layerDirectory) exists and is not a directory")
             }
             if layer.dataFormat == "wkw" {
-                for (j, mag) in layer.mags.enumerated() {
+                for (j, mag) in layer.mags.enumerated() where !PathOps.exists(magPath(layer, mag) + "/header.wkw") {
                     let target = magPath(layer, mag)
-                    if !PathOps.exists(target + "/header.wkw") && PathOps.exists(target) && !PathOps.isDirectory(target) {
+                    if PathOps.exists(target) && !PathOps.isDirectory(target) {
                         throw DatasetError(
                             .invalidProperties, file, "field 'dataLayers[\(i)].mags[\(j)]': \(target) is not a directory")
+                    }
+                    if Self.newMagHeader(layer, mag) == nil {
+                        throw DatasetError(
+                            .invalidProperties, file,
+                            "field 'dataLayers[\(i)].mags[\(j)].cubeLength': \(mag.cubeLength ?? 0) is not a power of two up to 16384, so the mag cannot be created")
                     }
                 }
             }
@@ -60,20 +65,24 @@ extension Dataset {
         properties = new
         for layer in new.layers where layer.dataFormat == "wkw" {
             if !PathOps.exists(layerPath(layer.name)) { try? PathOps.makeDirectories(layerPath(layer.name)) }
-            guard let voxelType = layer.declaredVoxelType else { continue }
             for mag in layer.mags where !PathOps.exists(magPath(layer, mag) + "/header.wkw") {
-                // A new mag entry: a mag directory with the cube length it asks for.
-                let edge = mag.cubeLength ?? 1024
-                let blockLength = min(32, max(1, edge))
-                let fileLength = max(1, min(128, edge / blockLength))
-                if let header = try? WKWHeader(
-                    blockLength: blockLength, fileLength: fileLength, blockType: .raw, voxelType: voxelType,
-                    channels: layer.numChannels)
-                {
+                if let header = Self.newMagHeader(layer, mag) {
                     _ = try? MagDirectory.create(magPath(layer, mag), header: header)
                 }
             }
         }
+    }
+
+    /// The header of a mag that a hand-written entry asks for: raw, 32³ blocks (fewer for a small
+    /// `cubeLength`), as many blocks per file as `cubeLength` (default 1024) needs.
+    static func newMagHeader(_ layer: LayerProperties, _ mag: MagProperties) -> WKWHeader? {
+        guard let voxelType = layer.declaredVoxelType else { return nil }
+        let edge = mag.cubeLength ?? 1024
+        guard edge >= 1, edge <= 1 << 14, edge & (edge - 1) == 0 else { return nil }
+        let blockLength = min(32, edge)
+        return try? WKWHeader(
+            blockLength: blockLength, fileLength: edge / blockLength, blockType: .raw, voxelType: voxelType,
+            channels: layer.numChannels)
     }
 
     /// Removes a symbolic-link layer: its link and its entry, never the target's data.
@@ -107,7 +116,15 @@ extension Dataset {
         let layer = try layer(layerName)
         guard let entry = layer.mag(mag) else { throw DatasetError(.notFound, "mag \(mag)", "no such mag") }
         let directory = magPath(layer, entry)
-        if let opened = try? MagDirectory.open(directory), !opened.fileIndices().isEmpty {
+        // Anything but header.wkw and empty z/y directories is data (even under a broken header).
+        func holdsData(_ path: String) -> Bool {
+            PathOps.list(path).contains { name in
+                let child = path + "/" + name
+                if path == directory && name == "header.wkw" { return false }
+                return PathOps.isDirectory(child) ? holdsData(child) : true
+            }
+        }
+        if holdsData(directory) {
             throw DatasetError(.invalidArgument, directory, "mag directory holds data files")
         }
         try updateLayer(layerName) { $0.mags.removeAll { $0.mag == mag } }

@@ -97,7 +97,7 @@ public struct Dataset: Sendable {
         largestSegmentId: UInt64? = nil
     ) throws -> LayerProperties {
         if let why = LayerProperties.invalidNameReason(name) { throw DatasetError(.invalidArgument, "layer name", why) }
-        guard channels >= 1, channels * voxelType.size <= 255 else {
+        guard channels >= 1, channels <= 255, channels * voxelType.size <= 255 else {
             throw DatasetError(.invalidArgument, "--channels", "\(channels) channels of \(voxelType) do not fit in a WKW voxel")
         }
         if properties.layer(named: name) != nil || PathOps.exists(layerPath(name)) {

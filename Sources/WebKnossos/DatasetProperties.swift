@@ -182,6 +182,10 @@ extension LayerProperties {
             let width = box["width"]?.intValue, let height = box["height"]?.intValue, let depth = box["depth"]?.intValue,
             width >= 0, height >= 0, depth >= 0
         else { throw bad("boundingBox", "expected {\"topLeft\": [x, y, z], \"width\", \"height\", \"depth\"} with sizes ≥ 0") }
+        let limit = 1 << 31
+        guard [x, y, z, width, height, depth].allSatisfy({ abs($0) < limit }) else {
+            throw bad("boundingBox", "coordinates must lie within ±2^31")
+        }
         boundingBox = Box(offset: Vec3(x, y, z), size: Vec3(width, height, depth))
 
         dataFormat = json["dataFormat"]?.stringValue ?? "wkw"
@@ -202,7 +206,7 @@ extension LayerProperties {
         guard let magList = (json[magKey] ?? .array([])).arrayValue else { throw bad(magKey, "expected a list") }
         mags = try magList.enumerated().map { i, entry in
             guard let magJSON = entry[resolutionStyle ? "resolution" : "mag"], let mag = Mag(json: magJSON) else {
-                throw bad("\(magKey)[\(i)]", "expected a mag (a power of two or [x, y, z])")
+                throw bad("\(magKey)[\(i)]", "expected a mag (a power of two up to 65536, or [x, y, z] of them)")
             }
             var properties = MagProperties(mag: mag, path: entry["path"]?.stringValue, cubeLength: entry["cubeLength"]?.intValue)
             properties.axisOrder = entry["axisOrder"]

@@ -14,18 +14,24 @@ public struct Mag: Hashable, Sendable, Comparable, CustomStringConvertible {
             throw DatasetError(.invalidArgument, "mag '\(text)'", "expected a mag like 1, 2 or 2-2-1")
         }
         let values = parts.map { $0! }
-        guard values.allSatisfy({ $0 > 0 && $0 & ($0 - 1) == 0 }) else {
-            throw DatasetError(.invalidArgument, "mag '\(text)'", "every factor must be a power of two")
+        guard values.allSatisfy(Mag.isValidFactor) else {
+            throw DatasetError(.invalidArgument, "mag '\(text)'", "every factor must be a power of two up to \(Mag.largestFactor)")
         }
         self = values.count == 1 ? Mag(values[0], values[0], values[0]) : Mag(values[0], values[1], values[2])
     }
 
-    /// Parses a properties entry: an int or `[x, y, z]`.
+    /// The largest factor accepted: far beyond any real pyramid, small enough that no
+    /// coordinate arithmetic overflows.
+    public static let largestFactor = 1 << 16
+
+    static func isValidFactor(_ v: Int) -> Bool { v > 0 && v <= largestFactor && v & (v - 1) == 0 }
+
+    /// Parses a properties entry: an int or `[x, y, z]`, powers of two.
     init?(json: JSONValue) {
-        if let i = json.intValue, i > 0 {
+        if let i = json.intValue, Mag.isValidFactor(i) {
             self.init(i, i, i)
         } else if let items = json.arrayValue, items.count == 3, let x = items[0].intValue, let y = items[1].intValue,
-            let z = items[2].intValue, x > 0, y > 0, z > 0
+            let z = items[2].intValue, [x, y, z].allSatisfy(Mag.isValidFactor)
         {
             self.init(x, y, z)
         } else {

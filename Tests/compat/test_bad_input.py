@@ -244,3 +244,52 @@ def test_template_is_healthy(ds):
     proc = h.run_wkfs("check", ds)
     h.assert_no_crash(proc)
     assert proc.returncode == 0, h.describe(proc)
+
+
+# --- Found in review: arguments that once crashed the CLI or left a half-done change. ---
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["read", "--offset", "0,0,0", "--size", "2000000000,2000000000,2000000000"], id="read-huge"),
+        pytest.param(["read", "--offset", "0,0,0", "--size", "2000000000,2000000000,1"], id="read-huge-plane"),
+        pytest.param(["write", "--offset", "0,0,0", "--size", "2000000000,2000000000,2000000000"], id="write-huge"),
+    ],
+)
+def test_huge_regions_are_refused(args, tmp_path):
+    ds = tmp_path / "ds"
+    h.wkfs_ok("create", ds, "--voxel-size", "1,1,1")
+    h.wkfs_ok("add-layer", ds, "color", "--category", "color", "--dtype", "uint8")
+    h.wkfs_ok("add-mag", ds, "color", "1", "--block-len", "8", "--file-len", "2", "--no-compress")
+    before = h.snapshot(ds)
+    proc = h.wkfs_fails(args[0], ds, "color", "1", *args[1:], input=b"")
+    assert "--size" in proc.stderr.decode()
+    assert h.snapshot(ds) == before
+
+
+def test_huge_mag_and_channel_counts_are_refused(tmp_path):
+    ds = tmp_path / "ds"
+    h.wkfs_ok("create", ds, "--voxel-size", "1,1,1")
+    h.wkfs_ok("add-layer", ds, "color", "--category", "color", "--dtype", "uint8")
+    before = h.snapshot(ds)
+    assert "mag" in h.wkfs_fails("add-mag", ds, "color", "2097152").stderr.decode()
+    assert "--channels" in h.wkfs_fails(
+        "add-layer", ds, "big", "--category", "color", "--dtype", "uint64", "--channels", "2000000000000000000"
+    ).stderr.decode()
+    assert h.snapshot(ds) == before
+
+
+def test_write_spanning_a_corrupt_file_changes_nothing(tmp_path):
+    """A write split into slabs checks every file of the region before the first slab."""
+    ds = tmp_path / "ds"
+    h.wkfs_ok("create", ds, "--voxel-size", "1,1,1")
+    h.wkfs_ok("add-layer", ds, "color", "--category", "color", "--dtype", "uint8")
+    h.wkfs_ok("add-mag", ds, "color", "1", "--block-len", "4", "--file-len", "2", "--compress")
+    h.wkfs_ok("write", ds, "color", "1", "--offset", "0,0,0", "--size", "8,8,16", input=b"\1" * (8 * 8 * 16))
+    second = ds / "color" / "1" / "z1" / "y0" / "x0.wkw"
+    second.write_bytes(second.read_bytes()[:100])  # truncate the second file
+    before = h.snapshot(ds)
+    proc = h.wkfs_fails("write", ds, "color", "1", "--offset", "0,0,0", "--size", "8,8,16", input=b"\2" * (8 * 8 * 16))
+    assert "z1/y0/x0.wkw" in proc.stderr.decode()
+    assert h.snapshot(ds) == before
