@@ -217,6 +217,8 @@ extension DatasetFilesystem {
                 } catch {
                     if final { writer!.discard() }
                     if closing { forgetRefusedCube(cube) }
+                    // The kernel may hold the refused bytes in its page cache: drop them.
+                    invalidate(inode)
                     throw translate(error, cubeName(cube))
                 }
                 grown = touched

@@ -61,6 +61,9 @@ extension Dataset {
                 for index in Self.destinationFiles(source, header, layer, entry) {
                     if header == source.header {
                         try source.copyFile(index, to: target)
+                    } else if header.fileByteCount > Self.wholeFileCopyLimit {
+                        // Too large to hold decoded: one layer of blocks at a time.
+                        try target.writeFileBySlabs(index) { slab in try source.read(slab) }
                     } else {
                         let box = target.fileBox(index)
                         let voxels = try source.read(box)
@@ -80,6 +83,9 @@ extension Dataset {
         try copy.replaceProperties(newProperties)
         return copy
     }
+
+    /// Destination files up to this many decoded bytes are copied in one piece.
+    static let wholeFileCopyLimit = 256 << 20
 
     /// The destination files (of a mag with `header`) that meet an existing source file inside the
     /// layer's bounding box, as the reference copies the bounding box.

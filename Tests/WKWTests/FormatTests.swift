@@ -205,3 +205,29 @@ func pseudoRandomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
         try expectCorrupt(mag, file, "header.wkw")
     }
 }
+
+@Suite struct SlabWriteTests {
+    @Test(arguments: BlockType.allCases)
+    func fileWrittenLayerByLayerReadsBack(blockType: BlockType) throws {
+        let root = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let header = try WKWHeader(blockLength: 4, fileLength: 4, blockType: blockType, voxelType: .uint16, channels: 2)
+        let mag = try MagDirectory.create(root + "/1", header: header)
+        let index = Vec3(1, 0, 2)
+        let box = mag.fileBox(index)
+        let expected = pseudoRandomBytes(box.voxelCount * header.voxelSize, seed: 9)
+        var slabs: [Box] = []
+        let written = try mag.writeFileBySlabs(index) { slab in
+            slabs.append(slab)
+            let start = (slab.offset.z - box.offset.z) * 16 * 16 * header.voxelSize
+            return Array(expected[start..<(start + slab.voxelCount * header.voxelSize)])
+        }
+        #expect(written)
+        #expect(slabs.count == 4 && slabs.allSatisfy { $0.size == Vec3(16, 16, 4) })
+        #expect(try mag.read(box) == expected)
+        try mag.verifyFile(index)
+        // All zeros: nothing is written.
+        #expect(try !mag.writeFileBySlabs(.zero) { [UInt8](repeating: 0, count: $0.voxelCount * header.voxelSize) })
+        #expect(!FileManager.default.fileExists(atPath: mag.filePath(.zero)))
+    }
+}
