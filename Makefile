@@ -69,6 +69,8 @@ test: deps build
 	WKFS_BIN="$(CURDIR)/$(WKFS)" timeout $(COMPAT_TEST_TIMEOUT) $(VENV)/bin/pytest -q Tests/compat || status=1; \
 	echo "== mount tests (Tests/mount, real FUSE mounts)"; \
 	WKFS_BIN="$(CURDIR)/$(WKFS)" timeout $(MOUNT_TEST_TIMEOUT) $(VENV)/bin/pytest -q Tests/mount || status=1; \
+	echo "== benchmark smoke run (tiny data, no timing assertions)"; \
+	WKFS_BIN="$(CURDIR)/$(WKFS)" timeout 600 bash bench/run.sh --smoke || status=1; \
 	if [ $$status -ne 0 ]; then echo "make test: FAILED"; fi; \
 	exit $$status
 
@@ -91,3 +93,26 @@ clean:
 
 distclean: clean
 	rm -rf $(VENV)
+
+# ---- benchmark (bench/) -------------------------------------------------------------------
+#   make bench            wkfs vs wkw / webknossos / squashfuse / passthrough_ll / page cache:
+#                         generates ~7 GiB of data in bench/.data (reused by later runs),
+#                         3 repetitions, about 30 minutes on 2 cores; table on stdout,
+#                         JSON in bench/results.json
+#   make bench SMOKE=1    tiny data, one repetition, under a minute (no timing assertions)
+#   make bench-clean      delete the generated data
+# BENCH_ARGS passes options to bench/bench.py, e.g. BENCH_ARGS="--only 1,4 --reps 5".
+BENCH_TIMEOUT ?= 10800
+BENCH_ARGS ?=
+
+.PHONY: bench bench-smoke bench-clean
+
+bench: deps build
+	WKFS_BIN="$(CURDIR)/$(WKFS)" timeout $(BENCH_TIMEOUT) bash bench/run.sh $(if $(filter 1,$(SMOKE)),--smoke) $(BENCH_ARGS)
+
+bench-smoke: deps build
+	WKFS_BIN="$(CURDIR)/$(WKFS)" timeout 600 bash bench/run.sh --smoke
+
+# --one-file-system: never delete through a mount that is still up under bench/.data.
+bench-clean:
+	rm -rf --one-file-system bench/.data

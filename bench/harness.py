@@ -113,6 +113,25 @@ def drop_caches():
 # ---- mounts --------------------------------------------------------------------------------
 
 
+def thread_states(pid):
+    """Each thread's state and kernel wait channel, for a report about a hung server."""
+    states = {}
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+                with open(f"/proc/{pid}/task/{tid}/wchan") as f:
+                    wchan = f.read().strip() or "-"
+            except OSError:
+                continue
+            key = f"{state}:{wchan}"
+            states[key] = states.get(key, 0) + 1
+    except OSError:
+        return "gone"
+    return ", ".join(f"{n}x {k}" for k, n in sorted(states.items()))
+
+
 def is_mounted(path):
     path = os.path.realpath(path)
     with open("/proc/self/mounts") as f:
@@ -125,6 +144,7 @@ class Mount:
     Peak memory is the server's VmHWM, sampled from /proc while it runs."""
 
     active = set()
+    incidents = []  # servers that had to be stopped by a signal
 
     def __init__(self, name, argv, mountpoint, unmount_argv, logdir, pidfile):
         self.name, self.argv, self.mountpoint = name, [str(a) for a in argv], str(mountpoint)
@@ -179,13 +199,19 @@ class Mount:
             return
         self._read_hwm()
         try:
+            unmounted = "was not mounted"
             if is_mounted(self.mountpoint):
-                subprocess.run(["timeout", "-k", "5", str(timeout)] + self.unmount_argv,
-                               capture_output=True)
+                done = subprocess.run(["timeout", "-k", "5", str(timeout)] + self.unmount_argv,
+                                      capture_output=True, text=True)
+                unmounted = f"unmount exit {done.returncode} {done.stderr.strip()[-300:]!r}"
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                log(f"bench: {self.name} did not exit after unmount; stopping pid {self.proc.pid}")
+                still = "still mounted" if is_mounted(self.mountpoint) else "no longer mounted"
+                message = (f"{self.name} (pid {self.proc.pid}) did not exit {timeout} s after the unmount "
+                           f"({unmounted}; {still}); threads: {thread_states(self.proc.pid)}")
+                log(f"bench: {message}; stopping it")
+                Mount.incidents.append(message)
                 self.proc.send_signal(signal.SIGTERM)
                 try:
                     self.proc.wait(timeout=10)

@@ -34,6 +34,8 @@ done
 mkdir -p "$data_dir"
 data_dir="$(cd "$data_dir" && pwd)"
 export BENCH_DATA="$data_dir"
+# Scratch space for write inputs (tmpfs, so dropping the page cache does not touch them).
+if [[ -d /dev/shm ]]; then export BENCH_SHM="/dev/shm/wkfs-bench-$$"; else export BENCH_SHM="$data_dir/shm-$$"; fi
 
 # ---- dependencies ------------------------------------------------------------------------
 sudo_cmd=""
@@ -86,6 +88,7 @@ cleanup() {
     done < "$pidfile"
     rm -f "$pidfile"
   fi
+  rm -rf --one-file-system "$BENCH_SHM"
   exit "$status"
 }
 trap cleanup EXIT
