@@ -63,14 +63,14 @@ build:
 # release binary. Both always run; the target fails if either failed.
 test: deps build
 	@status=0; \
+	echo "== benchmark smoke run (tiny data, no timing assertions)"; \
+	WKFS_BIN="$(CURDIR)/$(WKFS)" timeout 600 bash bench/run.sh --smoke || status=1; \
 	echo "== swift test"; \
 	timeout $(SWIFT_TEST_TIMEOUT) swift test || status=1; \
 	echo "== compat tests (Tests/compat, reference: wkw 1.1.24, webknossos 4.3.3)"; \
 	WKFS_BIN="$(CURDIR)/$(WKFS)" timeout $(COMPAT_TEST_TIMEOUT) $(VENV)/bin/pytest -q Tests/compat || status=1; \
 	echo "== mount tests (Tests/mount, real FUSE mounts)"; \
 	WKFS_BIN="$(CURDIR)/$(WKFS)" timeout $(MOUNT_TEST_TIMEOUT) $(VENV)/bin/pytest -q Tests/mount || status=1; \
-	echo "== benchmark smoke run (tiny data, no timing assertions)"; \
-	WKFS_BIN="$(CURDIR)/$(WKFS)" timeout 600 bash bench/run.sh --smoke || status=1; \
 	if [ $$status -ne 0 ]; then echo "make test: FAILED"; fi; \
 	exit $$status
 
