@@ -119,9 +119,9 @@ struct CLIError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// Splits a region into slabs along z at the mag's file boundaries, so that each data file is
-/// read or rewritten once and memory stays at about one layer of files. A layer of files larger
-/// than `slabBudget` is split further (compressed files are then rewritten once per slab).
+/// Splits a region into slabs along z at multiples of `edge`, each at most `slabBudget` bytes when
+/// the region allows. Writes use the file edge (each compressed file is rewritten once; a layer of
+/// files over the budget is split further); reads use the block edge (each block decoded once).
 func fileSlabs(_ box: Box, fileEdge: Int, voxelSize: Int, slabBudget: Int = 2 << 30) throws -> [Box] {
     guard !box.isEmpty else { return [] }
     guard let planeBytes = Box(offset: box.offset, size: Vec3(box.size.x, box.size.y, 1)).byteCount(voxelSize: voxelSize),
@@ -129,7 +129,8 @@ func fileSlabs(_ box: Box, fileEdge: Int, voxelSize: Int, slabBudget: Int = 2 <<
     else {
         throw CLIError("--size \(box.size): one z-plane of the region would need more than \(slabBudget >> 20) MiB of memory")
     }
-    let thickness = max(1, min(fileEdge, slabBudget / planeBytes))
+    let fitting = slabBudget / planeBytes
+    let thickness = fitting >= fileEdge ? fileEdge : max(1, fitting)
     var slabs: [Box] = []
     var z = box.offset.z
     while z < box.end.z {

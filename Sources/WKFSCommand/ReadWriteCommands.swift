@@ -100,7 +100,13 @@ struct ReadCommand: ParsableCommand {
         }
         let sink = try RawOutput(path: output)
         do {
-            for slab in try fileSlabs(box, fileEdge: view.header.fileEdge, voxelSize: view.header.voxelSize) {
+            // Block-aligned slabs of about 64 MiB: each block is decoded once, memory stays small.
+            let h = view.header
+            let plane = Box(offset: box.offset, size: Vec3(box.size.x, box.size.y, 1))
+            let planeBytes = max(1, plane.byteCount(voxelSize: h.voxelSize) ?? Int.max)
+            let layers = max(1, (64 << 20) / planeBytes / h.blockLength)
+            let edge = min(h.fileEdge, h.blockLength * layers)
+            for slab in try fileSlabs(box, fileEdge: edge, voxelSize: h.voxelSize) {
                 try sink.write(try view.read(slab))
             }
             try sink.finish()

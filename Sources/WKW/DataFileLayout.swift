@@ -69,6 +69,22 @@ struct DataFileLayout: Sendable {
         return (n == 0 ? dataOffset : blockEnds[n - 1])..<blockEnds[n]
     }
 
+    /// The stored byte ranges of `blocks`, merged into runs that one read each can fetch: blocks
+    /// that lie together (or less than `maxGap` bytes apart) share a run.
+    func runs(_ blocks: [Int], maxGap: Int = 64 << 10) -> [(range: Range<Int>, blocks: [Int])] {
+        let sorted = blocks.map { ($0, range(ofBlock: $0)) }.sorted { $0.1.lowerBound < $1.1.lowerBound }
+        var result: [(range: Range<Int>, blocks: [Int])] = []
+        for (block, range) in sorted {
+            if let last = result.last, range.lowerBound <= last.range.upperBound + maxGap {
+                result[result.count - 1].range = last.range.lowerBound..<max(last.range.upperBound, range.upperBound)
+                result[result.count - 1].blocks.append(block)
+            } else {
+                result.append((range, [block]))
+            }
+        }
+        return result
+    }
+
     /// Decodes block `n` from its stored bytes into `destination` (one decoded block).
     /// - Throws: `WKWError.corrupt` when the bytes are not LZ4 data of exactly one block.
     func decode(block n: Int, stored: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer) throws {

@@ -30,15 +30,27 @@ public final class DataFileReader: Sendable {
         return try file.read(at: range.lowerBound, count: range.count)
     }
 
-    /// Decodes blocks (Morton numbers) in parallel.
+    /// Decodes blocks (Morton numbers) in parallel; blocks stored together are read together.
     /// - Throws: `WKWError.corrupt` naming the file and block when one does not decode.
     public func decode(_ blocks: [Int]) throws -> [[UInt8]] {
         let header = layout.header
+        let runs = layout.runs(blocks)
+        let stored = try runs.map { try file.read(at: $0.range.lowerBound, count: $0.range.count) }
+        var placeOf = [Int: (run: Int, range: Range<Int>)]()
+        for (r, run) in runs.enumerated() {
+            for block in run.blocks {
+                let range = layout.range(ofBlock: block)
+                placeOf[block] = (r, (range.lowerBound - run.range.lowerBound)..<(range.upperBound - run.range.lowerBound))
+            }
+        }
+        let places = placeOf
         return try Parallel.map(blocks.count) { i in
-            let stored = try self.storedBlock(blocks[i])
+            let place = places[blocks[i]]!
             return try [UInt8](unsafeUninitializedCapacity: header.blockByteCount) { buffer, initialized in
-                try stored.withUnsafeBytes {
-                    try self.layout.decode(block: blocks[i], stored: $0, into: UnsafeMutableRawBufferPointer(buffer))
+                try stored[place.run].withUnsafeBytes {
+                    try self.layout.decode(
+                        block: blocks[i], stored: UnsafeRawBufferPointer(rebasing: $0[place.range]),
+                        into: UnsafeMutableRawBufferPointer(buffer))
                 }
                 initialized = header.blockByteCount
             }

@@ -27,20 +27,25 @@ extension MagDirectory {
             let blocks = blocks(ofFile: index, meeting: box)
             guard !blocks.isEmpty, let file = try OpenFile.openIfExists(filePath(index)) else { continue }
             let layout = try DataFileLayout.read(file, magHeader: header)
-            let ranges = blocks.map { layout.range(ofBlock: $0.number) }
-            let start = ranges.map(\.lowerBound).min()!
-            let end = ranges.map(\.upperBound).max()!
-            if batch.stagedBytes + (end - start) > Self.stagingLimit {
-                try decode(batch, region: box, into: base)
-                batch = ReadBatch()
-            }
-            let stage = batch.stages.count
-            batch.stages.append(try file.read(at: start, count: end - start))
-            batch.layouts.append(layout)
-            batch.stagedBytes += end - start
-            for (block, range) in zip(blocks, ranges) {
-                batch.tasks.append(
-                    .init(stage: stage, block: block.number, box: block.box, bytes: (range.lowerBound - start)..<(range.upperBound - start)))
+            let boxes = Dictionary(uniqueKeysWithValues: blocks.map { ($0.number, $0.box) })
+            // Blocks stored together are read together; a z-layer of blocks is spread over the
+            // whole file (Morton order), so one span would read far more than needed.
+            for run in layout.runs(blocks.map(\.number)) {
+                if batch.stagedBytes + run.range.count > Self.stagingLimit {
+                    try decode(batch, region: box, into: base)
+                    batch = ReadBatch()
+                }
+                let stage = batch.stages.count
+                batch.stages.append(try file.read(at: run.range.lowerBound, count: run.range.count))
+                batch.layouts.append(layout)
+                batch.stagedBytes += run.range.count
+                for number in run.blocks {
+                    let range = layout.range(ofBlock: number)
+                    batch.tasks.append(
+                        .init(
+                            stage: stage, block: number, box: boxes[number]!,
+                            bytes: (range.lowerBound - run.range.lowerBound)..<(range.upperBound - run.range.lowerBound)))
+                }
             }
         }
         try decode(batch, region: box, into: base)
