@@ -100,11 +100,12 @@ struct ReadCommand: ParsableCommand {
         }
         let sink = try RawOutput(path: output)
         do {
-            // Block-aligned slabs of about 64 MiB: each block is decoded once, memory stays small.
+            // Block-aligned slabs of about 256 MiB: each block is decoded once, memory stays bounded,
+            // and several block layers per slab keep the reads long (a layer is spread over the file).
             let h = view.header
             let plane = Box(offset: box.offset, size: Vec3(box.size.x, box.size.y, 1))
             let planeBytes = max(1, plane.byteCount(voxelSize: h.voxelSize) ?? Int.max)
-            let layers = max(1, (64 << 20) / planeBytes / h.blockLength)
+            let layers = max(1, (256 << 20) / planeBytes / h.blockLength)
             let edge = min(h.fileEdge, h.blockLength * layers)
             for slab in try fileSlabs(box, fileEdge: edge, voxelSize: h.voxelSize) {
                 try sink.write(try view.read(slab))

@@ -30,22 +30,38 @@ extension MagDirectory {
             let boxes = Dictionary(uniqueKeysWithValues: blocks.map { ($0.number, $0.box) })
             // Blocks stored together are read together; a z-layer of blocks is spread over the
             // whole file (Morton order), so one span would read far more than needed.
-            for run in layout.runs(blocks.map(\.number)) {
-                if batch.stagedBytes + run.range.count > Self.stagingLimit {
+            let runs = layout.runs(blocks.map(\.number))
+            var next = 0
+            while next < runs.count {
+                // As many runs as the staging limit allows, read in parallel.
+                var end = next
+                var bytes = 0
+                while end < runs.count && (end == next || batch.stagedBytes + bytes + runs[end].range.count <= Self.stagingLimit) {
+                    bytes += runs[end].range.count
+                    end += 1
+                }
+                if batch.stagedBytes + bytes > Self.stagingLimit && !batch.tasks.isEmpty {
                     try decode(batch, region: box, into: base)
                     batch = ReadBatch()
                 }
-                let stage = batch.stages.count
-                batch.stages.append(try file.read(at: run.range.lowerBound, count: run.range.count))
-                batch.layouts.append(layout)
-                batch.stagedBytes += run.range.count
-                for number in run.blocks {
-                    let range = layout.range(ofBlock: number)
-                    batch.tasks.append(
-                        .init(
-                            stage: stage, block: number, box: boxes[number]!,
-                            bytes: (range.lowerBound - run.range.lowerBound)..<(range.upperBound - run.range.lowerBound)))
+                let chunk = Array(runs[next..<end])
+                let stored = try Parallel.map(chunk.count) { k in
+                    try file.read(at: chunk[k].range.lowerBound, count: chunk[k].range.count)
                 }
+                for (run, bytes) in zip(chunk, stored) {
+                    let stage = batch.stages.count
+                    batch.stages.append(bytes)
+                    batch.layouts.append(layout)
+                    batch.stagedBytes += run.range.count
+                    for number in run.blocks {
+                        let range = layout.range(ofBlock: number)
+                        batch.tasks.append(
+                            .init(
+                                stage: stage, block: number, box: boxes[number]!,
+                                bytes: (range.lowerBound - run.range.lowerBound)..<(range.upperBound - run.range.lowerBound)))
+                    }
+                }
+                next = end
             }
         }
         try decode(batch, region: box, into: base)
