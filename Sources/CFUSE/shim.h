@@ -21,4 +21,13 @@ static inline int cfuse_session_loop_mt(struct fuse_session *session, struct fus
     return fuse_session_loop_mt(session, config);
 }
 
+// The mount serves requests on many threads; glibc gives each its own malloc arena, and freed
+// block buffers in one arena are not reused by another, which nearly doubled the server's peak
+// memory. mallopt and its M_* constants live in <malloc.h>, which Swift's Glibc module omits.
+#include <malloc.h>
+static inline void cfuse_limit_malloc_arenas(void) {
+    mallopt(M_ARENA_MAX, 2);
+    mallopt(M_TRIM_THRESHOLD, 32 << 20);
+}
+
 #endif

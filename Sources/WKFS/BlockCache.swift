@@ -17,6 +17,7 @@ final class BlockCache: Sendable {
         var bytes = 0
         var tick: UInt64 = 0
         var readers: [String: DataFileReader] = [:]
+        var decodeLocks: [String: DecodeLock] = [:]
     }
 
     let capacity: Int
@@ -48,12 +49,38 @@ final class BlockCache: Sendable {
             return Dictionary(uniqueKeysWithValues: numbers.map { ($0, zero) })
         }
         let path = mag.filePath(index)
-        var found: [Int: [UInt8]] = [:]
-        var missing: [Int] = []
+        var (found, missing) = lookup(path, reader.identity, numbers)
+        if missing.isEmpty { return found }
+        // One decoder per file at a time: the kernel reads ahead with several requests at once,
+        // which would otherwise all decode the same blocks (time and, above all, memory).
+        return try decoding(path).withLock { _ in
+            let again = lookup(path, reader.identity, missing)
+            found.merge(again.found) { a, _ in a }
+            missing = again.missing
+            if missing.isEmpty { return found }
+            let decoded = try reader.decode(missing)
+            let incoming = missing.count * mag.header.blockByteCount
+            storage.withLock { s in
+                // Make room first, so the cache never holds more than its capacity.
+                if s.bytes + incoming > capacity { Self.evict(&s, to: max(0, capacity * 3 / 4 - incoming)) }
+                for (n, bytes) in zip(missing, decoded) {
+                    found[n] = bytes
+                    let key = Key(path: path, identity: reader.identity, block: n)
+                    if s.blocks.updateValue((bytes, s.tick), forKey: key) == nil { s.bytes += bytes.count }
+                }
+            }
+            return found
+        }
+    }
+
+    /// The cached blocks among `numbers`, and the ones not cached.
+    private func lookup(_ path: String, _ identity: [Int64], _ numbers: [Int]) -> (found: [Int: [UInt8]], missing: [Int]) {
         storage.withLock { s in
             s.tick += 1
+            var found: [Int: [UInt8]] = [:]
+            var missing: [Int] = []
             for n in numbers {
-                let key = Key(path: path, identity: reader.identity, block: n)
+                let key = Key(path: path, identity: identity, block: n)
                 if let entry = s.blocks[key] {
                     found[n] = entry.bytes
                     s.blocks[key]!.tick = s.tick
@@ -61,18 +88,19 @@ final class BlockCache: Sendable {
                     missing.append(n)
                 }
             }
+            return (found, missing)
         }
-        if missing.isEmpty { return found }
-        let decoded = try reader.decode(missing)
+    }
+
+    /// The lock that serializes decoding of one file.
+    private func decoding(_ path: String) -> DecodeLock {
         storage.withLock { s in
-            for (n, bytes) in zip(missing, decoded) {
-                found[n] = bytes
-                let key = Key(path: path, identity: reader.identity, block: n)
-                if s.blocks.updateValue((bytes, s.tick), forKey: key) == nil { s.bytes += bytes.count }
-            }
-            if s.bytes > capacity { Self.evict(&s, to: capacity * 3 / 4) }
+            if let lock = s.decodeLocks[path] { return lock }
+            if s.decodeLocks.count > 4096 { s.decodeLocks.removeAll() }
+            let lock = DecodeLock()
+            s.decodeLocks[path] = lock
+            return lock
         }
-        return found
     }
 
     /// Forgets everything about one data file (after it was rewritten).
@@ -92,5 +120,14 @@ final class BlockCache: Sendable {
             s.blocks[key] = nil
             s.bytes -= entry.bytes.count
         }
+    }
+}
+
+/// A lock held while one file's blocks are decoded.
+final class DecodeLock: Sendable {
+    private let mutex = Mutex(())
+
+    func withLock<T>(_ body: (inout ()) throws -> T) rethrows -> T {
+        try mutex.withLock { try body(&$0) }
     }
 }

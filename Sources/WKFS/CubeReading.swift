@@ -30,18 +30,26 @@ extension BlockCache {
     }
 
     /// Writes the voxels of `box` (cube-local) in C order to `destination`.
+    /// Blocks are fetched a group at a time, so a request holds a few MiB of decoded blocks, not a
+    /// whole layer (readahead keeps several requests in flight; each would pin its layer).
     func readBox(_ mag: MagDirectory, _ index: Vec3, _ box: Box, into destination: UnsafeMutableRawPointer) throws {
         let b = Vec3(repeating: mag.header.blockLength)
         let positions = box.cellRange(b).positions
-        let blocks = try blocks(mag, index, positions.map(Morton.encode))
-        for position in positions {
-            let blockBox = Box(offset: position * b, size: b)
-            let part = blockBox.intersection(box)!
-            blocks[Morton.encode(position)]!.withUnsafeBytes { bytes in
-                RegionCopy.copy(
-                    part, voxelSize: mag.header.voxelSize, from: bytes.baseAddress!, layout: blockBox,
-                    to: destination, layout: box)
+        let group = max(1, (4 << 20) / mag.header.blockByteCount)
+        var start = 0
+        while start < positions.count {
+            let slice = positions[start..<min(positions.count, start + group)]
+            let blocks = try blocks(mag, index, slice.map(Morton.encode))
+            for position in slice {
+                let blockBox = Box(offset: position * b, size: b)
+                let part = blockBox.intersection(box)!
+                blocks[Morton.encode(position)]!.withUnsafeBytes { bytes in
+                    RegionCopy.copy(
+                        part, voxelSize: mag.header.voxelSize, from: bytes.baseAddress!, layout: blockBox,
+                        to: destination, layout: box)
+                }
             }
+            start += group
         }
     }
 }

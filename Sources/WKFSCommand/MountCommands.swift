@@ -46,6 +46,7 @@ struct MountCommand: ParsableCommand {
         let datasetPath = URL(fileURLWithPath: dataset).standardizedFileURL.path
         let mountPath = URL(fileURLWithPath: mountPoint).standardizedFileURL.path
         fuseOptions.append("fsname=\(datasetPath)")
+        MountMemory.configure()
         let log = FUSESession.logToStandardError
         let filesystem = try DatasetFilesystem(datasetPath: datasetPath, options: fsOptions, log: log)
         let session = try FUSESession(filesystem: filesystem, mountPoint: mountPath, options: fuseOptions, log: log)
