@@ -361,12 +361,6 @@ extension DatasetFilesystem {
     }
 }
 
-extension MountNode {
-    var cubeIndex: Vec3? {
-        if case .cube(_, _, let index) = self { return index }
-        return nil
-    }
-}
 
 extension DatasetFilesystem {
     /// At unmount or on SIGINT/SIGTERM: make every handle's pending changes durable.

@@ -62,14 +62,6 @@ public struct MagDirectory: Sendable {
         return result.sorted { ($0.z, $0.y, $0.x) < ($1.z, $1.y, $1.x) }
     }
 
-    /// The box covering every existing data file, or nil when there is none.
-    public func dataBox() -> Box? {
-        let indices = fileIndices()
-        guard var box = indices.first.map(fileBox) else { return nil }
-        for index in indices.dropFirst() { box = box.union(fileBox(index)) }
-        return box
-    }
-
     func checkRegion(_ box: Box, byteCount: Int) throws {
         guard box.offset.x >= 0, box.offset.y >= 0, box.offset.z >= 0 else {
             throw WKWError(.invalidArgument, path: path, "region offset \(box.offset) is negative")
