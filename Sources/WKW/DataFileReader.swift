@@ -73,7 +73,7 @@ extension MagDirectory {
     public func encodeBlock(_ decoded: [UInt8]) -> [UInt8] {
         precondition(decoded.count == header.blockByteCount, "a block has \(header.blockByteCount) bytes")
         guard header.blockType.isCompressed else { return decoded }
-        return decoded.withUnsafeBytes { WriteJobCodec.compress($0, blockType: header.blockType) }
+        return decoded.withUnsafeBytes { LZ4Block.compressed($0, highCompression: header.blockType == .lz4hc) }
     }
 
     /// Decodes one block that `encodeBlock` (or a data file) encoded.
@@ -92,43 +92,47 @@ extension MagDirectory {
     public func replaceFile(_ index: Vec3, blocks: @Sendable (Int) throws -> BlockSource) throws {
         let path = filePath(index)
         try PathOps.makeDirectories(PathOps.dirname(path))
+        try AtomicFile.write(path) { file in try writeDataFile(file, blocks: blocks) }
+    }
+
+    /// Writes a complete data file into `file`: header, jump table, then block `n` = `blocks(n)`
+    /// in Morton order, produced and encoded in parallel batches of about 64 MiB.
+    func writeDataFile(_ file: OpenFile, blocks: @Sendable (Int) throws -> BlockSource) throws {
         let header = self.header
         let count = header.blocksPerFile
         let batch = max(1, min(count, (64 << 20) / header.blockByteCount))
         let zero: [UInt8] = encodeBlock([UInt8](repeating: 0, count: header.blockByteCount))
-        try AtomicFile.write(path) { file in
-            let dataOffset = header.dataFileDataOffset
-            try header.encoded(dataOffset: dataOffset).withUnsafeBytes { try file.write(at: 0, $0) }
-            var position = dataOffset
-            var table = [UInt8](repeating: 0, count: header.blockType.isCompressed ? 8 * count : 0)
-            var start = 0
-            while start < count {
-                let end = min(count, start + batch)
-                let first = start
-                let encoded: [[UInt8]] = try Parallel.map(end - start) { i in
-                    switch try blocks(first + i) {
-                    case .decoded(let bytes): return self.encodeBlock(bytes)
-                    case .encoded(let bytes): return bytes
-                    case .zero: return zero
-                    }
+        let dataOffset = header.dataFileDataOffset
+        try header.encoded(dataOffset: dataOffset).withUnsafeBytes { try file.write(at: 0, $0) }
+        var position = dataOffset
+        var table = [UInt8](repeating: 0, count: header.blockType.isCompressed ? 8 * count : 0)
+        var start = 0
+        while start < count {
+            let end = min(count, start + batch)
+            let first = start
+            let encoded: [[UInt8]] = try Parallel.map(end - start) { i in
+                switch try blocks(first + i) {
+                case .decoded(let bytes): return self.encodeBlock(bytes)
+                case .encoded(let bytes): return bytes
+                case .zero: return zero
                 }
-                var chunk: [UInt8] = []
-                chunk.reserveCapacity(encoded.reduce(0) { $0 + $1.count })
-                for (i, block) in encoded.enumerated() {
-                    chunk.append(contentsOf: block)
-                    if header.blockType.isCompressed {
-                        var end = UInt64(position + chunk.count)
-                        for b in 0..<8 {
-                            table[8 * (start + i) + b] = UInt8(truncatingIfNeeded: end)
-                            end >>= 8
-                        }
-                    }
-                }
-                try chunk.withUnsafeBytes { try file.write(at: position, $0) }
-                position += chunk.count
-                start = end
             }
-            if !table.isEmpty { try table.withUnsafeBytes { try file.write(at: WKWHeader.byteCount, $0) } }
+            var chunk: [UInt8] = []
+            chunk.reserveCapacity(encoded.reduce(0) { $0 + $1.count })
+            for (i, block) in encoded.enumerated() {
+                chunk.append(contentsOf: block)
+                if header.blockType.isCompressed {
+                    var end = UInt64(position + chunk.count)
+                    for b in 0..<8 {
+                        table[8 * (start + i) + b] = UInt8(truncatingIfNeeded: end)
+                        end >>= 8
+                    }
+                }
+            }
+            try chunk.withUnsafeBytes { try file.write(at: position, $0) }
+            position += chunk.count
+            start = end
         }
+        if !table.isEmpty { try table.withUnsafeBytes { try file.write(at: WKWHeader.byteCount, $0) } }
     }
 }

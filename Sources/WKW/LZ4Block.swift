@@ -22,6 +22,13 @@ enum LZ4Block {
         return Int(produced) == destination.count
     }
 
+    /// A compressed copy of `source` (see `compress`).
+    static func compressed(_ source: UnsafeRawBufferPointer, highCompression: Bool) -> [UInt8] {
+        [UInt8](unsafeUninitializedCapacity: bound(source.count)) { buffer, initialized in
+            initialized = compress(source, into: UnsafeMutableRawBufferPointer(buffer), highCompression: highCompression)
+        }
+    }
+
     /// Compresses `source` into `destination` (at least `bound(source.count)` bytes).
     ///
     /// With `highCompression`, a block that fast LZ4 cannot shrink below 90% is kept as fast LZ4

@@ -85,10 +85,6 @@ private struct WriteJob: Sendable {
         }
     }
 
-    private func mapBlocks<T: Sendable>(_ count: Int, _ body: @Sendable (Int) throws -> T) throws -> [T] {
-        parallelBlocks ? try Parallel.map(count, body) : try (0..<count).map(body)
-    }
-
     /// Fills `block` (one decoded block laid out as `box`) with the region's voxels inside it.
     private func merge(into block: UnsafeMutableRawBufferPointer, box: Box) {
         let part = box.intersection(region)!
@@ -126,83 +122,47 @@ private struct WriteJob: Sendable {
         }
     }
 
-    /// Writes the merged new version of one compressed file to a temporary file beside it.
+    /// Writes the merged new version of one compressed file to a temporary file beside it,
+    /// streaming it in batches: untouched blocks keep their stored bytes, touched ones are merged
+    /// (decoding the old block when the region covers it only partly) and encoded.
     /// - Returns: the temporary file's path, ready to be renamed over the data file.
     func prepareCompressedFile(_ index: Vec3) throws -> String {
         let path = mag.filePath(index)
         let header = self.header
-        let count = header.blocksPerFile
         let blockBytes = header.blockByteCount
-
         let old: (layout: DataFileLayout, bytes: [UInt8])? = try OpenFile.openIfExists(path).map { file in
             let layout = try DataFileLayout.read(file, magHeader: header)
             return (layout, try file.read(at: 0, count: layout.fileSize))
         }
-
-        // New stored bytes for every touched block.
-        let touched = mag.blocks(ofFile: index, meeting: region)
-        let compressedTouched: [[UInt8]] = try mapBlocks(touched.count) { i in
-            let (number, box) = touched[i]
-            let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: blockBytes, alignment: 16)
-            defer { scratch.deallocate() }
-            scratch.initializeMemory(as: UInt8.self, repeating: 0)
-            if box.intersection(region) != box, let old {
-                try old.bytes.withUnsafeBytes { bytes in
-                    let stored = UnsafeRawBufferPointer(rebasing: bytes[old.layout.range(ofBlock: number)])
-                    try old.layout.decode(block: number, stored: stored, into: scratch)
-                }
-            }
-            merge(into: scratch, box: box)
-            return WriteJobCodec.compress(UnsafeRawBufferPointer(scratch), blockType: header.blockType)
-        }
-        var replacement = [Int: Int]()
-        for (i, block) in touched.enumerated() { replacement[block.number] = i }
-
-        // Untouched blocks keep their stored bytes, or are zero blocks in a new file.
-        let zeroBlock: [UInt8] =
-            old == nil
-            ? [UInt8](repeating: 0, count: blockBytes).withUnsafeBytes { WriteJobCodec.compress($0, blockType: header.blockType) }
-            : []
-        var output = header.encoded(dataOffset: header.dataFileDataOffset)
-        output.append(contentsOf: [UInt8](repeating: 0, count: 8 * count))
-        for n in 0..<count {
-            if let i = replacement[n] {
-                output.append(contentsOf: compressedTouched[i])
-            } else if let old {
-                output.append(contentsOf: old.bytes[old.layout.range(ofBlock: n)])
-            } else {
-                output.append(contentsOf: zeroBlock)
-            }
-            var end = UInt64(output.count)
-            for b in 0..<8 {
-                output[WKWHeader.byteCount + 8 * n + b] = UInt8(truncatingIfNeeded: end)
-                end >>= 8
-            }
-        }
-
+        var touched = [Int: Box]()
+        for block in mag.blocks(ofFile: index, meeting: region) { touched[block.number] = block.box }
+        let boxes = touched
         try PathOps.makeDirectories(PathOps.dirname(path))
         let temporary = AtomicFile.temporaryPath(for: path)
         do {
             let file = try OpenFile.createNew(temporary)
-            try output.withUnsafeBytes { try file.write(at: 0, $0) }
+            try mag.writeDataFile(file) { n in
+                guard let box = boxes[n] else {
+                    guard let old else { return .zero }
+                    return .encoded(Array(old.bytes[old.layout.range(ofBlock: n)]))
+                }
+                var block = [UInt8](repeating: 0, count: blockBytes)
+                try block.withUnsafeMutableBytes { scratch in
+                    if box.intersection(self.region) != box, let old {
+                        try old.bytes.withUnsafeBytes { bytes in
+                            let stored = UnsafeRawBufferPointer(rebasing: bytes[old.layout.range(ofBlock: n)])
+                            try old.layout.decode(block: n, stored: stored, into: scratch)
+                        }
+                    }
+                    self.merge(into: scratch, box: box)
+                }
+                return .decoded(block)
+            }
             try file.sync()
         } catch {
             PathOps.remove(temporary)
             throw error
         }
         return temporary
-    }
-
-}
-
-/// Block encoding shared by region writes and whole-file rewrites.
-enum WriteJobCodec {
-    /// Compresses one decoded block as `blockType` says.
-    static func compress(_ block: UnsafeRawBufferPointer, blockType: BlockType) -> [UInt8] {
-        let bound = LZ4Block.bound(block.count)
-        return [UInt8](unsafeUninitializedCapacity: bound) { buffer, initialized in
-            initialized = LZ4Block.compress(
-                block, into: UnsafeMutableRawBufferPointer(buffer), highCompression: blockType == .lz4hc)
-        }
     }
 }
