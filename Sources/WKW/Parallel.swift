@@ -1,4 +1,8 @@
 import Dispatch
+
+#if canImport(Glibc)
+    import Glibc
+#endif
 import Synchronization
 
 /// Runs independent pieces of work on every core and rethrows the first error.
@@ -9,12 +13,18 @@ public enum Parallel {
         if count == 0 { return }
         if count == 1 { return try body(0) }
         let failure = Mutex<(any Error)?>(nil)
-        DispatchQueue.concurrentPerform(iterations: count) { i in
-            if failure.withLock({ $0 != nil }) { return }
-            do {
-                try body(i)
-            } catch {
-                failure.withLock { if $0 == nil { $0 = error } }
+        // A few chunks per core: thousands of tiny items (512-byte blocks) each dispatched on
+        // their own cost more than the work.
+        let chunks = min(count, 4 * max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
+            for i in stride(from: chunk, to: count, by: chunks) {
+                if failure.withLock({ $0 != nil }) { return }
+                do {
+                    try body(i)
+                } catch {
+                    failure.withLock { if $0 == nil { $0 = error } }
+                    return
+                }
             }
         }
         if let error = failure.withLock({ $0 }) { throw error }
