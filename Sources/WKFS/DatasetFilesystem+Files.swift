@@ -55,7 +55,7 @@ extension DatasetFilesystem {
             }
             return (Entry(attributes: try attributes(.scratch(name))), OpenResult(handle: handle, directIO: true))
         case .yDirectory(let layer, let mag, let z, let y):
-            guard let x = MountNode.index(name, prefix: "x", suffix: ".raw") else {
+            guard let x = MagDirectory.nameIndex(name, "x", ".raw") else {
                 throw refuse(EINVAL, "\(layer)/\(mag)/z\(z)/y\(y)/\(name): only cubes named x{X}.raw can be created here")
             }
             let node = MountNode.cube(layer: layer, mag: mag, index: Vec3(x, y, z))
@@ -162,7 +162,7 @@ extension DatasetFilesystem {
             }
         }
         func patch(_ bytes: inout [UInt8]) {
-            if bytes.count < offset + data.count { bytes += [UInt8](repeating: 0, count: offset + data.count - bytes.count) }
+            if bytes.count < offset + data.count { bytes = bytes.resized(to: offset + data.count) }
             bytes.withUnsafeMutableBytes { ($0.baseAddress! + offset).copyMemory(from: data.baseAddress!, byteCount: data.count) }
         }
         switch try item(handle) {
@@ -335,7 +335,7 @@ extension DatasetFilesystem {
         case .properties:
             if let handle, case .properties(let text) = try item(handle) {
                 text.content.withLock { c in
-                    c.bytes = Array(c.bytes.prefix(size64)) + [UInt8](repeating: 0, count: max(0, size64 - c.bytes.count))
+                    c.bytes = c.bytes.resized(to: size64)
                     c.dirty = true
                 }
                 var attributes = try attributes(node)
@@ -344,13 +344,13 @@ extension DatasetFilesystem {
             }
             // A truncate without an open file: the result must be valid like any other version.
             var bytes = try currentProperties()
-            bytes = Array(bytes.prefix(size64)) + [UInt8](repeating: 0, count: max(0, size64 - bytes.count))
+            bytes = bytes.resized(to: size64)
             try applyProperties(bytes)
             return try attributes(node)
         case .scratch(let name):
             state.withLock { s in
                 guard var file = s.scratch[name] else { return }
-                file.bytes = Array(file.bytes.prefix(size64)) + [UInt8](repeating: 0, count: max(0, size64 - file.bytes.count))
+                file.bytes = file.bytes.resized(to: size64)
                 file.modified = .now
                 s.scratch[name] = file
             }
@@ -373,5 +373,12 @@ extension DatasetFilesystem {
                 errors.record("at unmount: \(error)")
             }
         }
+    }
+}
+
+extension [UInt8] {
+    /// Cut to `count` bytes, or extended with zeros (as truncate does).
+    func resized(to count: Int) -> [UInt8] {
+        count <= self.count ? Array(prefix(count)) : self + [UInt8](repeating: 0, count: count - self.count)
     }
 }

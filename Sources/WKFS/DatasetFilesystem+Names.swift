@@ -26,13 +26,13 @@ extension DatasetFilesystem {
             created = .mag(layer: layer, mag: mag.shortName)
             invalidate(inodes.inode(.properties))
         case .mag(let layer, let mag):
-            guard let z = MountNode.index(name, prefix: "z") else {
+            guard let z = MagDirectory.nameIndex(name, "z") else {
                 throw refuse(EINVAL, "\(layer)/\(mag)/\(name): directories here are named z{Z}")
             }
             try makeDiskDirectory(state.withLock { $0.magPath(layer, mag) }.map { "\($0)/\(name)" })
             created = .zDirectory(layer: layer, mag: mag, z: z)
         case .zDirectory(let layer, let mag, let z):
-            guard let y = MountNode.index(name, prefix: "y") else {
+            guard let y = MagDirectory.nameIndex(name, "y") else {
                 throw refuse(EINVAL, "\(layer)/\(mag)/z\(z)/\(name): directories here are named y{Y}")
             }
             try makeDiskDirectory(state.withLock { $0.magPath(layer, mag) }.map { "\($0)/z\(z)/\(name)" })

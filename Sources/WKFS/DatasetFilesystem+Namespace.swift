@@ -71,19 +71,19 @@ extension DatasetFilesystem {
             if s.mags(layer).contains(where: { $0.name == name }) { return .mag(layer: layer, mag: name) }
         case .mag(let layer, let mag):
             if name == magInfoName { return .magInfo(layer: layer, mag: mag) }
-            if let z = MountNode.index(name, prefix: "z"), let path = s.magPath(layer, mag),
+            if let z = MagDirectory.nameIndex(name, "z"), let path = s.magPath(layer, mag),
                 PathOps.isDirectory("\(path)/\(name)")
             {
                 return .zDirectory(layer: layer, mag: mag, z: z)
             }
         case .zDirectory(let layer, let mag, let z):
-            if let y = MountNode.index(name, prefix: "y"), let path = s.magPath(layer, mag),
+            if let y = MagDirectory.nameIndex(name, "y"), let path = s.magPath(layer, mag),
                 PathOps.isDirectory("\(path)/z\(z)/\(name)")
             {
                 return .yDirectory(layer: layer, mag: mag, z: z, y: y)
             }
         case .yDirectory(let layer, let mag, let z, let y):
-            if let x = MountNode.index(name, prefix: "x", suffix: ".raw"), let path = s.magPath(layer, mag) {
+            if let x = MagDirectory.nameIndex(name, "x", ".raw"), let path = s.magPath(layer, mag) {
                 let node = MountNode.cube(layer: layer, mag: mag, index: Vec3(x, y, z))
                 if s.pendingCubes[node] != nil || PathOps.exists("\(path)/z\(z)/y\(y)/x\(x).wkw") { return node }
             }
@@ -103,7 +103,7 @@ extension DatasetFilesystem {
     /// The children of a directory node, by name.
     static func children(of node: MountNode, in s: ViewState) throws -> [(String, MountNode)] {
         func numbered(_ path: String, _ prefix: Character, suffix: String = "") -> [(String, Int)] {
-            PathOps.list(path).compactMap { name in MountNode.index(name, prefix: prefix, suffix: suffix).map { (name, $0) } }
+            PathOps.list(path).compactMap { name in MagDirectory.nameIndex(name, prefix, suffix).map { (name, $0) } }
                 .sorted { $0.1 < $1.1 }
         }
         switch node {

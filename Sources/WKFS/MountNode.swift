@@ -24,15 +24,6 @@ enum MountNode: Hashable, Sendable {
     case scratch(String)
 
     static let controlName = ".wkfs"
-
-    /// `x12.raw` -> 12 (and likewise `z`, `y` with no suffix); nil for any other name.
-    static func index(_ name: String, prefix: Character, suffix: String = "") -> Int? {
-        guard name.first == prefix, name.hasSuffix(suffix) else { return nil }
-        let digits = name.dropFirst().dropLast(suffix.count)
-        guard !digits.isEmpty, digits.count < 10, digits.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
-        guard digits == "0" || digits.first != "0" else { return nil }
-        return Int(digits)
-    }
 }
 
 /// Stable inode numbers for nodes, handed out on first sight and kept for the mount's life.

@@ -19,16 +19,29 @@ public enum AtomicFile {
 
     /// Atomically replaces (or creates) `path` with what `fill` writes into a new file.
     static func write(_ path: String, fill: (OpenFile) throws -> Void) throws {
-        let temporary = temporaryPath(for: path)
+        let temporary = try prepare(path, fill: fill)
         do {
-            let file = try OpenFile.createNew(temporary)
-            try fill(file)
-            try file.sync()
             try PathOps.rename(temporary, to: path)
         } catch {
             PathOps.remove(temporary)
             throw error
         }
         PathOps.syncDirectory(PathOps.dirname(path))
+    }
+
+    /// Writes a new version of `path` into a temporary file beside it and fsyncs it, without
+    /// renaming: for writers that put several files in place only once all are ready.
+    /// - Returns: the temporary file's path; on failure it is removed.
+    static func prepare(_ path: String, fill: (OpenFile) throws -> Void) throws -> String {
+        let temporary = temporaryPath(for: path)
+        do {
+            let file = try OpenFile.createNew(temporary)
+            try fill(file)
+            try file.sync()
+        } catch {
+            PathOps.remove(temporary)
+            throw error
+        }
+        return temporary
     }
 }

@@ -138,9 +138,7 @@ private struct WriteJob: Sendable {
         for block in mag.blocks(ofFile: index, meeting: region) { touched[block.number] = block.box }
         let boxes = touched
         try PathOps.makeDirectories(PathOps.dirname(path))
-        let temporary = AtomicFile.temporaryPath(for: path)
-        do {
-            let file = try OpenFile.createNew(temporary)
+        return try AtomicFile.prepare(path) { file in
             try mag.writeDataFile(file) { n in
                 guard let box = boxes[n] else {
                     guard let old else { return .zero }
@@ -158,11 +156,6 @@ private struct WriteJob: Sendable {
                 }
                 return .decoded(block)
             }
-            try file.sync()
-        } catch {
-            PathOps.remove(temporary)
-            throw error
         }
-        return temporary
     }
 }

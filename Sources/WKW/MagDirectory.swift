@@ -38,23 +38,26 @@ public struct MagDirectory: Sendable {
         "\(path)/z\(index.z)/y\(index.y)/x\(index.x).wkw"
     }
 
+    /// The number in a data path name: `z12` -> 12, `x3.wkw` (suffix `.wkw`) -> 3; nil for any
+    /// other name, including leading zeros, which `filePath` never writes.
+    public static func nameIndex(_ name: String, _ prefix: Character, _ suffix: String = "") -> Int? {
+        guard name.first == prefix, name.hasSuffix(suffix) else { return nil }
+        let digits = name.dropFirst().dropLast(suffix.count)
+        guard !digits.isEmpty, digits.count < 10, digits.allSatisfy({ $0.isASCII && $0.isNumber }),
+            digits == "0" || digits.first != "0"
+        else { return nil }
+        return Int(digits)
+    }
+
     /// The indices of the data files that exist, sorted by z, y, x.
     public func fileIndices() -> [Vec3] {
-        func index(_ name: String, _ prefix: Character, _ suffix: String = "") -> Int? {
-            guard name.first == prefix, name.hasSuffix(suffix) else { return nil }
-            let digits = name.dropFirst().dropLast(suffix.count)
-            guard !digits.isEmpty, digits.count < 10, digits.allSatisfy(\.isASCII), digits.allSatisfy(\.isNumber),
-                digits == "0" || digits.first != "0"
-            else { return nil }
-            return Int(digits)
-        }
         var result: [Vec3] = []
         for zName in PathOps.list(path) {
-            guard let z = index(zName, "z") else { continue }
+            guard let z = Self.nameIndex(zName, "z") else { continue }
             for yName in PathOps.list("\(path)/\(zName)") {
-                guard let y = index(yName, "y") else { continue }
+                guard let y = Self.nameIndex(yName, "y") else { continue }
                 for xName in PathOps.list("\(path)/\(zName)/\(yName)") {
-                    guard let x = index(xName, "x", ".wkw") else { continue }
+                    guard let x = Self.nameIndex(xName, "x", ".wkw") else { continue }
                     result.append(Vec3(x, y, z))
                 }
             }
