@@ -61,25 +61,51 @@ struct RawInput {
     }
 }
 
-/// Where raw voxel bytes from `read` go: stdout, or a file that appears only when complete.
+/// Where raw voxel bytes from `read` go: stdout; a device, FIFO or socket, written in place
+/// (`--output /dev/null` must never be replaced by a regular file); or a regular file that appears
+/// only when complete (through a symlink, the link's target is replaced and the link kept).
 struct RawOutput {
     private let descriptor: Int32
     private let finalPath: String?
     private let temporaryPath: String?
+    private let label: String
 
     init(path: String?) throws {
         guard let path else {
             descriptor = STDOUT_FILENO
             finalPath = nil
             temporaryPath = nil
+            label = "stdout"
             return
         }
-        let temporary = "\(path).\(getpid()).tmp"
+        label = "--output \(path)"
+        var info = stat()
+        if stat(path, &info) == 0, (info.st_mode & S_IFMT) != S_IFREG {
+            guard (info.st_mode & S_IFMT) != S_IFDIR else { throw CLIError("\(label): is a directory") }
+            let fd = open(path, O_WRONLY | O_CLOEXEC)
+            guard fd >= 0 else { throw CLIError("\(label): cannot open for writing: \(String(cString: strerror(errno)))") }
+            descriptor = fd
+            finalPath = nil
+            temporaryPath = nil
+            return
+        }
+        let target = Self.resolvedLink(path)
+        let temporary = "\(target).\(getpid()).tmp"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw CLIError("--output \(path): cannot create: \(String(cString: strerror(errno)))") }
+        guard fd >= 0 else { throw CLIError("\(label): cannot create: \(String(cString: strerror(errno)))") }
         descriptor = fd
-        finalPath = path
+        finalPath = target
         temporaryPath = temporary
+    }
+
+    /// The regular file a symlink chain ends at (the path itself when it is no link or dangles).
+    private static func resolvedLink(_ path: String) -> String {
+        var info = stat()
+        guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFLNK, stat(path, &info) == 0,
+            let resolved = realpath(path, nil)
+        else { return path }
+        defer { free(resolved) }
+        return String(cString: resolved)
     }
 
     func write(_ bytes: [UInt8]) throws {
@@ -89,7 +115,7 @@ struct RawOutput {
                 let n = Glibc.write(descriptor, buffer.baseAddress! + done, buffer.count - done)
                 if n < 0 && errno == EINTR { continue }
                 guard n > 0 else {
-                    throw CLIError("\(finalPath.map { "--output \($0)" } ?? "stdout"): cannot write: \(String(cString: strerror(errno)))")
+                    throw CLIError("\(label): cannot write: \(String(cString: strerror(errno)))")
                 }
                 done += n
             }
@@ -98,16 +124,22 @@ struct RawOutput {
 
     /// Puts a complete output file in place.
     func finish() throws {
-        guard let finalPath, let temporaryPath else { return }
+        guard let finalPath, let temporaryPath else {
+            if descriptor != STDOUT_FILENO { close(descriptor) }
+            return
+        }
         close(descriptor)
         guard rename(temporaryPath, finalPath) == 0 else {
-            throw CLIError("--output \(finalPath): cannot rename into place: \(String(cString: strerror(errno)))")
+            throw CLIError("\(label): cannot rename into place: \(String(cString: strerror(errno)))")
         }
     }
 
     /// Removes an incomplete output file.
     func abandon() {
-        guard let temporaryPath else { return }
+        guard let temporaryPath else {
+            if descriptor != STDOUT_FILENO { close(descriptor) }
+            return
+        }
         close(descriptor)
         unlink(temporaryPath)
     }

@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +79,37 @@ def test_read_with_zero_margin_and_output_file(seed, tmp_path):
     stdout = h.wkfs_ok("read", seed.src, "color", "1", "--offset", h.csv(off), "--size", h.csv(size), "--output", out)
     assert stdout == b""
     assert out.read_bytes() == h.to_bytes(canvas.arr)
+
+
+def test_read_output_to_a_device_writes_in_place(seed, tmp_path):
+    # a private null device: `--output /dev/null` once replaced /dev/null with a regular file
+    null = tmp_path / "null"
+    os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    h.wkfs_ok("read", seed.src, "color", "1", "--output", null)
+    assert stat.S_ISCHR(null.lstat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["null"]
+
+
+def test_read_output_to_a_fifo_streams(seed, tmp_path):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    got = bytearray()
+    reader = threading.Thread(target=lambda: got.extend(fifo.read_bytes()), daemon=True)
+    reader.start()
+    h.wkfs_ok("read", seed.src, "color", "1", "--output", fifo)
+    reader.join(timeout=60)
+    assert bytes(got) == h.to_bytes(seed.d1)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+
+
+def test_read_output_through_a_symlink_keeps_the_link(seed, tmp_path):
+    target = tmp_path / "target.raw"
+    target.write_bytes(b"old")
+    link = tmp_path / "link.raw"
+    link.symlink_to("target.raw")
+    h.wkfs_ok("read", seed.src, "color", "1", "--output", link)
+    assert link.is_symlink() and os.readlink(link) == "target.raw"
+    assert target.read_bytes() == h.to_bytes(seed.d1)
 
 
 # --------------------------------------------------------------------------------------------
