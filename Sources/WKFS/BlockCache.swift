@@ -20,10 +20,13 @@ final class BlockCache: Sendable {
         var decodeLocks: [String: DecodeLock] = [:]
     }
 
+    /// Bytes of decoded blocks kept between requests. The mount's `cache_size` also pays for the
+    /// blocks and reply buffers of requests in flight (readahead keeps several going, about 60 MiB
+    /// at most), so the kept part is that much smaller and the server stays near `cache_size`.
     let capacity: Int
     private let storage = Mutex(Storage())
 
-    init(capacity: Int) { self.capacity = capacity }
+    init(cacheSize: Int) { capacity = cacheSize - min(cacheSize / 4, 64 << 20) }
 
     /// The open data file `index` of `mag`, or nil when it does not exist. A cached one is used
     /// only while the file on disk is still the same (same inode, size and modification time).

@@ -27,7 +27,7 @@ public final class DatasetFilesystem: FUSEFilesystem {
     /// Opens the dataset; fails before anything is mounted when it does not open.
     public init(datasetPath: String, options: Options, log: @escaping @Sendable (String) -> Void) throws {
         self.options = options
-        cache = BlockCache(capacity: options.cacheSize)
+        cache = BlockCache(cacheSize: options.cacheSize)
         errors = ErrorLog(log: log)
         state = Mutex(ViewState(dataset: try Dataset.open(datasetPath)))
     }

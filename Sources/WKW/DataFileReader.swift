@@ -34,6 +34,10 @@ public final class DataFileReader: Sendable {
     /// - Throws: `WKWError.corrupt` naming the file and block when one does not decode.
     public func decode(_ blocks: [Int]) throws -> [[UInt8]] {
         let header = layout.header
+        if !header.blockType.isCompressed && header.blockByteCount >= 16 << 10 {
+            // Large raw blocks are read straight into their own buffers: no staging copy.
+            return try Parallel.map(blocks.count) { i in try self.storedBlock(blocks[i]) }
+        }
         let runs = layout.runs(blocks)
         let stored = try runs.map { try file.read(at: $0.range.lowerBound, count: $0.range.count) }
         var placeOf = [Int: (run: Int, range: Range<Int>)]()
