@@ -109,16 +109,18 @@ struct RawOutput {
     }
 
     func write(_ bytes: [UInt8]) throws {
-        try bytes.withUnsafeBytes { buffer in
-            var done = 0
-            while done < buffer.count {
-                let n = Glibc.write(descriptor, buffer.baseAddress! + done, buffer.count - done)
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else {
-                    throw CLIError("\(label): cannot write: \(String(cString: strerror(errno)))")
-                }
-                done += n
+        try bytes.withUnsafeBytes { try write($0) }
+    }
+
+    func write(_ buffer: UnsafeRawBufferPointer) throws {
+        var done = 0
+        while done < buffer.count {
+            let n = Glibc.write(descriptor, buffer.baseAddress! + done, buffer.count - done)
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                throw CLIError("\(label): cannot write: \(String(cString: strerror(errno)))")
             }
+            done += n
         }
     }
 

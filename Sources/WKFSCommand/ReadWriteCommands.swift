@@ -107,8 +107,15 @@ struct ReadCommand: ParsableCommand {
             let planeBytes = max(1, plane.byteCount(voxelSize: h.voxelSize) ?? Int.max)
             let layers = max(1, (256 << 20) / planeBytes / h.blockLength)
             let edge = min(h.fileEdge, h.blockLength * layers)
-            for slab in try fileSlabs(box, fileEdge: edge, voxelSize: h.voxelSize) {
-                try sink.write(try view.read(slab))
+            let slabs = try fileSlabs(box, fileEdge: edge, voxelSize: h.voxelSize)
+            // One buffer for every slab: fresh memory costs a page fault per page.
+            let largest = slabs.map { $0.byteCount(voxelSize: h.voxelSize)! }.max() ?? 0
+            let buffer = LargeBuffer.allocate(byteCount: largest)
+            defer { buffer.deallocate() }
+            for slab in slabs {
+                let part = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<slab.byteCount(voxelSize: h.voxelSize)!])
+                try view.read(slab, into: part)
+                try sink.write(UnsafeRawBufferPointer(part))
             }
             try sink.finish()
         } catch {

@@ -70,12 +70,15 @@ struct DataFileLayout: Sendable {
     }
 
     /// The stored byte ranges of `blocks`, merged into runs that one read each can fetch: blocks
-    /// that lie together (or less than `maxGap` bytes apart) share a run.
-    func runs(_ blocks: [Int], maxGap: Int = 64 << 10) -> [(range: Range<Int>, blocks: [Int])] {
+    /// that lie together (or less than `maxGap` bytes apart) share a run of at most `maxLength`
+    /// bytes (unless one block alone is longer).
+    func runs(_ blocks: [Int], maxGap: Int = 64 << 10, maxLength: Int = .max) -> [(range: Range<Int>, blocks: [Int])] {
         let sorted = blocks.map { ($0, range(ofBlock: $0)) }.sorted { $0.1.lowerBound < $1.1.lowerBound }
         var result: [(range: Range<Int>, blocks: [Int])] = []
         for (block, range) in sorted {
-            if let last = result.last, range.lowerBound <= last.range.upperBound + maxGap {
+            if let last = result.last, range.lowerBound <= last.range.upperBound + maxGap,
+                range.upperBound - last.range.lowerBound <= maxLength
+            {
                 result[result.count - 1].range = last.range.lowerBound..<max(last.range.upperBound, range.upperBound)
                 result[result.count - 1].blocks.append(block)
             } else {

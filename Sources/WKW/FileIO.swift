@@ -78,6 +78,14 @@ final class OpenFile: Sendable {
         }
     }
 
+    /// Tells the kernel these bytes will be read soon, so it starts fetching them (advice only;
+    /// errors are ignored). The corresponding C function is `posix_fadvise`.
+    func willNeed(_ range: Range<Int>) {
+        #if canImport(Glibc)
+            _ = posix_fadvise(descriptor.rawValue, off_t(range.lowerBound), off_t(range.count), POSIX_FADV_WILLNEED)
+        #endif
+    }
+
     /// Reads exactly `count` bytes at `offset`.
     func read(at offset: Int, count: Int) throws -> [UInt8] {
         try [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in

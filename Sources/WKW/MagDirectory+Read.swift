@@ -1,7 +1,9 @@
 /// Region reads: each needed block is decoded once, blocks in parallel across cores.
 extension MagDirectory {
-    /// Bytes staged for decoding at most at once; bounds memory for very large regions.
-    static let stagingLimit = 256 << 20
+    /// Stored bytes the kernel is asked to fetch ahead of the decoders (one window at a time).
+    static let prefetchWindow = 64 << 20
+    /// Longest read: a run read and decoded at once stays in the processor's cache.
+    static let runLimit = 1 << 20
 
     /// Reads a region into a new buffer. Voxels never written read as zero.
     public func read(_ box: Box) throws -> [UInt8] {
@@ -20,93 +22,84 @@ extension MagDirectory {
     public func read(_ box: Box, into destination: UnsafeMutableRawBufferPointer) throws {
         try checkRegion(box, byteCount: destination.count)
         guard !box.isEmpty, let base = destination.baseAddress else { return }
-        base.initializeMemory(as: UInt8.self, repeating: 0, count: destination.count)
 
-        var batch = ReadBatch()
+        // Every block of an existing data file is stored (raw files have a fixed size, compressed
+        // ones a full jump table), so only the parts of missing files need zeros.
+        var runs: [StoredRun] = []
         for index in box.cellRange(Vec3(repeating: header.fileEdge)).positions {
             let blocks = blocks(ofFile: index, meeting: box)
-            guard !blocks.isEmpty, let file = try OpenFile.openIfExists(filePath(index)) else { continue }
+            guard !blocks.isEmpty else { continue }
+            guard let file = try OpenFile.openIfExists(filePath(index)) else {
+                let fileBox = Box(offset: index * Vec3(repeating: header.fileEdge), size: Vec3(repeating: header.fileEdge))
+                RegionCopy.zero(fileBox.intersection(box)!, voxelSize: header.voxelSize, in: base, layout: box)
+                continue
+            }
             let layout = try DataFileLayout.read(file, magHeader: header)
             let boxes = Dictionary(uniqueKeysWithValues: blocks.map { ($0.number, $0.box) })
             // Blocks stored together are read together; a z-layer of blocks is spread over the
             // whole file (Morton order), so one span would read far more than needed.
-            let runs = layout.runs(blocks.map(\.number))
-            var next = 0
-            while next < runs.count {
-                // As many runs as the staging limit allows, read in parallel.
-                var end = next
-                var bytes = 0
-                while end < runs.count && (end == next || batch.stagedBytes + bytes + runs[end].range.count <= Self.stagingLimit) {
-                    bytes += runs[end].range.count
-                    end += 1
-                }
-                if batch.stagedBytes + bytes > Self.stagingLimit && !batch.tasks.isEmpty {
-                    try decode(batch, region: box, into: base)
-                    batch = ReadBatch()
-                }
-                let chunk = Array(runs[next..<end])
-                let stored = try Parallel.map(chunk.count) { k in
-                    try file.read(at: chunk[k].range.lowerBound, count: chunk[k].range.count)
-                }
-                for (run, bytes) in zip(chunk, stored) {
-                    let stage = batch.stages.count
-                    batch.stages.append(bytes)
-                    batch.layouts.append(layout)
-                    batch.stagedBytes += run.range.count
-                    for number in run.blocks {
-                        let range = layout.range(ofBlock: number)
-                        batch.tasks.append(
-                            .init(
-                                stage: stage, block: number, box: boxes[number]!,
-                                bytes: (range.lowerBound - run.range.lowerBound)..<(range.upperBound - run.range.lowerBound)))
-                    }
-                }
-                next = end
+            for run in layout.runs(blocks.map(\.number), maxLength: Self.runLimit) {
+                runs.append(StoredRun(file: file, layout: layout, range: run.range, blocks: run.blocks.map { ($0, boxes[$0]!) }))
             }
         }
-        try decode(batch, region: box, into: base)
+
+        // Windows of runs: the kernel fetches the next window from disk while this one is read
+        // and decoded, each run by one worker straight after its read (its bytes still in cache).
+        var windows: [Range<Int>] = []
+        var first = 0
+        var bytes = 0
+        for (i, run) in runs.enumerated() {
+            if bytes + run.range.count > Self.prefetchWindow && i > first {
+                windows.append(first..<i)
+                (first, bytes) = (i, 0)
+            }
+            bytes += run.range.count
+        }
+        if first < runs.count { windows.append(first..<runs.count) }
+        let destination = SendableAddress(base)
+        let all = runs
+        for (w, window) in windows.enumerated() {
+            if w == 0 { prefetch(all[window]) }
+            if w + 1 < windows.count { prefetch(all[windows[w + 1]]) }
+            try Parallel.forEach(window.count) { i in
+                try self.load(all[window.lowerBound + i], region: box, into: destination)
+            }
+        }
     }
 
-    private func decode(_ batch: ReadBatch, region: Box, into base: UnsafeMutableRawPointer) throws {
+    private func prefetch(_ runs: ArraySlice<StoredRun>) {
+        for run in runs { run.file.willNeed(run.range) }
+    }
+
+    /// Reads one run and puts its blocks' voxels into the region.
+    private func load(_ run: StoredRun, region: Box, into destination: SendableAddress) throws {
         let voxelSize = header.voxelSize
-        let blockBytes = header.blockByteCount
+        let stored = UnsafeMutableRawBufferPointer.allocate(byteCount: run.range.count, alignment: 16)
+        defer { stored.deallocate() }
+        try run.file.read(at: run.range.lowerBound, into: stored)
         let compressed = header.blockType.isCompressed
-        // Tasks write disjoint parts of the destination, so they need no lock.
-        let destination = SendableAddress(base)
-        try Parallel.forEach(batch.tasks.count) { t in
-            let task = batch.tasks[t]
-            let part = task.box.intersection(region)!
-            try batch.stages[task.stage].withUnsafeBytes { stage in
-                let stored = UnsafeRawBufferPointer(rebasing: stage[task.bytes])
-                if !compressed {
-                    RegionCopy.copy(
-                        part, voxelSize: voxelSize, from: stored.baseAddress!, layout: task.box,
-                        to: destination.pointer, layout: region)
-                    return
-                }
-                let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: blockBytes, alignment: 16)
-                defer { scratch.deallocate() }
-                try batch.layouts[task.stage].decode(block: task.block, stored: stored, into: scratch)
-                RegionCopy.copy(
-                    part, voxelSize: voxelSize, from: scratch.baseAddress!, layout: task.box,
-                    to: destination.pointer, layout: region)
+        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: compressed ? header.blockByteCount : 0, alignment: 16)
+        defer { scratch.deallocate() }
+        for (number, blockBox) in run.blocks {
+            let range = run.layout.range(ofBlock: number)
+            let bytes = UnsafeRawBufferPointer(rebasing: stored[(range.lowerBound - run.range.lowerBound)..<(range.upperBound - run.range.lowerBound)])
+            let part = blockBox.intersection(region)!
+            var voxels = bytes.baseAddress!
+            if compressed {
+                try run.layout.decode(block: number, stored: bytes, into: scratch)
+                voxels = UnsafeRawPointer(scratch.baseAddress!)
             }
+            RegionCopy.copy(part, voxelSize: voxelSize, from: voxels, layout: blockBox, to: destination.pointer, layout: region)
         }
     }
 }
 
-/// Stored bytes of some data files and the blocks to decode from them.
-private struct ReadBatch {
-    struct Task {
-        var stage: Int
-        var block: Int
-        var box: Box
-        var bytes: Range<Int>
-    }
-    var stages: [[UInt8]] = []
-    var layouts: [DataFileLayout] = []
-    var tasks: [Task] = []
-    var stagedBytes = 0
+/// Blocks stored next to each other in one data file, read with one call.
+private struct StoredRun: Sendable {
+    var file: OpenFile
+    var layout: DataFileLayout
+    var range: Range<Int>
+    var blocks: [(number: Int, box: Box)]
 }
 
 /// A raw address handed to parallel workers that each touch a disjoint part of it.

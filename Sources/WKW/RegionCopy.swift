@@ -23,4 +23,18 @@ public enum RegionCopy {
             }
         }
     }
+
+    /// Sets the voxels of `box` in `destination` (laid out as `destinationBox`) to zero.
+    public static func zero(_ box: Box, voxelSize: Int, in destination: UnsafeMutableRawPointer, layout destinationBox: Box) {
+        let rowBytes = box.size.x * voxelSize
+        let d = destinationBox.size
+        for z in box.offset.z..<box.end.z {
+            for y in box.offset.y..<box.end.y {
+                let index =
+                    ((z - destinationBox.offset.z) * d.y + (y - destinationBox.offset.y)) * d.x
+                    + (box.offset.x - destinationBox.offset.x)
+                (destination + index * voxelSize).initializeMemory(as: UInt8.self, repeating: 0, count: rowBytes)
+            }
+        }
+    }
 }

@@ -229,4 +229,9 @@ public struct MagView: Sendable {
     public var defaultBox: Box { mag.fromMag1(layer.boundingBox) }
 
     public func read(_ box: Box) throws -> [UInt8] { try directory.read(box) }
+
+    /// Reads `box` into `destination`, which holds exactly its bytes.
+    public func read(_ box: Box, into destination: UnsafeMutableRawBufferPointer) throws {
+        try directory.read(box, into: destination)
+    }
 }
