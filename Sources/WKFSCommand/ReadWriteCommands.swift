@@ -100,19 +100,20 @@ struct ReadCommand: ParsableCommand {
         }
         let sink = try RawOutput(path: output)
         do {
-            // Block-aligned slabs of about 256 MiB: each block is decoded once, memory stays bounded,
+            // Block-aligned slabs of about 64 MiB: each block is decoded once, memory stays bounded,
             // and several block layers per slab keep the reads long (a layer is spread over the file).
             let h = view.header
             let plane = Box(offset: box.offset, size: Vec3(box.size.x, box.size.y, 1))
             let planeBytes = max(1, plane.byteCount(voxelSize: h.voxelSize) ?? Int.max)
-            let layers = max(1, (256 << 20) / planeBytes / h.blockLength)
+            let layers = max(1, (64 << 20) / planeBytes / h.blockLength)
             let edge = min(h.fileEdge, h.blockLength * layers)
             let slabs = try fileSlabs(box, fileEdge: edge, voxelSize: h.voxelSize)
             // One buffer for every slab: fresh memory costs a page fault per page.
             let largest = slabs.map { $0.byteCount(voxelSize: h.voxelSize)! }.max() ?? 0
             let buffer = LargeBuffer.allocate(byteCount: largest)
             defer { buffer.deallocate() }
-            for slab in slabs {
+            for (i, slab) in slabs.enumerated() {
+                if i + 1 < slabs.count { try view.prefetch(slabs[i + 1]) }
                 let part = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<slab.byteCount(voxelSize: h.voxelSize)!])
                 try view.read(slab, into: part)
                 try sink.write(UnsafeRawBufferPointer(part))

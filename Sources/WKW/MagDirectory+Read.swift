@@ -23,25 +23,8 @@ extension MagDirectory {
         try checkRegion(box, byteCount: destination.count)
         guard !box.isEmpty, let base = destination.baseAddress else { return }
 
-        // Every block of an existing data file is stored (raw files have a fixed size, compressed
-        // ones a full jump table), so only the parts of missing files need zeros.
-        var runs: [StoredRun] = []
-        for index in box.cellRange(Vec3(repeating: header.fileEdge)).positions {
-            let blocks = blocks(ofFile: index, meeting: box)
-            guard !blocks.isEmpty else { continue }
-            guard let file = try OpenFile.openIfExists(filePath(index)) else {
-                let fileBox = Box(offset: index * Vec3(repeating: header.fileEdge), size: Vec3(repeating: header.fileEdge))
-                RegionCopy.zero(fileBox.intersection(box)!, voxelSize: header.voxelSize, in: base, layout: box)
-                continue
-            }
-            let layout = try DataFileLayout.read(file, magHeader: header)
-            let boxes = Dictionary(uniqueKeysWithValues: blocks.map { ($0.number, $0.box) })
-            // Blocks stored together are read together; a z-layer of blocks is spread over the
-            // whole file (Morton order), so one span would read far more than needed.
-            for run in layout.runs(blocks.map(\.number), maxLength: Self.runLimit) {
-                runs.append(StoredRun(file: file, layout: layout, range: run.range, blocks: run.blocks.map { ($0, boxes[$0]!) }))
-            }
-        }
+        let (runs, missing) = try plan(box)
+        for part in missing { RegionCopy.zero(part, voxelSize: header.voxelSize, in: base, layout: box) }
 
         // Windows of runs: the kernel fetches the next window from disk while this one is read
         // and decoded, each run by one worker straight after its read (its bytes still in cache).
@@ -65,6 +48,43 @@ extension MagDirectory {
                 try self.load(all[window.lowerBound + i], region: box, into: destination)
             }
         }
+    }
+
+    /// Asks the kernel to start fetching the first stored bytes of `box` (advice only), so a
+    /// caller reading a large region slab by slab keeps the disk busy across slabs.
+    public func prefetch(_ box: Box) throws {
+        let runs = try plan(box).runs
+        var bytes = 0
+        let end = runs.firstIndex { run in
+            bytes += run.range.count
+            return bytes > Self.prefetchWindow
+        } ?? runs.count
+        prefetch(runs[0..<end])
+    }
+
+    /// The stored runs to read for `box`, and the parts of `box` whose data files are missing.
+    /// Every block of an existing data file is stored (raw files have a fixed size, compressed
+    /// ones a full jump table), so only the parts of missing files need zeros.
+    private func plan(_ box: Box) throws -> (runs: [StoredRun], missing: [Box]) {
+        var runs: [StoredRun] = []
+        var missing: [Box] = []
+        for index in box.cellRange(Vec3(repeating: header.fileEdge)).positions {
+            let blocks = blocks(ofFile: index, meeting: box)
+            guard !blocks.isEmpty else { continue }
+            guard let file = try OpenFile.openIfExists(filePath(index)) else {
+                let fileBox = Box(offset: index * Vec3(repeating: header.fileEdge), size: Vec3(repeating: header.fileEdge))
+                missing.append(fileBox.intersection(box)!)
+                continue
+            }
+            let layout = try DataFileLayout.read(file, magHeader: header)
+            let boxes = Dictionary(uniqueKeysWithValues: blocks.map { ($0.number, $0.box) })
+            // Blocks stored together are read together; a z-layer of blocks is spread over the
+            // whole file (Morton order), so one span would read far more than needed.
+            for run in layout.runs(blocks.map(\.number), maxLength: Self.runLimit) {
+                runs.append(StoredRun(file: file, layout: layout, range: run.range, blocks: run.blocks.map { ($0, boxes[$0]!) }))
+            }
+        }
+        return (runs, missing)
     }
 
     private func prefetch(_ runs: ArraySlice<StoredRun>) {

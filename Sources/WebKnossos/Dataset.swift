@@ -234,4 +234,7 @@ public struct MagView: Sendable {
     public func read(_ box: Box, into destination: UnsafeMutableRawBufferPointer) throws {
         try directory.read(box, into: destination)
     }
+
+    /// Asks the kernel to start fetching the first stored bytes of `box` (advice only).
+    public func prefetch(_ box: Box) throws { try directory.prefetch(box) }
 }
