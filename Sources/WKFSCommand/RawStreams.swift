@@ -6,58 +6,68 @@ import WKW
 #endif
 
 /// Where raw voxel bytes for `write` come from: a file (size checked before anything is written)
-/// or stdin (read to the end first, so a short stream never leaves a half-done write).
+/// or stdin, a pipe or a FIFO (read to the end first, so a short stream never leaves a half-done
+/// write). Reads are large `read` calls straight into the caller's buffer.
 struct RawInput {
     private let name: String
-    private let handle: FileHandle
-    private var buffered: Data?
+    private let descriptor: Int32
+    private var buffered: [UInt8]?
     private var position = 0
 
     /// Opens the input and checks that it holds exactly `expected` bytes.
     init(path: String?, expected: Int, what: String) throws {
-        if let path, Self.isRegularFile(path) {
-            name = "--input \(path)"
-            guard let handle = FileHandle(forReadingAtPath: path) else {
-                throw CLIError("\(name): cannot open for reading")
-            }
-            self.handle = handle
-            let size = try handle.seekToEnd()
-            try handle.seek(toOffset: 0)
-            guard size == UInt64(expected) else {
-                throw CLIError("\(name): holds \(size) bytes, but \(what) needs exactly \(expected)")
-            }
+        name = path.map { "--input \($0)" } ?? "stdin"
+        if let path {
+            descriptor = open(path, O_RDONLY | O_CLOEXEC)
+            guard descriptor >= 0 else { throw CLIError("\(name): cannot open for reading: \(String(cString: strerror(errno)))") }
         } else {
-            // stdin, a pipe or a FIFO: read to the end first, so a short stream changes nothing.
-            name = path.map { "--input \($0)" } ?? "stdin"
-            if let path {
-                guard let opened = FileHandle(forReadingAtPath: path) else { throw CLIError("\(name): cannot open for reading") }
-                handle = opened
-            } else {
-                handle = .standardInput
-            }
-            let data = try handle.readToEnd() ?? Data()
-            guard data.count == expected else {
-                throw CLIError("\(name): gave \(data.count) bytes, but \(what) needs exactly \(expected)")
-            }
-            buffered = data
+            descriptor = STDIN_FILENO
         }
-    }
-
-    static func isRegularFile(_ path: String) -> Bool {
         var info = stat()
-        return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG
+        if fstat(descriptor, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG {
+            guard info.st_size == expected else {
+                throw CLIError("\(name): holds \(info.st_size) bytes, but \(what) needs exactly \(expected)")
+            }
+            return
+        }
+        var data: [UInt8] = []
+        let chunk = 1 << 20
+        while true {
+            let before = data.count
+            data.append(contentsOf: repeatElement(0, count: chunk))
+            let got = try data.withUnsafeMutableBytes { try Self.readSome(descriptor, into: UnsafeMutableRawBufferPointer(rebasing: $0[before...]), name: name) }
+            data.removeLast(chunk - got)
+            if got == 0 { break }
+            if data.count > expected { break }
+        }
+        guard data.count == expected else {
+            throw CLIError("\(name): gave \(data.count)\(data.count > expected ? " or more" : "") bytes, but \(what) needs exactly \(expected)")
+        }
+        buffered = data
     }
 
-    /// The next `count` bytes.
-    mutating func next(_ count: Int) throws -> Data {
+    /// Fills `buffer` with the next bytes of the input.
+    mutating func next(into buffer: UnsafeMutableRawBufferPointer) throws {
         if let buffered {
-            defer { position += count }
-            return buffered.subdata(in: position..<(position + count))
+            buffered.withUnsafeBytes { buffer.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0[position..<(position + buffer.count)])) }
+            position += buffer.count
+            return
         }
-        guard let data = try handle.read(upToCount: count), data.count == count else {
-            throw CLIError("\(name): ended early")
+        var done = 0
+        while done < buffer.count {
+            let n = try Self.readSome(descriptor, into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]), name: name)
+            guard n > 0 else { throw CLIError("\(name): ended early") }
+            done += n
         }
-        return data
+    }
+
+    /// One `read` call (retried when interrupted); 0 at the end.
+    private static func readSome(_ descriptor: Int32, into buffer: UnsafeMutableRawBufferPointer, name: String) throws -> Int {
+        while true {
+            let n = read(descriptor, buffer.baseAddress, buffer.count)
+            if n >= 0 { return n }
+            if errno != EINTR { throw CLIError("\(name): cannot read: \(String(cString: strerror(errno)))") }
+        }
     }
 }
 

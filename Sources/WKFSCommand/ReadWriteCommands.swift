@@ -70,9 +70,14 @@ struct WriteCommand: ParsableCommand {
         var source = try RawInput(path: input, expected: byteCount, what: what)
         // A corrupt file anywhere in the region must stop the write before any slab changes.
         try view.directory.checkFiles(meeting: box)
-        for slab in try fileSlabs(box, fileEdge: header.fileEdge, voxelSize: header.voxelSize) {
-            let bytes = try source.next(slab.voxelCount * header.voxelSize)
-            try bytes.withUnsafeBytes { try view.directory.write(slab, from: $0) }
+        let slabs = try fileSlabs(box, fileEdge: header.fileEdge, voxelSize: header.voxelSize)
+        // One buffer for every slab: fresh memory costs a page fault per page.
+        let buffer = LargeBuffer.allocate(byteCount: slabs.map { $0.voxelCount * header.voxelSize }.max() ?? 0)
+        defer { buffer.deallocate() }
+        for slab in slabs {
+            let part = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<(slab.voxelCount * header.voxelSize)])
+            try source.next(into: part)
+            try view.directory.write(slab, from: UnsafeRawBufferPointer(part))
         }
         try ds.growBoundingBox(location.layer, toCover: view.mag.toMag1(box))
     }
