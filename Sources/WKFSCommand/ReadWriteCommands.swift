@@ -68,16 +68,23 @@ struct WriteCommand: ParsableCommand {
         let what = "region \(box) of \(header.channels)×\(header.voxelType)"
         guard let byteCount = box.byteCount(voxelSize: header.voxelSize) else { throw CLIError("--size \(box.size): the region is too large") }
         var source = try RawInput(path: input, expected: byteCount, what: what)
-        // A corrupt file anywhere in the region must stop the write before any slab changes.
-        try view.directory.checkFiles(meeting: box)
-        let slabs = try fileSlabs(box, fileEdge: header.fileEdge, voxelSize: header.voxelSize)
-        // One buffer for every slab: fresh memory costs a page fault per page.
-        let buffer = LargeBuffer.allocate(byteCount: slabs.map { $0.voxelCount * header.voxelSize }.max() ?? 0)
+        let layerBytes = Box(offset: box.offset, size: Vec3(box.size.x, box.size.y, header.blockLength)).byteCount(voxelSize: header.voxelSize)
+        guard let layerBytes, layerBytes <= 2 << 30 else {
+            throw CLIError("--size \(box.size): one layer of blocks of the region would need more than 2048 MiB of memory; write it in parts")
+        }
+        // The mag asks for the region slab by slab; one buffer serves them all (fresh memory
+        // costs a page fault per page).
+        var buffer = UnsafeMutableRawBufferPointer(start: nil, count: 0)
         defer { buffer.deallocate() }
-        for slab in slabs {
-            let part = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<(slab.voxelCount * header.voxelSize)])
-            try source.next(into: part)
-            try view.directory.write(slab, from: UnsafeRawBufferPointer(part))
+        try view.directory.write(box) { part in
+            let count = part.voxelCount * header.voxelSize
+            if buffer.count < count {
+                buffer.deallocate()
+                buffer = LargeBuffer.allocate(byteCount: count)
+            }
+            let slab = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<count])
+            try source.next(into: slab)
+            return UnsafeRawPointer(slab.baseAddress!)
         }
         try ds.growBoundingBox(location.layer, toCover: view.mag.toMag1(box))
     }

@@ -30,6 +30,13 @@ public final class DataFileReader: Sendable {
         return try file.read(at: range.lowerBound, count: range.count)
     }
 
+    /// Decodes block `n` into `destination` (one decoded block).
+    /// - Throws: `WKWError.corrupt` naming the file and block when it does not decode.
+    public func decode(block n: Int, into destination: UnsafeMutableRawBufferPointer) throws {
+        let stored = try storedBlock(n)
+        try stored.withUnsafeBytes { try layout.decode(block: n, stored: $0, into: destination) }
+    }
+
     /// Decodes blocks (Morton numbers) in parallel; blocks stored together are read together.
     /// - Throws: `WKWError.corrupt` naming the file and block when one does not decode.
     public func decode(_ blocks: [Int]) throws -> [[UInt8]] {
@@ -108,7 +115,9 @@ extension MagDirectory {
         let zero: [UInt8] = encodeBlock([UInt8](repeating: 0, count: header.blockByteCount))
         let dataOffset = header.dataFileDataOffset
         try header.encoded(dataOffset: dataOffset).withUnsafeBytes { try file.write(at: 0, $0) }
-        var position = dataOffset
+        // Blocks are gathered in one reused buffer and written in large pieces.
+        let output = SequentialWriter(file, at: dataOffset)
+        defer { output.close() }
         var table = [UInt8](repeating: 0, count: header.blockType.isCompressed ? 8 * count : 0)
         var start = 0
         while start < count {
@@ -121,22 +130,52 @@ extension MagDirectory {
                 case .zero: return zero
                 }
             }
-            var chunk: [UInt8] = []
-            chunk.reserveCapacity(encoded.reduce(0) { $0 + $1.count })
             for (i, block) in encoded.enumerated() {
-                chunk.append(contentsOf: block)
+                try output.append(block)
                 if header.blockType.isCompressed {
-                    var end = UInt64(position + chunk.count)
+                    var end = UInt64(output.position)
                     for b in 0..<8 {
                         table[8 * (start + i) + b] = UInt8(truncatingIfNeeded: end)
                         end >>= 8
                     }
                 }
             }
-            try chunk.withUnsafeBytes { try file.write(at: position, $0) }
-            position += chunk.count
             start = end
         }
+        try output.flush()
         if !table.isEmpty { try table.withUnsafeBytes { try file.write(at: WKWHeader.byteCount, $0) } }
     }
+}
+
+/// Writes bytes one after another into a file through a reused 8 MiB buffer.
+private final class SequentialWriter {
+    private let file: OpenFile
+    private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 8 << 20, alignment: 16)
+    private var used = 0
+    /// The file offset just after the last byte appended.
+    private(set) var position: Int
+
+    init(_ file: OpenFile, at offset: Int) {
+        self.file = file
+        position = offset
+    }
+
+    func append(_ bytes: [UInt8]) throws {
+        if used + bytes.count > buffer.count { try flush() }
+        if bytes.count > buffer.count {
+            try bytes.withUnsafeBytes { try file.write(at: position, $0) }
+        } else {
+            bytes.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: buffer[used...]).copyMemory(from: $0) }
+            used += bytes.count
+        }
+        position += bytes.count
+    }
+
+    func flush() throws {
+        guard used > 0 else { return }
+        try file.write(at: position - used, UnsafeRawBufferPointer(rebasing: buffer[0..<used]))
+        used = 0
+    }
+
+    func close() { buffer.deallocate() }
 }

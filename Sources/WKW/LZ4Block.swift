@@ -22,11 +22,14 @@ enum LZ4Block {
         return Int(produced) == destination.count
     }
 
-    /// A compressed copy of `source` (see `compress`).
+    /// A compressed copy of `source` (see `compress`), in an array of exactly its size: encoded
+    /// blocks wait in memory by the thousand, and a tiny block of zeros must not keep a whole
+    /// block's worth of capacity.
     static func compressed(_ source: UnsafeRawBufferPointer, highCompression: Bool) -> [UInt8] {
-        [UInt8](unsafeUninitializedCapacity: bound(source.count)) { buffer, initialized in
-            initialized = compress(source, into: UnsafeMutableRawBufferPointer(buffer), highCompression: highCompression)
-        }
+        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: bound(source.count), alignment: 16)
+        defer { scratch.deallocate() }
+        let count = compress(source, into: scratch, highCompression: highCompression)
+        return [UInt8](UnsafeRawBufferPointer(rebasing: scratch[0..<count]))
     }
 
     /// Compresses `source` into `destination` (at least `bound(source.count)` bytes).

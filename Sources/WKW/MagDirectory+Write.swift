@@ -1,19 +1,50 @@
 import Synchronization
 
-/// Region writes: raw files are patched block by block; compressed files are read, merged and
-/// rewritten whole into a temporary file, and all of them are renamed into place only once every
-/// one is ready, so a corrupt file anywhere in the region leaves every file as it was.
+/// Region writes: raw files are patched block by block; compressed files are rebuilt one layer of
+/// blocks at a time into temporary files beside them, and all of those are renamed into place only
+/// once every one is ready, so a corrupt file anywhere in the region leaves every file as it was.
 extension MagDirectory {
     /// Writes `source` (the region's bytes in C order) into the region `box`.
     public func write(_ box: Box, from source: UnsafeRawBufferPointer) throws {
         try checkRegion(box, byteCount: source.count)
         guard !box.isEmpty, let base = source.baseAddress else { return }
-        let files = box.cellRange(Vec3(repeating: header.fileEdge)).positions
-        let job = WriteJob(mag: self, region: box, source: SendableConstAddress(base), parallelBlocks: files.count == 1)
+        let planeBytes = box.size.x * box.size.y * header.voxelSize
+        try write(box) { part in base + (part.offset.z - box.offset.z) * planeBytes }
+    }
+
+    /// Writes the region `box`, its voxels given slab by slab: `slab(part)` returns the C-order
+    /// bytes of `part`, whole z-planes of `box` from the lowest z up, each part once; the bytes
+    /// must stay valid until the next call. Parts are one layer of blocks thick (compressed mags)
+    /// or about 64 MiB (raw mags), so the caller needs no more memory than one part.
+    public func write(_ box: Box, slabs slab: (Box) throws -> UnsafeRawPointer) throws {
+        try write(box, spillAbove: 1 << 30, slabs: slab)
+    }
+
+    /// `write(_:slabs:)`, holding at most `spillAbove` bytes of encoded blocks of one layer of
+    /// compressed files in memory; more wait in a spill file.
+    func write(_ box: Box, spillAbove: Int, slabs slab: (Box) throws -> UnsafeRawPointer) throws {
+        guard let byteCount = box.byteCount(voxelSize: header.voxelSize) else {
+            throw WKWError(.invalidArgument, path: path, "region \(box) is too large")
+        }
+        try checkRegion(box, byteCount: byteCount)
+        guard !box.isEmpty else { return }
+        // Check every existing file first: a bad one must stop the write before anything changes.
+        try checkFiles(meeting: box)
         if header.blockType.isCompressed {
-            try writeCompressed(job, files: files)
-        } else {
-            try writeRaw(job, files: files)
+            try CompressedRegionWrite(mag: self, region: box, memoryLimit: spillAbove).run(slab)
+            return
+        }
+        let planeBytes = box.size.x * box.size.y * header.voxelSize
+        let b = header.blockLength
+        let thickness = max(1, (64 << 20) / max(1, planeBytes * b)) * b
+        var z = box.offset.z
+        while z < box.end.z {
+            let next = min(box.end.z, (z / thickness + 1) * thickness)
+            let part = Box(offset: Vec3(box.offset.x, box.offset.y, z), size: Vec3(box.size.x, box.size.y, next - z))
+            let files = part.cellRange(Vec3(repeating: header.fileEdge)).positions
+            let job = WriteJob(mag: self, region: part, source: SendableConstAddress(try slab(part)), parallelBlocks: files.count == 1)
+            try Parallel.forEach(files.count) { i in try job.patchRawFile(files[i]) }
+            z = next
         }
     }
 
@@ -32,32 +63,132 @@ extension MagDirectory {
     public func write(_ box: Box, bytes: [UInt8]) throws {
         try bytes.withUnsafeBytes { try write(box, from: $0) }
     }
+}
 
-    private func writeRaw(_ job: WriteJob, files: [Vec3]) throws {
-        // Check every existing file first: a bad one must stop the write before anything changes.
-        for index in files {
-            if let file = try OpenFile.openIfExists(filePath(index)) {
-                _ = try DataFileLayout.read(file, magHeader: header)
-            }
-        }
-        try Parallel.forEach(files.count) { i in try job.patchRawFile(files[i]) }
-    }
+/// One region write into a compressed mag. Each layer of data files (same z) is built from one
+/// layer of blocks at a time: the blocks the region touches are merged (decoding the old block
+/// when the region covers it only partly) and encoded; then each file of the layer is written to
+/// a temporary file in Morton order, untouched blocks keeping their stored bytes.
+private struct CompressedRegionWrite {
+    let mag: MagDirectory
+    let region: Box
+    /// Encoded blocks of one layer of files held in memory before they go to a spill file.
+    let memoryLimit: Int
 
-    private func writeCompressed(_ job: WriteJob, files: [Vec3]) throws {
-        let prepared = Mutex<[(temporary: String, final: String)]>([])
+    func run(_ slab: (Box) throws -> UnsafeRawPointer) throws {
+        let h = mag.header
+        let files = region.cellRange(Vec3(repeating: h.fileEdge)).positions
+        var prepared: [(temporary: String, final: String)] = []
         do {
-            try Parallel.forEach(files.count) { i in
-                let final = filePath(files[i])
-                let temporary = try job.prepareCompressedFile(files[i])
-                prepared.withLock { $0.append((temporary, final)) }
+            for (fz, layer) in Dictionary(grouping: files, by: \.z).sorted(by: { $0.key < $1.key }) {
+                var old: [Vec3: DataFileReader] = [:]
+                for index in layer { old[index] = try DataFileReader.open(mag, index) }
+                let stash = EncodedBlocks(directory: mag.path, memoryLimit: memoryLimit)
+                let zEnd = min(region.end.z, (fz + 1) * h.fileEdge)
+                var z = max(region.offset.z, fz * h.fileEdge)
+                while z < zEnd {
+                    let next = min(zEnd, (z / h.blockLength + 1) * h.blockLength)
+                    let part = Box(offset: Vec3(region.offset.x, region.offset.y, z), size: Vec3(region.size.x, region.size.y, next - z))
+                    let source = SendableConstAddress(try slab(part))
+                    let tasks = layer.flatMap { index in mag.blocks(ofFile: index, meeting: part).map { (index, $0.number, $0.box) } }
+                    let readers = old
+                    let encoded = try Parallel.map(tasks.count) { i in
+                        let (index, number, box) = tasks[i]
+                        return try encode(box, number: number, old: readers[index], from: source.pointer, layout: part)
+                    }
+                    for (task, bytes) in zip(tasks, encoded) { try stash.put(task.0, task.1, bytes) }
+                    z = next
+                }
+                for index in layer {
+                    let path = mag.filePath(index)
+                    try PathOps.makeDirectories(PathOps.dirname(path))
+                    let reader = old[index]
+                    let temporary = try AtomicFile.prepare(path) { file in
+                        try mag.writeDataFile(file) { n in
+                            if let bytes = try stash.take(index, n) { return .encoded(bytes) }
+                            guard let reader else { return .zero }
+                            return .encoded(try reader.storedBlock(n))
+                        }
+                    }
+                    prepared.append((temporary, path))
+                }
             }
         } catch {
-            prepared.withLock { $0.forEach { PathOps.remove($0.temporary) } }
+            prepared.forEach { PathOps.remove($0.temporary) }
             throw error
         }
-        let ready = prepared.withLock { $0 }
-        for (temporary, final) in ready { try PathOps.rename(temporary, to: final) }
-        for directory in Set(ready.map { PathOps.dirname($0.final) }) { PathOps.syncDirectory(directory) }
+        for (temporary, final) in prepared { try PathOps.rename(temporary, to: final) }
+        for directory in Set(prepared.map { PathOps.dirname($0.final) }) { PathOps.syncDirectory(directory) }
+    }
+
+    /// The encoded new version of block `number` (laid out as `box`): the region's voxels in it,
+    /// over the old block where the region covers it only partly.
+    private func encode(_ box: Box, number: Int, old: DataFileReader?, from source: UnsafeRawPointer, layout part: Box) throws -> [UInt8] {
+        let h = mag.header
+        var block = [UInt8](repeating: 0, count: h.blockByteCount)
+        try block.withUnsafeMutableBytes { scratch in
+            if box.intersection(region) != box, let old {
+                try old.decode(block: number, into: scratch)
+            }
+            RegionCopy.copy(
+                box.intersection(part)!, voxelSize: h.voxelSize, from: source, layout: part,
+                to: scratch.baseAddress!, layout: box)
+        }
+        return mag.encodeBlock(block)
+    }
+}
+
+/// Encoded blocks waiting for their file to be written, by file and Morton number: in memory up
+/// to a limit, then in an unnamed spill file beside the data.
+private final class EncodedBlocks: Sendable {
+    private struct State {
+        var memory: [Vec3: [Int: [UInt8]]] = [:]
+        var spilled: [Vec3: [Int: (offset: Int, count: Int)]] = [:]
+        var memoryBytes = 0
+        var spillEnd = 0
+    }
+    private let state = Mutex(State())
+    private let directory: String
+    private let memoryLimit: Int
+    private let spill = Mutex<TemporaryFile?>(nil)
+
+    init(directory: String, memoryLimit: Int) {
+        self.directory = directory
+        self.memoryLimit = memoryLimit
+    }
+
+    func put(_ file: Vec3, _ number: Int, _ bytes: [UInt8]) throws {
+        let inMemory = state.withLock { s in
+            guard s.memoryBytes + bytes.count <= memoryLimit else { return false }
+            s.memory[file, default: [:]][number] = bytes
+            s.memoryBytes += bytes.count
+            return true
+        }
+        if inMemory { return }
+        try spill.withLock { spill in
+            if spill == nil { spill = try TemporaryFile(directory: directory) }
+            let offset = state.withLock { s in
+                defer { s.spillEnd += bytes.count }
+                s.spilled[file, default: [:]][number] = (s.spillEnd, bytes.count)
+                return s.spillEnd
+            }
+            try spill!.write(at: offset, bytes)
+        }
+    }
+
+    /// The block's encoded bytes (forgotten here), or nil when the region did not touch it.
+    func take(_ file: Vec3, _ number: Int) throws -> [UInt8]? {
+        let found: (bytes: [UInt8]?, place: (offset: Int, count: Int)?) = state.withLock { s in
+            if let bytes = s.memory[file]?.removeValue(forKey: number) {
+                s.memoryBytes -= bytes.count
+                return (bytes, nil)
+            }
+            return (nil, s.spilled[file]?[number])
+        }
+        if let bytes = found.bytes { return bytes }
+        guard let place = found.place else { return nil }
+        let file = spill.withLock { $0 }
+        return try file!.read(at: place.offset, count: place.count)
     }
 }
 
@@ -119,43 +250,6 @@ private struct WriteJob: Sendable {
             }
             merge(into: scratch, box: box)
             try file.write(at: range.lowerBound, UnsafeRawBufferPointer(scratch))
-        }
-    }
-
-    /// Writes the merged new version of one compressed file to a temporary file beside it,
-    /// streaming it in batches: untouched blocks keep their stored bytes, touched ones are merged
-    /// (decoding the old block when the region covers it only partly) and encoded.
-    /// - Returns: the temporary file's path, ready to be renamed over the data file.
-    func prepareCompressedFile(_ index: Vec3) throws -> String {
-        let path = mag.filePath(index)
-        let header = self.header
-        let blockBytes = header.blockByteCount
-        let old: (layout: DataFileLayout, bytes: [UInt8])? = try OpenFile.openIfExists(path).map { file in
-            let layout = try DataFileLayout.read(file, magHeader: header)
-            return (layout, try file.read(at: 0, count: layout.fileSize))
-        }
-        var touched = [Int: Box]()
-        for block in mag.blocks(ofFile: index, meeting: region) { touched[block.number] = block.box }
-        let boxes = touched
-        try PathOps.makeDirectories(PathOps.dirname(path))
-        return try AtomicFile.prepare(path) { file in
-            try mag.writeDataFile(file) { n in
-                guard let box = boxes[n] else {
-                    guard let old else { return .zero }
-                    return .encoded(Array(old.bytes[old.layout.range(ofBlock: n)]))
-                }
-                var block = [UInt8](repeating: 0, count: blockBytes)
-                try block.withUnsafeMutableBytes { scratch in
-                    if box.intersection(self.region) != box, let old {
-                        try old.bytes.withUnsafeBytes { bytes in
-                            let stored = UnsafeRawBufferPointer(rebasing: bytes[old.layout.range(ofBlock: n)])
-                            try old.layout.decode(block: n, stored: stored, into: scratch)
-                        }
-                    }
-                    self.merge(into: scratch, box: box)
-                }
-                return .decoded(block)
-            }
         }
     }
 }

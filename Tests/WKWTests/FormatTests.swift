@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import WKW
+@testable import WKW
 
 /// A fresh temporary directory, removed by the caller.
 func temporaryDirectory() -> String {
@@ -229,5 +229,40 @@ func pseudoRandomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
         // All zeros: nothing is written.
         #expect(try !mag.writeFileBySlabs(.zero) { [UInt8](repeating: 0, count: $0.voxelCount * header.voxelSize) })
         #expect(!FileManager.default.fileExists(atPath: mag.filePath(.zero)))
+    }
+}
+
+@Suite struct RegionWriteTests {
+    /// A partial overwrite across several compressed files, with every encoded block spilled to
+    /// disk, keeps the old voxels around the region and reads back exactly.
+    @Test(arguments: [0, 1 << 30])
+    func partialOverwriteAcrossFiles(spillAbove: Int) throws {
+        let root = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let header = try WKWHeader(blockLength: 4, fileLength: 4, blockType: .lz4hc, voxelType: .uint16, channels: 2)
+        let mag = try MagDirectory.create(root + "/1", header: header)
+        let all = Box(offset: .zero, size: Vec3(40, 36, 40))
+        var expected = pseudoRandomBytes(all.voxelCount * header.voxelSize, seed: 3)
+        try mag.write(all, bytes: expected)
+        let part = Box(offset: Vec3(5, 7, 3), size: Vec3(30, 20, 25))
+        let new = pseudoRandomBytes(part.voxelCount * header.voxelSize, seed: 4)
+        var slabs: [Box] = []
+        try new.withUnsafeBytes { source in
+            try mag.write(part, spillAbove: spillAbove) { slab in
+                slabs.append(slab)
+                return source.baseAddress! + (slab.offset.z - part.offset.z) * part.size.x * part.size.y * header.voxelSize
+            }
+        }
+        #expect(slabs.first?.offset.z == 3 && slabs.allSatisfy { $0.size.z <= 4 && $0.size.x == 30 })
+        new.withUnsafeBytes { source in
+            expected.withUnsafeMutableBytes { target in
+                RegionCopy.copy(part, voxelSize: header.voxelSize, from: source.baseAddress!, layout: part, to: target.baseAddress!, layout: all)
+            }
+        }
+        #expect(try mag.read(all) == expected)
+        for index in mag.fileIndices() { try mag.verifyFile(index) }
+        // No temporary or spill file is left behind.
+        let leftovers = try FileManager.default.subpathsOfDirectory(atPath: mag.path).filter { !$0.split(separator: "/").last!.hasSuffix(".wkw") && !$0.split(separator: "/").last!.hasPrefix("z") && !$0.split(separator: "/").last!.hasPrefix("y") }
+        #expect(leftovers.isEmpty)
     }
 }
