@@ -82,9 +82,18 @@ public enum BlockSource: Sendable {
 extension MagDirectory {
     /// Encodes one decoded block with this mag's block type (raw blocks stay as they are).
     public func encodeBlock(_ decoded: [UInt8]) -> [UInt8] {
+        guard header.blockType.isCompressed else {
+            precondition(decoded.count == header.blockByteCount, "a block has \(header.blockByteCount) bytes")
+            return decoded
+        }
+        return decoded.withUnsafeBytes { encodeBlock($0) }
+    }
+
+    /// Encodes one decoded block with this mag's block type.
+    public func encodeBlock(_ decoded: UnsafeRawBufferPointer) -> [UInt8] {
         precondition(decoded.count == header.blockByteCount, "a block has \(header.blockByteCount) bytes")
-        guard header.blockType.isCompressed else { return decoded }
-        return decoded.withUnsafeBytes { LZ4Block.compressed($0, highCompression: header.blockType == .lz4hc) }
+        guard header.blockType.isCompressed else { return [UInt8](decoded) }
+        return LZ4Block.compressed(decoded, highCompression: header.blockType == .lz4hc)
     }
 
     /// Decodes one block that `encodeBlock` (or a data file) encoded.
@@ -107,8 +116,8 @@ extension MagDirectory {
     }
 
     /// Writes a complete data file into `file`: header, jump table, then block `n` = `blocks(n)`
-    /// in Morton order, produced and encoded in parallel batches of about 64 MiB.
-    func writeDataFile(_ file: OpenFile, blocks: @Sendable (Int) throws -> BlockSource) throws {
+    /// in Morton order, produced and encoded in batches of about 64 MiB (in parallel unless told not to).
+    func writeDataFile(_ file: OpenFile, parallel: Bool = true, blocks: @Sendable (Int) throws -> BlockSource) throws {
         let header = self.header
         let count = header.blocksPerFile
         let batch = max(1, min(count, (64 << 20) / header.blockByteCount))
@@ -123,13 +132,14 @@ extension MagDirectory {
         while start < count {
             let end = min(count, start + batch)
             let first = start
-            let encoded: [[UInt8]] = try Parallel.map(end - start) { i in
+            let produce: @Sendable (Int) throws -> [UInt8] = { i in
                 switch try blocks(first + i) {
                 case .decoded(let bytes): return self.encodeBlock(bytes)
                 case .encoded(let bytes): return bytes
                 case .zero: return zero
                 }
             }
+            let encoded = parallel ? try Parallel.map(end - start, produce) : try (0..<(end - start)).map(produce)
             for (i, block) in encoded.enumerated() {
                 try output.append(block)
                 if header.blockType.isCompressed {

@@ -26,10 +26,10 @@ enum LZ4Block {
     /// blocks wait in memory by the thousand, and a tiny block of zeros must not keep a whole
     /// block's worth of capacity.
     static func compressed(_ source: UnsafeRawBufferPointer, highCompression: Bool) -> [UInt8] {
-        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: bound(source.count), alignment: 16)
-        defer { scratch.deallocate() }
-        let count = compress(source, into: scratch, highCompression: highCompression)
-        return [UInt8](UnsafeRawBufferPointer(rebasing: scratch[0..<count]))
+        withUnsafeTemporaryAllocation(byteCount: bound(source.count), alignment: 16) { scratch in
+            let count = compress(source, into: scratch, highCompression: highCompression)
+            return [UInt8](UnsafeRawBufferPointer(rebasing: scratch[0..<count]))
+        }
     }
 
     /// Compresses `source` into `destination` (at least `bound(source.count)` bytes).

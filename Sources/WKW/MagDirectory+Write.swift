@@ -99,18 +99,17 @@ private struct CompressedRegionWrite {
                     for (task, bytes) in zip(tasks, encoded) { try stash.put(task.0, task.1, bytes) }
                     z = next
                 }
-                for index in layer {
-                    let path = mag.filePath(index)
-                    try PathOps.makeDirectories(PathOps.dirname(path))
-                    let reader = old[index]
-                    let temporary = try AtomicFile.prepare(path) { file in
-                        try mag.writeDataFile(file) { n in
-                            if let bytes = try stash.take(index, n) { return .encoded(bytes) }
-                            guard let reader else { return .zero }
-                            return .encoded(try reader.storedBlock(n))
-                        }
+                // Many small files: one worker per file; a few large ones: workers per block.
+                if layer.count >= 2 * Parallel.coreCount {
+                    let done = Mutex<[(temporary: String, final: String)]>([])
+                    defer { prepared += done.withLock { $0 } }
+                    let readers = old
+                    try Parallel.forEach(layer.count) { i in
+                        let file = try prepare(layer[i], stash: stash, old: readers[layer[i]], parallel: false)
+                        done.withLock { $0.append(file) }
                     }
-                    prepared.append((temporary, path))
+                } else {
+                    for index in layer { prepared.append(try prepare(index, stash: stash, old: old[index], parallel: true)) }
                 }
             }
         } catch {
@@ -121,20 +120,39 @@ private struct CompressedRegionWrite {
         for directory in Set(prepared.map { PathOps.dirname($0.final) }) { PathOps.syncDirectory(directory) }
     }
 
+    /// Writes the new version of data file `index` to a temporary file beside it.
+    /// - Returns: the temporary file's path and the data file's path.
+    private func prepare(_ index: Vec3, stash: EncodedBlocks, old: DataFileReader?, parallel: Bool) throws -> (temporary: String, final: String) {
+        let path = mag.filePath(index)
+        try PathOps.makeDirectories(PathOps.dirname(path))
+        let blocks = try stash.takeFile(index)
+        let temporary = try AtomicFile.prepare(path) { file in
+            try mag.writeDataFile(file, parallel: parallel) { n in
+                if let bytes = try blocks.bytes(n) { return .encoded(bytes) }
+                guard let old else { return .zero }
+                return .encoded(try old.storedBlock(n))
+            }
+        }
+        return (temporary, path)
+    }
+
     /// The encoded new version of block `number` (laid out as `box`): the region's voxels in it,
     /// over the old block where the region covers it only partly.
     private func encode(_ box: Box, number: Int, old: DataFileReader?, from source: UnsafeRawPointer, layout part: Box) throws -> [UInt8] {
         let h = mag.header
-        var block = [UInt8](repeating: 0, count: h.blockByteCount)
-        try block.withUnsafeMutableBytes { scratch in
-            if box.intersection(region) != box, let old {
-                try old.decode(block: number, into: scratch)
+        return try withUnsafeTemporaryAllocation(byteCount: h.blockByteCount, alignment: 16) { scratch in
+            if box.intersection(region) != box {
+                if let old {
+                    try old.decode(block: number, into: scratch)
+                } else {
+                    scratch.initializeMemory(as: UInt8.self, repeating: 0)
+                }
             }
             RegionCopy.copy(
                 box.intersection(part)!, voxelSize: h.voxelSize, from: source, layout: part,
                 to: scratch.baseAddress!, layout: box)
+            return mag.encodeBlock(UnsafeRawBufferPointer(scratch))
         }
-        return mag.encodeBlock(block)
     }
 }
 
@@ -176,19 +194,28 @@ private final class EncodedBlocks: Sendable {
         }
     }
 
-    /// The block's encoded bytes (forgotten here), or nil when the region did not touch it.
-    func take(_ file: Vec3, _ number: Int) throws -> [UInt8]? {
-        let found: (bytes: [UInt8]?, place: (offset: Int, count: Int)?) = state.withLock { s in
-            if let bytes = s.memory[file]?.removeValue(forKey: number) {
-                s.memoryBytes -= bytes.count
-                return (bytes, nil)
-            }
-            return (nil, s.spilled[file]?[number])
+    /// The encoded blocks of one file (forgotten here).
+    func takeFile(_ file: Vec3) throws -> FileBlocks {
+        let spillFile = spill.withLock { $0 }
+        return state.withLock { s in
+            let memory = s.memory.removeValue(forKey: file) ?? [:]
+            s.memoryBytes -= memory.values.reduce(0) { $0 + $1.count }
+            return FileBlocks(memory: memory, spilled: s.spilled.removeValue(forKey: file) ?? [:], spill: spillFile)
         }
-        if let bytes = found.bytes { return bytes }
-        guard let place = found.place else { return nil }
-        let file = spill.withLock { $0 }
-        return try file!.read(at: place.offset, count: place.count)
+    }
+
+    /// The new encoded blocks of one file, for its writer.
+    struct FileBlocks: Sendable {
+        let memory: [Int: [UInt8]]
+        let spilled: [Int: (offset: Int, count: Int)]
+        let spill: TemporaryFile?
+
+        /// Block `n`'s encoded bytes, or nil when the region did not touch it.
+        func bytes(_ n: Int) throws -> [UInt8]? {
+            if let bytes = memory[n] { return bytes }
+            guard let place = spilled[n] else { return nil }
+            return try spill!.read(at: place.offset, count: place.count)
+        }
     }
 }
 

@@ -7,6 +7,9 @@ import Synchronization
 
 /// Runs independent pieces of work on every core and rethrows the first error.
 public enum Parallel {
+    /// Processors online.
+    public static var coreCount: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
+
     /// Calls `body(i)` for every `i` in `0..<count`, concurrently when there is more than one.
     /// Once one call throws, calls that have not started yet are skipped.
     public static func forEach(_ count: Int, _ body: @Sendable (Int) throws -> Void) throws {
@@ -15,7 +18,7 @@ public enum Parallel {
         let failure = Mutex<(any Error)?>(nil)
         // A few chunks per core: thousands of tiny items (512-byte blocks) each dispatched on
         // their own cost more than the work.
-        let chunks = min(count, 4 * max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        let chunks = min(count, 4 * coreCount)
         DispatchQueue.concurrentPerform(iterations: chunks) { chunk in
             for i in stride(from: chunk, to: count, by: chunks) {
                 if failure.withLock({ $0 != nil }) { return }
