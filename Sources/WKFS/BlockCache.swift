@@ -1,23 +1,59 @@
+import Foundation
 import Synchronization
 import WKW
 
-/// Decoded blocks shared by every open cube, bounded in bytes, least recently used out first.
+/// Decoded blocks shared by every open cube, bounded in bytes, recently used ones kept.
 /// Also keeps the open data files (with their checked jump tables) that blocks come from.
+///
+/// Eviction is by generations: blocks enter the young generation; when both together would pass
+/// the capacity, the old generation is dropped whole and the young one becomes old; a block found
+/// in the old generation moves back to the young one. Every step is O(1), and a working set that
+/// fits the cache (a layer of blocks that each z-plane of a cube crosses again) stays in it.
 final class BlockCache: Sendable {
-    /// A block of one version of one file: a file replaced or changed by anyone (the mount or
-    /// another program) has a new identity, so its old blocks are never served again.
+    /// A group of blocks of one version of one file. Each opened file version (a `DataFileReader`) gets its
+    /// own number, so a file replaced or changed by anyone (the mount or another program) has new
+    /// keys, and its old blocks are never served again.
     struct Key: Hashable, Sendable {
-        var path: String
-        var identity: [Int64]
-        var block: Int
+        var file: Int
+        var group: Int
+    }
+
+    /// Decoded bytes of a group and what they count against the capacity: a shared group of
+    /// zeros (a hole) costs only its key and reference.
+    private struct Entry {
+        var bytes: [UInt8]
+        var cost: Int
     }
 
     private struct Storage {
-        var blocks: [Key: (bytes: [UInt8], tick: UInt64)] = [:]
-        var bytes = 0
-        var tick: UInt64 = 0
-        var readers: [String: DataFileReader] = [:]
+        var young: [Key: Entry] = [:]
+        var old: [Key: Entry] = [:]
+        var youngBytes = 0
+        var oldBytes = 0
+        var readers: [String: (reader: DataFileReader, number: Int)] = [:]
+        var nextFileNumber = 0
         var decodeLocks: [String: DecodeLock] = [:]
+        var zeroGroup: [UInt8]?
+
+        mutating func insert(_ key: Key, _ entry: Entry, capacity: Int) {
+            if youngBytes + oldBytes + entry.cost > capacity {
+                old = young
+                oldBytes = youngBytes
+                young = [:]
+                young.reserveCapacity(old.count)
+                youngBytes = 0
+            }
+            if let replaced = young.updateValue(entry, forKey: key) { youngBytes -= replaced.cost }
+            youngBytes += entry.cost
+        }
+
+        mutating func find(_ key: Key, capacity: Int) -> [UInt8]? {
+            if let entry = young[key] { return entry.bytes }
+            guard let entry = old.removeValue(forKey: key) else { return nil }
+            oldBytes -= entry.cost
+            insert(key, entry, capacity: capacity)
+            return entry.bytes
+        }
     }
 
     /// Bytes of decoded blocks kept between requests. The mount's `cache_size` also pays for the
@@ -28,70 +64,89 @@ final class BlockCache: Sendable {
 
     init(cacheSize: Int) { capacity = cacheSize - min(cacheSize / 4, 64 << 20) }
 
-    /// The open data file `index` of `mag`, or nil when it does not exist. A cached one is used
-    /// only while the file on disk is still the same (same inode, size and modification time).
+    /// The open data file `index` of `mag` and its number in the cache's keys, or nil when it does
+    /// not exist. A cached one is used only while the file on disk is still the same (same inode,
+    /// size and modification time).
     func reader(_ mag: MagDirectory, _ index: Vec3) throws -> DataFileReader? {
+        try numberedReader(mag, index)?.reader
+    }
+
+    private func numberedReader(_ mag: MagDirectory, _ index: Vec3) throws -> (reader: DataFileReader, number: Int)? {
         let path = mag.filePath(index)
         guard let status = FileStatus.of(path, followLinks: true) else {
             storage.withLock { _ = $0.readers.removeValue(forKey: path) }
             return nil
         }
-        if let known = storage.withLock({ $0.readers[path] }), known.identity == status.identity { return known }
+        if let known = storage.withLock({ $0.readers[path] }), known.reader.identity == status.identity { return known }
         guard let reader = try DataFileReader.open(mag, index) else { return nil }
-        storage.withLock { s in
+        return storage.withLock { s in
             if s.readers.count > 4096 { s.readers.removeAll() }
-            s.readers[path] = reader
+            s.nextFileNumber += 1
+            s.readers[path] = (reader, s.nextFileNumber)
+            return (reader, s.nextFileNumber)
         }
-        return reader
     }
 
-    /// Decoded blocks `numbers` of data file `index`; zeros when the file does not exist.
-    func blocks(_ mag: MagDirectory, _ index: Vec3, _ numbers: [Int]) throws -> [Int: [UInt8]] {
-        guard let reader = try reader(mag, index) else {
-            let zero = [UInt8](repeating: 0, count: mag.header.blockByteCount)
-            return Dictionary(uniqueKeysWithValues: numbers.map { ($0, zero) })
+    /// Blocks are cached in groups of consecutive Morton numbers of about 64 KiB: a dataset of
+    /// 512-byte blocks would otherwise mean hundreds of thousands of entries (time in hashing and
+    /// allocation, not in decoding). A group is stored together, so it is one read.
+    static func groupSize(_ header: WKWHeader) -> Int {
+        var size = 1
+        while size * 2 * header.blockByteCount <= 64 << 10 && size * 2 <= header.blocksPerFile { size *= 2 }
+        return size
+    }
+
+    /// Decoded blocks `numbers` of data file `index`, in that order; zeros when the file does not exist.
+    func blocks(_ mag: MagDirectory, _ index: Vec3, _ numbers: [Int]) throws -> [CachedBlock] {
+        let blockBytes = mag.header.blockByteCount
+        let size = Self.groupSize(mag.header)
+        guard let (reader, file) = try numberedReader(mag, index) else {
+            let zero = [UInt8](repeating: 0, count: blockBytes)
+            return numbers.map { _ in CachedBlock(group: zero, offset: 0, count: blockBytes) }
         }
-        let path = mag.filePath(index)
-        var (found, missing) = lookup(path, reader.identity, numbers)
-        if missing.isEmpty { return found }
-        // One decoder per file at a time: the kernel reads ahead with several requests at once,
-        // which would otherwise all decode the same blocks (time and, above all, memory).
-        return try decoding(path).withLock { _ in
-            let again = lookup(path, reader.identity, missing)
-            found.merge(again.found) { a, _ in a }
-            missing = again.missing
-            if missing.isEmpty { return found }
-            let decoded = try reader.decode(missing)
-            let incoming = missing.count * mag.header.blockByteCount
-            storage.withLock { s in
-                // Make room first, so the cache never holds more than its capacity.
-                if s.bytes + incoming > capacity { Self.evict(&s, to: max(0, capacity * 3 / 4 - incoming)) }
-                for (n, bytes) in zip(missing, decoded) {
-                    found[n] = bytes
-                    let key = Key(path: path, identity: reader.identity, block: n)
-                    if s.blocks.updateValue((bytes, s.tick), forKey: key) == nil { s.bytes += bytes.count }
+        let wanted = Array(Set(numbers.map { $0 / size }))
+        var groups: [Int: [UInt8]] = [:]
+        for (g, bytes) in zip(wanted, lookup(file, wanted)) where bytes != nil { groups[g] = bytes }
+        if groups.count < wanted.count {
+            // One decoder per file at a time: the kernel reads ahead with several requests at
+            // once, which would otherwise all decode the same blocks (time and, above all, memory).
+            try decoding(reader.path).withLock { _ in
+                let unknown = wanted.filter { groups[$0] == nil }
+                for (g, bytes) in zip(unknown, lookup(file, unknown)) where bytes != nil { groups[g] = bytes }
+                let missing = unknown.filter { groups[$0] == nil }
+                let zero = zeroGroup(size * blockBytes)
+                let decoded = try Parallel.map(missing.count) { i in
+                    let numbers = (missing[i] * size)..<((missing[i] + 1) * size)
+                    // Holes of sparse raw files are not read: reading them only fills zeros.
+                    if reader.isHole(consecutive: numbers) { return Entry(bytes: zero, cost: 64) }
+                    let bytes = try reader.decode(consecutive: numbers)
+                    return Entry(bytes: bytes, cost: bytes.count)
+                }
+                                storage.withLock { s in
+                    for (g, entry) in zip(missing, decoded) {
+                        groups[g] = entry.bytes
+                        s.insert(Key(file: file, group: g), entry, capacity: capacity)
+                    }
                 }
             }
-            return found
         }
+        return numbers.map { n in CachedBlock(group: groups[n / size]!, offset: (n % size) * blockBytes, count: blockBytes) }
     }
 
-    /// The cached blocks among `numbers`, and the ones not cached.
-    private func lookup(_ path: String, _ identity: [Int64], _ numbers: [Int]) -> (found: [Int: [UInt8]], missing: [Int]) {
+    /// One shared group of zeros of `count` bytes (for holes); its cache entries cost little.
+    private func zeroGroup(_ count: Int) -> [UInt8] {
         storage.withLock { s in
-            s.tick += 1
-            var found: [Int: [UInt8]] = [:]
-            var missing: [Int] = []
-            for n in numbers {
-                let key = Key(path: path, identity: identity, block: n)
-                if let entry = s.blocks[key] {
-                    found[n] = entry.bytes
-                    s.blocks[key]!.tick = s.tick
-                } else {
-                    missing.append(n)
-                }
-            }
-            return (found, missing)
+            if let zero = s.zeroGroup, zero.count == count { return zero }
+            let zero = [UInt8](repeating: 0, count: count)
+            s.zeroGroup = zero
+            return zero
+        }
+    }
+
+    /// The cached groups among `groups` (nil for the ones not cached), in that order.
+    private func lookup(_ file: Int, _ groups: [Int]) -> [[UInt8]?] {
+                return storage.withLock { s in
+            groups.map { s.find(Key(file: file, group: $0), capacity: capacity) }
         }
     }
 
@@ -106,31 +161,37 @@ final class BlockCache: Sendable {
         }
     }
 
-    /// Forgets everything about one data file (after it was rewritten).
+    /// Forgets one data file (after it was rewritten): its next reader gets a new number, so its
+    /// old blocks are never found again; they leave with their generation.
     func invalidate(_ path: String) {
-        storage.withLock { s in
-            s.readers[path] = nil
-            for key in s.blocks.keys where key.path == path {
-                s.bytes -= s.blocks.removeValue(forKey: key)!.bytes.count
-            }
-        }
-    }
-
-    private static func evict(_ s: inout Storage, to target: Int) {
-        let oldestFirst = s.blocks.sorted { $0.value.tick < $1.value.tick }
-        for (key, entry) in oldestFirst {
-            if s.bytes <= target { break }
-            s.blocks[key] = nil
-            s.bytes -= entry.bytes.count
-        }
+        storage.withLock { s in s.readers[path] = nil }
     }
 }
 
-/// A lock held while one file's blocks are decoded.
+/// One decoded block inside a cached group of consecutive blocks.
+struct CachedBlock: Sendable {
+    let group: [UInt8]
+    let offset: Int
+    let count: Int
+
+    func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        try group.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[offset..<(offset + count)])) }
+    }
+
+    /// A copy of the block's bytes.
+    var bytes: [UInt8] { withUnsafeBytes { [UInt8]($0) } }
+}
+
+/// A lock held while one file's blocks are decoded, for milliseconds at a time. A plain pthread
+/// mutex: waiters sleep. (`Mutex` is a priority-inheritance futex here, whose waiters spin in the
+/// kernel while the holder runs: a tenth of the server's time went to that spinning.)
 final class DecodeLock: Sendable {
-    private let mutex = Mutex(())
+    private let lock = NSLock()
 
     func withLock<T>(_ body: (inout ()) throws -> T) rethrows -> T {
-        try mutex.withLock { try body(&$0) }
+        lock.lock()
+        defer { lock.unlock() }
+        var unit: Void = ()
+        return try body(&unit)
     }
 }

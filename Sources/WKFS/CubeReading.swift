@@ -40,10 +40,10 @@ extension BlockCache {
         while start < positions.count {
             let slice = positions[start..<min(positions.count, start + group)]
             let blocks = try blocks(mag, index, slice.map(Morton.encode))
-            for position in slice {
+            for (position, block) in zip(slice, blocks) {
                 let blockBox = Box(offset: position * b, size: b)
                 let part = blockBox.intersection(box)!
-                blocks[Morton.encode(position)]!.withUnsafeBytes { bytes in
+                block.withUnsafeBytes { bytes in
                     RegionCopy.copy(
                         part, voxelSize: mag.header.voxelSize, from: bytes.baseAddress!, layout: blockBox,
                         to: destination, layout: box)

@@ -157,7 +157,7 @@ struct CubeWriter {
             return try mag.decodeBlock(try spill!.read(at: place.offset, count: place.count), origin: "spill file")
         }
         if truncated { return [UInt8](repeating: 0, count: mag.header.blockByteCount) }
-        return try cache.blocks(mag, index, [number])[number]!
+        return try cache.blocks(mag, index, [number])[0].bytes
     }
 
     /// Encodes blocks (in parallel) into the spill file and drops them from memory.

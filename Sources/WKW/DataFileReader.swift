@@ -37,6 +37,35 @@ public final class DataFileReader: Sendable {
         try stored.withUnsafeBytes { try layout.decode(block: n, stored: $0, into: destination) }
     }
 
+    /// Decodes the blocks `numbers` (consecutive Morton numbers, stored together) into one
+    /// buffer, one after another.
+    /// - Throws: `WKWError.corrupt` naming the file and block when one does not decode.
+    /// Whether the blocks `numbers` (consecutive Morton numbers) of a raw file lie in a hole of the
+    /// sparse file: all zeros, nothing to read.
+    public func isHole(consecutive numbers: Range<Int>) -> Bool {
+        guard !layout.header.blockType.isCompressed else { return false }
+        return file.isHole(layout.range(ofBlock: numbers.lowerBound).lowerBound..<layout.range(ofBlock: numbers.upperBound - 1).upperBound)
+    }
+
+    public func decode(consecutive numbers: Range<Int>) throws -> [UInt8] {
+        let blockBytes = layout.header.blockByteCount
+        let start = layout.range(ofBlock: numbers.lowerBound).lowerBound
+        let end = layout.range(ofBlock: numbers.upperBound - 1).upperBound
+        if !layout.header.blockType.isCompressed { return try file.read(at: start, count: end - start) }
+        let stored = try file.read(at: start, count: end - start)
+        return try [UInt8](unsafeUninitializedCapacity: blockBytes * numbers.count) { buffer, initialized in
+            try stored.withUnsafeBytes { stored in
+                for (i, n) in numbers.enumerated() {
+                    let range = layout.range(ofBlock: n)
+                    try layout.decode(
+                        block: n, stored: UnsafeRawBufferPointer(rebasing: stored[(range.lowerBound - start)..<(range.upperBound - start)]),
+                        into: UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(buffer)[(i * blockBytes)..<((i + 1) * blockBytes)]))
+                }
+            }
+            initialized = blockBytes * numbers.count
+        }
+    }
+
     /// Decodes blocks (Morton numbers) in parallel; blocks stored together are read together.
     /// - Throws: `WKWError.corrupt` naming the file and block when one does not decode.
     public func decode(_ blocks: [Int]) throws -> [[UInt8]] {

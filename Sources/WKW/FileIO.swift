@@ -52,6 +52,20 @@ final class OpenFile: Sendable {
         return [Int64(bitPattern: UInt64(info.st_ino)), Int64(info.st_size), Int64(info.st_mtim.tv_sec), Int64(info.st_mtim.tv_nsec)]
     }
 
+    /// Whether `range` lies entirely in a hole of a sparse file (reads as zeros, nothing stored).
+    /// False when the file system cannot tell. The corresponding C function is `lseek` with
+    /// `SEEK_DATA`.
+    func isHole(_ range: Range<Int>) -> Bool {
+        #if canImport(Glibc)
+            let seekData: Int32 = 3  // SEEK_DATA on Linux; Swift's Glibc module leaves it out
+            let next = lseek(descriptor.rawValue, off_t(range.lowerBound), seekData)
+            if next < 0 { return errno == ENXIO }  // no data from here to the end
+            return Int(next) >= range.upperBound
+        #else
+            return false
+        #endif
+    }
+
     /// The file's size in bytes. The corresponding C function is `fstat`.
     func size() throws -> Int {
         var info = stat()
