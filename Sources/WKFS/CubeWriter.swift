@@ -5,7 +5,8 @@ import WKW
 #endif
 
 /// The pending changes of one open cube: changed blocks, decoded in memory up to a budget,
-/// complete ones encoded into a spill file, all made one new WKW file at `commit`.
+/// complete ones encoded (in memory up to the budget, then in a spill file), all made one new
+/// WKW file at `commit`.
 struct CubeWriter {
     let mag: MagDirectory
     let index: Vec3
@@ -18,6 +19,9 @@ struct CubeWriter {
     /// The cube's size as the writer sees it: the full size, or what was written since truncation.
     private(set) var size: Int
     private var dirty: [Int: (bytes: [UInt8], written: Int, tick: Int)] = [:]
+    /// Complete blocks, encoded, waiting in memory (a small cube never needs the spill file).
+    private var encoded: [Int: [UInt8]] = [:]
+    private var encodedBytes = 0
     private var spilled: [Int: (offset: Int, count: Int)] = [:]
     private var spill: TemporaryFile?
     private var spillEnd = 0
@@ -37,11 +41,13 @@ struct CubeWriter {
         self.memoryBudget = max(memoryBudget, 4 * mag.header.blockByteCount)
     }
 
-    var hasChanges: Bool { truncated || !dirty.isEmpty || !spilled.isEmpty || !placed.isEmpty }
+    var hasChanges: Bool { truncated || !dirty.isEmpty || !encoded.isEmpty || !spilled.isEmpty || !placed.isEmpty }
 
     /// Opened with O_TRUNC (or truncated) and nothing written since: a program may still be about
     /// to write (dd closes a duplicate descriptor first), so this is not yet an error to report.
-    var isUntouchedTruncation: Bool { truncated && size == 0 && dirty.isEmpty && spilled.isEmpty && placed.isEmpty }
+    var isUntouchedTruncation: Bool { truncated && size == 0 && !hasPendingBlocks }
+
+    private var hasPendingBlocks: Bool { !dirty.isEmpty || !encoded.isEmpty || !spilled.isEmpty || !placed.isEmpty }
 
     /// Sets the size (truncate or extend); only 0 and the cube size are meaningful.
     mutating func resize(_ newSize: Int) throws {
@@ -89,10 +95,10 @@ struct CubeWriter {
         } else {
             try writePieces(data, offset: offset, range: range, cache: cache, completed: &completed)
         }
-        if !completed.isEmpty { try spillBlocks(completed) }
+        if !completed.isEmpty { try completeBlocks(completed) }
         if dirty.count * mag.header.blockByteCount > memoryBudget {
             let oldest = dirty.sorted { $0.value.tick < $1.value.tick }.prefix(dirty.count / 2).map(\.key)
-            try spillBlocks(oldest)
+            try completeBlocks(oldest)
         }
     }
 
@@ -153,6 +159,7 @@ struct CubeWriter {
     /// The current content of block `number`.
     private func load(_ number: Int, cache: BlockCache) throws -> [UInt8] {
         if placed.contains(number), let pendingRaw { return try pendingRaw.readBlock(number) }
+        if let bytes = encoded[number] { return try mag.decodeBlock(bytes, origin: "pending block") }
         if let place = spilled[number] {
             return try mag.decodeBlock(try spill!.read(at: place.offset, count: place.count), origin: "spill file")
         }
@@ -160,8 +167,9 @@ struct CubeWriter {
         return try cache.blocks(mag, index, [number])[0].bytes
     }
 
-    /// Encodes blocks (in parallel) into the spill file and drops them from memory.
-    private mutating func spillBlocks(_ numbers: [Int]) throws {
+    /// Takes blocks out of the decoded ones: raw blocks go to their places in the new file,
+    /// compressed ones are encoded and held (spilled to a file past the memory budget).
+    private mutating func completeBlocks(_ numbers: [Int]) throws {
         let numbers = Set(numbers).filter { dirty[$0] != nil }.sorted()
         if !mag.header.blockType.isCompressed {
             // Raw blocks have fixed places: write them straight into the new file.
@@ -173,16 +181,32 @@ struct CubeWriter {
             }
             return
         }
-        if spill == nil { spill = try TemporaryFile(directory: mag.path) }
         let blocks = numbers.map { dirty[$0]!.bytes }
         let mag = self.mag
-        let encoded = try Parallel.map(blocks.count) { mag.encodeBlock(blocks[$0]) }
-        for (number, bytes) in zip(numbers, encoded) {
-            try spill!.write(at: spillEnd, bytes)
-            spilled[number] = (spillEnd, bytes.count)
-            spillEnd += bytes.count
+        // A handful of small blocks is encoded faster than workers can be started.
+        let work = blocks.count * mag.header.blockByteCount
+        let encodedBlocks = work < 256 << 10 ? blocks.map(mag.encodeBlock) : try Parallel.map(blocks.count) { mag.encodeBlock(blocks[$0]) }
+        for (number, bytes) in zip(numbers, encodedBlocks) {
+            encoded[number] = bytes
+            encodedBytes += bytes.count
             dirty[number] = nil
         }
+        if encodedBytes > memoryBudget { try spillEncoded() }
+    }
+
+    /// Moves the encoded blocks held in memory to the spill file, in one write.
+    private mutating func spillEncoded() throws {
+        if spill == nil { spill = try TemporaryFile(directory: mag.path) }
+        var chunk: [UInt8] = []
+        chunk.reserveCapacity(encodedBytes)
+        for (number, bytes) in encoded.sorted(by: { $0.key < $1.key }) {
+            spilled[number] = (spillEnd + chunk.count, bytes.count)
+            chunk.append(contentsOf: bytes)
+        }
+        try spill!.write(at: spillEnd, chunk)
+        spillEnd += chunk.count
+        encoded = [:]
+        encodedBytes = 0
     }
 
     /// Makes the pending changes one new WKW file, replacing the old one atomically.
@@ -211,9 +235,11 @@ struct CubeWriter {
             return
         }
         let spilledBlocks = spilled
+        let encodedBlocks = encoded
         let spill = self.spill
         try mag.replaceFile(index) { n in
             if let bytes = dirtyBlocks[n] { return .decoded(bytes) }
+            if let bytes = encodedBlocks[n] { return .encoded(bytes) }
             if let place = spilledBlocks[n] { return .encoded(try spill!.read(at: place.offset, count: place.count)) }
             if let base { return .encoded(try base.storedBlock(n)) }
             return .zero
@@ -229,6 +255,8 @@ struct CubeWriter {
         placed = []
         written = nil
         dirty = [:]
+        encoded = [:]
+        encodedBytes = 0
         spilled = [:]
         spill = nil
         spillEnd = 0
