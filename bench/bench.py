@@ -370,8 +370,8 @@ class Bench:
                 return self.timed(cmd, timeout=3600)
 
             size = "x".join(map(str, spec["size"]))
-            runners = {"wkfs pread": lambda: through_mount("pread"), "wkfs memmap": lambda: through_mount("mmap"),
-                       "wkw": wkw_side, "local pread": local_pread}
+            runners = {"wkfs pread": lambda: through_mount("pread"), "wkfs planes": lambda: through_mount("planes"),
+                       "wkfs memmap": lambda: through_mount("mmap"), "wkw": wkw_side, "local pread": local_pread}
             stats = self.group(f"6 boxes {v['name']}", runners)
             sums = {s.extra.get("checksum") for st in stats.values() for s in st.samples}
             if len(sums) != 1:
@@ -381,6 +381,8 @@ class Bench:
             label = f"{len(spec['offsets'])} x {size} color {v['name']}"
             self.rows.append(row("6 random boxes", label + " (pread)", stats["wkfs pread"], stats["wkw"],
                                  "one preadv per box row; checksums equal"))
+            self.rows.append(row("6 random boxes", label + " (pread per plane)", stats["wkfs planes"], stats["wkw"],
+                                 "one preadv per z-plane of a box and cube (whole cube rows); checksums equal"))
             self.rows.append(row("6 random boxes", label + " (memmap)", stats["wkfs memmap"], stats["wkw"],
                                  "numpy memmap of the cube files; checksums equal"))
             self.rows.append(row("6 random boxes", label + " (pread)", stats["wkfs pread"], stats["local pread"],
@@ -437,8 +439,9 @@ def static_notes(bench, cfg):
         "and the squashfs image) keep their zero runs as holes, as the WKW files do.",
         "5: `cp -rT --sparse=never CUBES MOUNT` over the existing cubes, timed up to the end of "
         "`wkfs unmount`; wkw writes the same cubes at their file offsets in one process.",
-        "6: the boxes are read in one Python process through a fresh mount, either with one os.preadv per "
-        "row of a box (and per cube the row touches) or by slicing numpy memmaps of the cube files; wkw "
+        "6: the boxes are read in one Python process through a fresh mount, with one os.preadv per "
+        "row of a box (and per cube the row touches), with one os.preadv per z-plane of a box and cube "
+        "(the box's rows read as whole cube rows, then sliced), or by slicing numpy memmaps of the cube files; wkw "
         "reads the same boxes with Dataset.read; the floor is the same preads on the raw cubes on local "
         "disk, second pass (page cache).",
         "Datasets: color uint8 " + "x".join(map(str, cfg["layers"][0]["shape"])) + ", segmentation uint32 "

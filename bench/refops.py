@@ -10,6 +10,7 @@ imports), ...}. The whole-process time and peak memory are measured by the calle
     refops.py boxes-wkw   MAGDIR BOXES.json
     refops.py boxes-pread MAGROOT SIDE DTYPE BOXES.json
     refops.py boxes-mmap  MAGROOT SIDE DTYPE BOXES.json
+    refops.py boxes-planes MAGROOT SIDE DTYPE BOXES.json
     refops.py readall     ROOT LIST
 
 Arrays on disk are C-order (z, y, x) with one channel, as wkfs reads and writes them.
@@ -179,6 +180,43 @@ def cmd_boxes_pread(magroot, side, dtype, boxes_path):
     done(boxes=len(boxes["offsets"]), checksum=checksum)
 
 
+def cmd_boxes_planes(magroot, side, dtype, boxes_path):
+    """Like boxes-pread, but one pread per z-plane and cube: the box's rows in that cube read as
+    one span of whole cube rows, then sliced (64 calls per box instead of 4,096)."""
+    start_clock()
+    side = int(side)
+    dtype = np.dtype(dtype)
+    item = dtype.itemsize
+    boxes = load_boxes(boxes_path)
+    sx, sy, sz = boxes["size"]
+    out = np.empty((sz, sy, sx * item), dtype=np.uint8)
+    span = bytearray(min(sy, side) * side * item)
+    fds = {}
+    checksum = 0
+    try:
+        for x0, y0, z0 in boxes["offsets"]:
+            for cz, lz, oz, nz in segments(z0, sz, side):
+                for cy, ly, oy, ny in segments(y0, sy, side):
+                    for cx, lx, ox, nx in segments(x0, sx, side):
+                        key = (cz, cy, cx)
+                        fd = fds.get(key)
+                        if fd is None:
+                            fd = os.open(os.path.join(magroot, f"z{cz}/y{cy}/x{cx}.raw"), os.O_RDONLY)
+                            fds[key] = fd
+                        view = memoryview(span)[: ny * side * item]
+                        rows = np.frombuffer(view, dtype=np.uint8).reshape(ny, side * item)
+                        for k in range(nz):
+                            got = os.preadv(fd, [view], ((lz + k) * side + ly) * side * item)
+                            if got != len(view):
+                                raise IOError(f"short read in cube {key}: {got} of {len(view)} bytes")
+                            out[oz + k, oy : oy + ny, ox * item : (ox + nx) * item] = rows[:, lx * item : (lx + nx) * item]
+            checksum += int(out.view(dtype).sum(dtype=np.uint64))
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    done(boxes=len(boxes["offsets"]), checksum=checksum)
+
+
 def segments(start, length, side):
     """Split [start, start+length) at cube borders: (cube index, offset in cube, offset in box, n)."""
     out, pos = [], start
@@ -238,6 +276,7 @@ COMMANDS = {
     "boxes-wkw": cmd_boxes_wkw,
     "boxes-pread": cmd_boxes_pread,
     "boxes-mmap": cmd_boxes_mmap,
+    "boxes-planes": cmd_boxes_planes,
     "readall": cmd_readall,
 }
 
