@@ -163,9 +163,8 @@ struct CLIError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// Splits a region into slabs along z at multiples of `edge`, each at most `slabBudget` bytes when
-/// the region allows. Writes use the file edge (each compressed file is rewritten once; a layer of
-/// files over the budget is split further); reads use the block edge (each block decoded once).
+/// Splits a region into slabs along z at multiples of `edge` (for reads, a multiple of the block
+/// length, so each block is decoded once), each at most `slabBudget` bytes when the region allows.
 func fileSlabs(_ box: Box, fileEdge: Int, voxelSize: Int, slabBudget: Int = 2 << 30) throws -> [Box] {
     guard !box.isEmpty else { return [] }
     guard let planeBytes = Box(offset: box.offset, size: Vec3(box.size.x, box.size.y, 1)).byteCount(voxelSize: voxelSize),

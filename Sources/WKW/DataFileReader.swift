@@ -37,9 +37,6 @@ public final class DataFileReader: Sendable {
         try stored.withUnsafeBytes { try layout.decode(block: n, stored: $0, into: destination) }
     }
 
-    /// Decodes the blocks `numbers` (consecutive Morton numbers, stored together) into one
-    /// buffer, one after another.
-    /// - Throws: `WKWError.corrupt` naming the file and block when one does not decode.
     /// Whether the blocks `numbers` (consecutive Morton numbers) of a raw file lie in a hole of the
     /// sparse file: all zeros, nothing to read.
     public func isHole(consecutive numbers: Range<Int>) -> Bool {
@@ -47,12 +44,15 @@ public final class DataFileReader: Sendable {
         return file.isHole(layout.range(ofBlock: numbers.lowerBound).lowerBound..<layout.range(ofBlock: numbers.upperBound - 1).upperBound)
     }
 
+    /// Decodes the blocks `numbers` (consecutive Morton numbers, stored together) into one
+    /// buffer, one after another; one read.
+    /// - Throws: `WKWError.corrupt` naming the file and block when one does not decode.
     public func decode(consecutive numbers: Range<Int>) throws -> [UInt8] {
         let blockBytes = layout.header.blockByteCount
         let start = layout.range(ofBlock: numbers.lowerBound).lowerBound
         let end = layout.range(ofBlock: numbers.upperBound - 1).upperBound
-        if !layout.header.blockType.isCompressed { return try file.read(at: start, count: end - start) }
         let stored = try file.read(at: start, count: end - start)
+        if !layout.header.blockType.isCompressed { return stored }
         return try [UInt8](unsafeUninitializedCapacity: blockBytes * numbers.count) { buffer, initialized in
             try stored.withUnsafeBytes { stored in
                 for (i, n) in numbers.enumerated() {
@@ -63,37 +63,6 @@ public final class DataFileReader: Sendable {
                 }
             }
             initialized = blockBytes * numbers.count
-        }
-    }
-
-    /// Decodes blocks (Morton numbers) in parallel; blocks stored together are read together.
-    /// - Throws: `WKWError.corrupt` naming the file and block when one does not decode.
-    public func decode(_ blocks: [Int]) throws -> [[UInt8]] {
-        let header = layout.header
-        if !header.blockType.isCompressed && header.blockByteCount >= 16 << 10 {
-            // Large raw blocks are read straight into their own buffers: no staging copy.
-            return try Parallel.map(blocks.count) { i in try self.storedBlock(blocks[i]) }
-        }
-        let runs = layout.runs(blocks)
-        let stored = try runs.map { try file.read(at: $0.range.lowerBound, count: $0.range.count) }
-        var placeOf = [Int: (run: Int, range: Range<Int>)]()
-        for (r, run) in runs.enumerated() {
-            for block in run.blocks {
-                let range = layout.range(ofBlock: block)
-                placeOf[block] = (r, (range.lowerBound - run.range.lowerBound)..<(range.upperBound - run.range.lowerBound))
-            }
-        }
-        let places = placeOf
-        return try Parallel.map(blocks.count) { i in
-            let place = places[blocks[i]]!
-            return try [UInt8](unsafeUninitializedCapacity: header.blockByteCount) { buffer, initialized in
-                try stored[place.run].withUnsafeBytes {
-                    try self.layout.decode(
-                        block: blocks[i], stored: UnsafeRawBufferPointer(rebasing: $0[place.range]),
-                        into: UnsafeMutableRawBufferPointer(buffer))
-                }
-                initialized = header.blockByteCount
-            }
         }
     }
 }

@@ -99,3 +99,42 @@ def test_huge_offsets_and_sizes_do_not_crash_the_mount(dataset_copy, mounted, mo
         assert (mountpoint / "color").is_dir()
     assert mh.sha256_file(ds / "datasource-properties.json") == before
     assert not (ds / "color" / "2097152").exists()
+
+
+def test_raw_cube_with_holes(tmp_path, mounted, mountpoint):
+    """Raw data files are sparse: blocks in a hole are served as zeros without being read, and
+    data written into a hole later (by another program) is seen at once."""
+    ds = tmp_path / "holes"
+    for args in (["create", ds, "--voxel-size", "1,1,1"],
+                 ["add-layer", ds, "color", "--category", "color", "--dtype", "uint16"],
+                 ["add-mag", ds, "color", "1", "--block-len", "8", "--file-len", "4"]):
+        proc = mh.wkfs(*args)
+        assert proc.returncode == 0, mh.describe(proc)
+    side, item = 32, 2
+
+    def write_voxel(xyz, value):
+        src = tmp_path / "voxel.raw"
+        src.write_bytes(value.to_bytes(item, "little"))
+        proc = mh.wkfs("write", ds, "color", "1", "--offset", ",".join(map(str, xyz)), "--size", "1,1,1",
+                       "--input", src)
+        assert proc.returncode == 0, mh.describe(proc)
+
+    def voxel(data, xyz):
+        x, y, z = xyz
+        at = ((z * side + y) * side + x) * item
+        return int.from_bytes(data[at:at + item], "little")
+
+    first, second = (3, 5, 7), (30, 29, 28)  # different blocks, far apart in the file
+    write_voxel(first, 0x1234)
+    data_file = ds / "color" / "1" / "z0" / "y0" / "x0.wkw"
+    assert os.stat(data_file).st_blocks * 512 < os.stat(data_file).st_size // 2, "the raw file is not sparse"
+    with mounted(ds):
+        path = mountpoint / "color" / "1" / "z0" / "y0" / "x0.raw"
+        data = mh.read_file_through_mount(path)
+        assert len(data) == side ** 3 * item
+        assert voxel(data, first) == 0x1234
+        assert sum(1 for b in data if b) == 2  # nothing but the one voxel
+        write_voxel(second, 0xBEEF)
+        data = mh.read_file_through_mount(path)
+        assert voxel(data, first) == 0x1234 and voxel(data, second) == 0xBEEF
+        assert sum(1 for b in data if b) == 4
