@@ -115,13 +115,16 @@ final class BlockCache: Sendable {
                 for (g, bytes) in zip(unknown, lookup(file, unknown)) where bytes != nil { groups[g] = bytes }
                 let missing = unknown.filter { groups[$0] == nil }
                 let zero = zeroGroup(size * blockBytes)
-                let decoded = try Parallel.map(missing.count) { i in
+                let decode: @Sendable (Int) throws -> Entry = { i in
                     let numbers = (missing[i] * size)..<((missing[i] + 1) * size)
                     // Holes of sparse raw files are not read: reading them only fills zeros.
                     if reader.isHole(consecutive: numbers) { return Entry(bytes: zero, cost: 64) }
                     let bytes = try reader.decode(consecutive: numbers)
                     return Entry(bytes: bytes, cost: bytes.count)
                 }
+                // A small cube's few groups decode faster than workers wake up.
+                let small = missing.count * size * blockBytes <= 512 << 10
+                let decoded = small ? try (0..<missing.count).map(decode) : try Parallel.map(missing.count, decode)
                                 storage.withLock { s in
                     for (g, entry) in zip(missing, decoded) {
                         groups[g] = entry.bytes

@@ -11,7 +11,10 @@ extension DatasetFilesystem {
         switch node {
         case .cube:
             let cube = try openCube(node, truncate: flags.truncate)
-            return OpenResult(handle: state.withLock { $0.addHandle(.cube(cube)) }, keepCache: !flags.truncate)
+            // A read-only handle has nothing to flush: its close costs no request (the writers'
+            // own closes commit their changes).
+            return OpenResult(
+                handle: state.withLock { $0.addHandle(.cube(cube)) }, keepCache: !flags.truncate, noFlush: !flags.isWritable)
         case .properties:
             let bytes = flags.truncate ? [] : try currentProperties()
             let buffer = TextBuffer(bytes, dirty: flags.truncate)

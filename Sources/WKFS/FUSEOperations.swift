@@ -147,6 +147,7 @@ private func setOpenAnswer(_ info: UnsafeMutablePointer<fuse_file_info>, _ resul
     info.pointee.keep_cache = result.keepCache ? 1 : 0
     info.pointee.nonseekable = result.nonSeekable ? 1 : 0
     info.pointee.cache_readdir = result.cacheDirectory ? 1 : 0
+    info.pointee.noflush = result.noFlush ? 1 : 0
 }
 
 private func handle(_ info: UnsafeMutablePointer<fuse_file_info>?) -> Handle {

@@ -243,16 +243,19 @@ public struct OpenResult: Hashable, Sendable {
     public var nonSeekable: Bool
     /// For `opendir`: the kernel may cache the listing.
     public var cacheDirectory: Bool
+    /// `close` sends no flush request (a handle that cannot have written anything).
+    public var noFlush: Bool
 
     public init(
         handle: Handle = .none, keepCache: Bool = false, directIO: Bool = false,
-        nonSeekable: Bool = false, cacheDirectory: Bool = false
+        nonSeekable: Bool = false, cacheDirectory: Bool = false, noFlush: Bool = false
     ) {
         self.handle = handle
         self.keepCache = keepCache
         self.directIO = directIO
         self.nonSeekable = nonSeekable
         self.cacheDirectory = cacheDirectory
+        self.noFlush = noFlush
     }
 }
 

@@ -18,8 +18,18 @@ public enum RegionCopy {
                 let destinationIndex =
                     ((z - destinationBox.offset.z) * d.y + (y - destinationBox.offset.y)) * d.x
                     + (box.offset.x - destinationBox.offset.x)
-                (destination + destinationIndex * voxelSize).copyMemory(
-                    from: source + sourceIndex * voxelSize, byteCount: rowBytes)
+                let from = source + sourceIndex * voxelSize
+                let to = destination + destinationIndex * voxelSize
+                // Rows of 8-voxel blocks are 8 or 16 bytes: a call to memmove per row would cost
+                // more than the copy.
+                if rowBytes == 8 {
+                    to.storeBytes(of: from.loadUnaligned(as: UInt64.self), as: UInt64.self)
+                } else if rowBytes == 16 {
+                    to.storeBytes(of: from.loadUnaligned(as: UInt64.self), as: UInt64.self)
+                    to.storeBytes(of: from.loadUnaligned(fromByteOffset: 8, as: UInt64.self), toByteOffset: 8, as: UInt64.self)
+                } else {
+                    to.copyMemory(from: from, byteCount: rowBytes)
+                }
             }
         }
     }
