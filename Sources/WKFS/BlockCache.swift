@@ -136,6 +136,18 @@ final class BlockCache: Sendable {
         return numbers.map { n in CachedBlock(group: groups[n / size]!, offset: (n % size) * blockBytes, count: blockBytes) }
     }
 
+    /// Asks the kernel to start reading the stored bytes of the groups of `numbers` that are not
+    /// cached, so a request that decodes many groups one after another does not wait on the disk
+    /// for each (the first plane of a cube's block layer needs a whole layer of blocks).
+    func prefetch(_ mag: MagDirectory, _ index: Vec3, _ numbers: [Int]) throws {
+        let size = Self.groupSize(mag.header)
+        guard let (reader, file) = try numberedReader(mag, index) else { return }
+        let groups = Array(Set(numbers.map { $0 / size }))
+        let missing = storage.withLock { s in groups.filter { s.young[Key(file: file, group: $0)] == nil && s.old[Key(file: file, group: $0)] == nil } }
+        guard missing.count > 1 else { return }
+        reader.prefetch(missing.flatMap { ($0 * size)..<(($0 + 1) * size) })
+    }
+
     /// One shared group of zeros of `count` bytes (for holes); its cache entries cost little.
     private func zeroGroup(_ count: Int) -> [UInt8] {
         storage.withLock { s in

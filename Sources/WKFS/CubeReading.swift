@@ -36,6 +36,7 @@ extension BlockCache {
         let b = Vec3(repeating: mag.header.blockLength)
         let positions = box.cellRange(b).positions
         let group = max(1, (4 << 20) / mag.header.blockByteCount)
+        if positions.count > group { try prefetch(mag, index, positions.map(Morton.encode)) }
         var start = 0
         while start < positions.count {
             let slice = positions[start..<min(positions.count, start + group)]

@@ -37,6 +37,11 @@ public final class DataFileReader: Sendable {
         try stored.withUnsafeBytes { try layout.decode(block: n, stored: $0, into: destination) }
     }
 
+    /// Asks the kernel to start fetching the stored bytes of blocks `numbers` (advice only).
+    public func prefetch(_ numbers: [Int]) {
+        for run in layout.runs(numbers) { file.willNeed(run.range) }
+    }
+
     /// Whether the blocks `numbers` (consecutive Morton numbers) of a raw file lie in a hole of the
     /// sparse file: all zeros, nothing to read.
     public func isHole(consecutive numbers: Range<Int>) -> Bool {
