@@ -145,7 +145,8 @@ final class BlockCache: Sendable {
         let groups = Array(Set(numbers.map { $0 / size }))
         let missing = storage.withLock { s in groups.filter { s.young[Key(file: file, group: $0)] == nil && s.old[Key(file: file, group: $0)] == nil } }
         guard missing.count > 1 else { return }
-        reader.prefetch(missing.flatMap { ($0 * size)..<(($0 + 1) * size) })
+        let stored = missing.filter { !reader.isHole(consecutive: ($0 * size)..<(($0 + 1) * size)) }
+        reader.prefetch(stored.flatMap { ($0 * size)..<(($0 + 1) * size) })
     }
 
     /// One shared group of zeros of `count` bytes (for holes); its cache entries cost little.

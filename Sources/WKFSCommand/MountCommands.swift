@@ -8,7 +8,7 @@ struct MountCommand: ParsableCommand {
         commandName: "mount",
         abstract: "Mount a dataset as a directory of raw cubes (FUSE).",
         discussion: """
-            Options (-o, comma-separated): ro, allow_other, cache_size=SIZE (decoded-block cache, \
+            Options (-o, comma-separated): ro, allow_other, cache_size=SIZE (memory for decoded blocks, \
             e.g. 512M or 2G; default 256M), debug.
             Example: wkfs mount my_dataset /mnt/ds -o ro,cache_size=1G && ls /mnt/ds/color/1
             Unmount with: wkfs unmount /mnt/ds

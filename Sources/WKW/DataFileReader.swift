@@ -38,8 +38,13 @@ public final class DataFileReader: Sendable {
     }
 
     /// Asks the kernel to start fetching the stored bytes of blocks `numbers` (advice only).
+    /// Holes of sparse raw files are skipped (the kernel would fill the page cache with zeros), so
+    /// raw runs never bridge a gap.
     public func prefetch(_ numbers: [Int]) {
-        for run in layout.runs(numbers) { file.willNeed(run.range) }
+        let raw = !layout.header.blockType.isCompressed
+        for run in layout.runs(numbers, maxGap: raw ? 0 : 64 << 10) where !(raw && file.isHole(run.range)) {
+            file.willNeed(run.range)
+        }
     }
 
     /// Whether the blocks `numbers` (consecutive Morton numbers) of a raw file lie in a hole of the
