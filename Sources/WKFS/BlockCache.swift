@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
 import Foundation
 import Synchronization
 import WKW
@@ -64,6 +67,14 @@ final class BlockCache: Sendable {
 
     init(cacheSize: Int) { capacity = cacheSize - min(cacheSize / 4, 64 << 20) }
 
+    /// Data files kept open: a quarter of the process's descriptor limit (at most 4,096), so
+    /// open cubes, requests and the kernel's connection always find one.
+    static let openReaders: Int = {
+        var limit = rlimit()
+        guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 256 }
+        return max(16, min(4096, Int(clamping: limit.rlim_cur) / 4))
+    }()
+
     /// The open data file `index` of `mag` and its number in the cache's keys, or nil when it does
     /// not exist. A cached one is used only while the file on disk is still the same (same inode,
     /// size and modification time).
@@ -80,7 +91,7 @@ final class BlockCache: Sendable {
         if let known = storage.withLock({ $0.readers[path] }), known.reader.identity == status.identity { return known }
         guard let reader = try DataFileReader.open(mag, index) else { return nil }
         return storage.withLock { s in
-            if s.readers.count > 4096 { s.readers.removeAll() }
+            if s.readers.count > Self.openReaders { s.readers.removeAll() }
             s.nextFileNumber += 1
             s.readers[path] = (reader, s.nextFileNumber)
             return (reader, s.nextFileNumber)

@@ -187,7 +187,7 @@ struct CubeWriter {
         let work = blocks.count * mag.header.blockByteCount
         let encodedBlocks = work < 256 << 10 ? blocks.map(mag.encodeBlock) : try Parallel.map(blocks.count) { mag.encodeBlock(blocks[$0]) }
         for (number, bytes) in zip(numbers, encodedBlocks) {
-            encoded[number] = bytes
+            if let replaced = encoded.updateValue(bytes, forKey: number) { encodedBytes -= replaced.count }
             encodedBytes += bytes.count
             dirty[number] = nil
         }

@@ -30,15 +30,18 @@ struct RawInput {
             }
             return
         }
-        var data: [UInt8] = []
-        let chunk = 1 << 20
-        while true {
-            let before = data.count
-            data.append(contentsOf: repeatElement(0, count: chunk))
-            let got = try data.withUnsafeMutableBytes { try Self.readSome(descriptor, into: UnsafeMutableRawBufferPointer(rebasing: $0[before...]), name: name) }
-            data.removeLast(chunk - got)
-            if got == 0 { break }
-            if data.count > expected { break }
+        // The expected size is known: one buffer one byte larger (to notice a longer stream),
+        // filled by `read` calls straight into its tail.
+        let capacity = expected + 1
+        var got = 0
+        let data = try [UInt8](unsafeUninitializedCapacity: capacity) { buffer, initialized in
+            while got < capacity {
+                let n = try Self.readSome(
+                    descriptor, into: UnsafeMutableRawBufferPointer(rebasing: UnsafeMutableRawBufferPointer(buffer)[got...]), name: name)
+                if n == 0 { break }
+                got += n
+            }
+            initialized = got
         }
         guard data.count == expected else {
             throw CLIError("\(name): gave \(data.count)\(data.count > expected ? " or more" : "") bytes, but \(what) needs exactly \(expected)")
@@ -108,14 +111,25 @@ struct RawOutput {
         temporaryPath = temporary
     }
 
-    /// The regular file a symlink chain ends at (the path itself when it is no link or dangles).
+    /// Where a symlink chain ends (the path itself when it is no link), even when the last link
+    /// dangles: writing through a link replaces its target, never the link.
     private static func resolvedLink(_ path: String) -> String {
-        var info = stat()
-        guard lstat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFLNK, stat(path, &info) == 0,
-            let resolved = realpath(path, nil)
-        else { return path }
-        defer { free(resolved) }
-        return String(cString: resolved)
+        var current = path
+        for _ in 0..<40 {  // the kernel's limit on links followed
+            var info = stat()
+            guard lstat(current, &info) == 0, (info.st_mode & S_IFMT) == S_IFLNK else { return current }
+            var target = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+            let n = readlink(current, &target, target.count - 1)
+            guard n > 0 else { return current }
+            let text = String(decoding: target[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            if text.hasPrefix("/") {
+                current = text
+            } else {
+                let slash = current.lastIndex(of: "/")
+                current = slash.map { String(current[...$0]) + text } ?? text
+            }
+        }
+        return current
     }
 
     func write(_ bytes: [UInt8]) throws {

@@ -1,5 +1,9 @@
 import ArgumentParser
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// The `wkfs` command: one subcommand per dataset operation.
 @main
 struct WKFSCommand: ParsableCommand {
@@ -17,4 +21,16 @@ struct WKFSCommand: ParsableCommand {
             ReadCommand.self, CopyCommand.self, AddSymlinkLayerCommand.self, CheckCommand.self, MountCommand.self,
             UnmountCommand.self,
         ])
+
+    /// Raises the soft limit of open files to the hard one before any command runs: a region of
+    /// many small data files (file length 1) and a mount's open cubes need more than the common
+    /// default of 1,024.
+    static func main() {
+        var limit = rlimit()
+        if getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max
+            _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+        }
+        main(nil)
+    }
 }

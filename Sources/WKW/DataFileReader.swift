@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// An open data file whose layout has been checked, for reading single blocks many times
 /// (the mount's block cache) without re-reading the jump table.
 public final class DataFileReader: Sendable {
@@ -18,7 +22,10 @@ public final class DataFileReader: Sendable {
         return DataFileReader(file: file, layout: try DataFileLayout.read(file, magHeader: mag.header), identity: identity)
     }
 
-    private init(file: OpenFile, layout: DataFileLayout, identity: [Int64]) {
+    /// The file's checked layout without its open descriptor, for keeping many at once.
+    public var closed: ClosedDataFile { ClosedDataFile(path: path, layout: layout, identity: identity) }
+
+    fileprivate init(file: OpenFile, layout: DataFileLayout, identity: [Int64]) {
         self.file = file
         self.layout = layout
         self.identity = identity
@@ -74,6 +81,23 @@ public final class DataFileReader: Sendable {
             }
             initialized = blockBytes * numbers.count
         }
+    }
+}
+
+/// A data file's checked layout and identity, without an open descriptor: a write over thousands
+/// of small files keeps one per file, and opens a file only while it reads from it.
+public struct ClosedDataFile: Sendable {
+    let path: String
+    let layout: DataFileLayout
+    let identity: [Int64]
+
+    /// Opens the file again.
+    /// - Throws: `WKWError` naming the file when it is gone or changed since its layout was read.
+    public func open() throws -> DataFileReader {
+        guard let file = try OpenFile.openIfExists(path), try file.identity() == identity else {
+            throw WKWError(.io(errno: EAGAIN), path: path, "the data file changed during the write; nothing was written, write again")
+        }
+        return DataFileReader(file: file, layout: layout, identity: identity)
     }
 }
 

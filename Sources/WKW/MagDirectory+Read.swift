@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// Region reads: each needed block is decoded once, blocks in parallel across cores.
 extension MagDirectory {
     /// Stored bytes the kernel is asked to fetch ahead of the decoders (one window at a time).
@@ -28,26 +32,54 @@ extension MagDirectory {
 
         // Windows of runs: the kernel fetches the next window from disk while this one is read
         // and decoded, each run by one worker straight after its read (its bytes still in cache).
+        // A window also has at most `windowFiles` data files, which stay open only for it, so
+        // regions of thousands of small files never run out of file descriptors.
         var windows: [Range<Int>] = []
         var first = 0
         var bytes = 0
+        var paths = Set<String>()
         for (i, run) in runs.enumerated() {
-            if bytes + run.range.count > Self.prefetchWindow && i > first {
+            let newFile = !paths.contains(run.path)
+            if i > first && (bytes + run.range.count > Self.prefetchWindow || (newFile && paths.count == Self.windowFiles)) {
                 windows.append(first..<i)
-                (first, bytes) = (i, 0)
+                (first, bytes, paths) = (i, 0, [])
             }
             bytes += run.range.count
+            paths.insert(run.path)
         }
         if first < runs.count { windows.append(first..<runs.count) }
         let destination = SendableAddress(base)
         let all = runs
+        var files = windows.isEmpty ? [:] : try openFiles(all[windows[0]])
         for (w, window) in windows.enumerated() {
-            if w == 0 { prefetch(all[window]) }
-            if w + 1 < windows.count { prefetch(all[windows[w + 1]]) }
+            let next = w + 1 < windows.count ? try openFiles(all[windows[w + 1]]) : [:]
+            let open = files
             try Parallel.forEach(window.count) { i in
-                try self.load(all[window.lowerBound + i], region: box, into: destination)
+                let run = all[window.lowerBound + i]
+                try self.load(run, from: open[run.path]!, region: box, into: destination)
             }
+            files = next
         }
+    }
+
+    /// Data files open at once while a region is read (two windows' worth at most).
+    static let windowFiles = 64
+
+    /// Opens the data files of `runs` and asks the kernel to start fetching the runs. A file
+    /// replaced or changed since the read was planned is an error (its layout is not the one
+    /// planned), never a silent mix of versions.
+    private func openFiles(_ runs: ArraySlice<StoredRun>) throws -> [String: OpenFile] {
+        var files: [String: OpenFile] = [:]
+        for run in runs {
+            if files[run.path] == nil {
+                guard let file = try OpenFile.openIfExists(run.path), try file.identity() == run.identity else {
+                    throw WKWError(.io(errno: EAGAIN), path: run.path, "the data file changed during the read; read again")
+                }
+                files[run.path] = file
+            }
+            files[run.path]!.willNeed(run.range)
+        }
+        return files
     }
 
     /// Asks the kernel to start fetching the first stored bytes of `box` (advice only), so a
@@ -59,7 +91,11 @@ extension MagDirectory {
             bytes += run.range.count
             return bytes > Self.prefetchWindow
         } ?? runs.count
-        prefetch(runs[0..<end])
+        var paths = Set<String>()
+        for run in runs[0..<end] where paths.count < Self.windowFiles || paths.contains(run.path) {
+            paths.insert(run.path)
+            try OpenFile.openIfExists(run.path)?.willNeed(run.range)
+        }
     }
 
     /// The stored runs to read for `box`, and the parts of `box` whose data files are missing.
@@ -77,26 +113,25 @@ extension MagDirectory {
                 continue
             }
             let layout = try DataFileLayout.read(file, magHeader: header)
+            let identity = try file.identity()
             let boxes = Dictionary(uniqueKeysWithValues: blocks.map { ($0.number, $0.box) })
             // Blocks stored together are read together; a z-layer of blocks is spread over the
             // whole file (Morton order), so one span would read far more than needed.
             for run in layout.runs(blocks.map(\.number), maxLength: Self.runLimit) {
-                runs.append(StoredRun(file: file, layout: layout, range: run.range, blocks: run.blocks.map { ($0, boxes[$0]!) }))
+                runs.append(
+                    StoredRun(
+                        path: file.path, identity: identity, layout: layout, range: run.range, blocks: run.blocks.map { ($0, boxes[$0]!) }))
             }
         }
         return (runs, missing)
     }
 
-    private func prefetch(_ runs: ArraySlice<StoredRun>) {
-        for run in runs { run.file.willNeed(run.range) }
-    }
-
     /// Reads one run and puts its blocks' voxels into the region.
-    private func load(_ run: StoredRun, region: Box, into destination: SendableAddress) throws {
+    private func load(_ run: StoredRun, from file: OpenFile, region: Box, into destination: SendableAddress) throws {
         let voxelSize = header.voxelSize
         let stored = UnsafeMutableRawBufferPointer.allocate(byteCount: run.range.count, alignment: 16)
         defer { stored.deallocate() }
-        try run.file.read(at: run.range.lowerBound, into: stored)
+        try file.read(at: run.range.lowerBound, into: stored)
         let compressed = header.blockType.isCompressed
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: compressed ? header.blockByteCount : 0, alignment: 16)
         defer { scratch.deallocate() }
@@ -116,7 +151,9 @@ extension MagDirectory {
 
 /// Blocks stored next to each other in one data file, read with one call.
 private struct StoredRun: Sendable {
-    var file: OpenFile
+    /// The data file, and its inode, size and modification time when the read was planned.
+    var path: String
+    var identity: [Int64]
     var layout: DataFileLayout
     var range: Range<Int>
     var blocks: [(number: Int, box: Box)]

@@ -81,8 +81,9 @@ private struct CompressedRegionWrite {
         var prepared: [(temporary: String, final: String)] = []
         do {
             for (fz, layer) in Dictionary(grouping: files, by: \.z).sorted(by: { $0.key < $1.key }) {
-                var old: [Vec3: DataFileReader] = [:]
-                for index in layer { old[index] = try DataFileReader.open(mag, index) }
+                // Layouts only: a layer can have thousands of files, more than may be open at once.
+                var old: [Vec3: ClosedDataFile] = [:]
+                for index in layer { old[index] = try DataFileReader.open(mag, index)?.closed }
                 let stash = EncodedBlocks(directory: mag.path, memoryLimit: memoryLimit)
                 let zEnd = min(region.end.z, (fz + 1) * h.fileEdge)
                 var z = max(region.offset.z, fz * h.fileEdge)
@@ -122,7 +123,8 @@ private struct CompressedRegionWrite {
 
     /// Writes the new version of data file `index` to a temporary file beside it.
     /// - Returns: the temporary file's path and the data file's path.
-    private func prepare(_ index: Vec3, stash: EncodedBlocks, old: DataFileReader?, parallel: Bool) throws -> (temporary: String, final: String) {
+    private func prepare(_ index: Vec3, stash: EncodedBlocks, old: ClosedDataFile?, parallel: Bool) throws -> (temporary: String, final: String) {
+        let old = try old?.open()
         let path = mag.filePath(index)
         try PathOps.makeDirectories(PathOps.dirname(path))
         let blocks = try stash.takeFile(index)
@@ -138,12 +140,13 @@ private struct CompressedRegionWrite {
 
     /// The encoded new version of block `number` (laid out as `box`): the region's voxels in it,
     /// over the old block where the region covers it only partly.
-    private func encode(_ box: Box, number: Int, old: DataFileReader?, from source: UnsafeRawPointer, layout part: Box) throws -> [UInt8] {
+    private func encode(_ box: Box, number: Int, old: ClosedDataFile?, from source: UnsafeRawPointer, layout part: Box) throws -> [UInt8] {
         let h = mag.header
         return try withUnsafeTemporaryAllocation(byteCount: h.blockByteCount, alignment: 16) { scratch in
             if box.intersection(region) != box {
                 if let old {
-                    try old.decode(block: number, into: scratch)
+                    // Only blocks on the region's edge; the file is open just for this block.
+                    try old.open().decode(block: number, into: scratch)
                 } else {
                     scratch.initializeMemory(as: UInt8.self, repeating: 0)
                 }

@@ -322,3 +322,41 @@ def test_symlink_layer_with_name(seed_symlink, tmp_path):
     layer = wk.Dataset.open(dst).get_layer("seg2")
     bbox = wk.BoundingBox((12, 22, 32), (40, 30, 20))
     np.testing.assert_array_equal(layer.get_mag("1").read(absolute_bounding_box=bbox), seg)
+
+
+def test_read_output_through_a_dangling_symlink_creates_the_target(seed, tmp_path):
+    (tmp_path / "t").mkdir()
+    link = tmp_path / "link.raw"
+    link.symlink_to("t/out.raw")
+    h.wkfs_ok("read", seed.src, "color", "1", "--output", link)
+    assert link.is_symlink() and os.readlink(link) == "t/out.raw"
+    assert (tmp_path / "t" / "out.raw").read_bytes() == h.to_bytes(seed.d1)
+
+
+def test_thousands_of_small_files_within_a_low_descriptor_limit(tmp_path):
+    """File length 1: a 256x256x32 region is 4,096 data files. Reads and writes keep only a few
+    open at once, so a hard limit of 256 descriptors is enough."""
+    import resource
+    import subprocess
+
+    ds = tmp_path / "small"
+    h.wkfs_ok("create", ds, "--voxel-size", "1,1,1")
+    h.wkfs_ok("add-layer", ds, "color", "--category", "color", "--dtype", "uint8")
+    h.wkfs_ok("add-mag", ds, "color", "1", "--block-len", "8", "--file-len", "1", "--compress")
+    rng = np.random.default_rng(7)
+    size = (256, 256, 32)
+    data = rng.integers(0, 256, size=size[0] * size[1] * size[2], dtype=np.uint8).tobytes()
+    (tmp_path / "in.raw").write_bytes(data)
+
+    def limited(*args):
+        def limit():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
+        return subprocess.run([str(h.WKFS_BIN), *map(str, args)], capture_output=True, timeout=300, preexec_fn=limit)
+
+    for _ in range(2):  # a new mag, then over existing files
+        proc = limited("write", ds, "color", "1", "--offset", "0,0,0", "--size", h.csv(size), "--input", tmp_path / "in.raw")
+        assert proc.returncode == 0, proc.stderr.decode()
+    proc = limited("read", ds, "color", "1", "--offset", "0,0,0", "--size", h.csv(size), "--output", tmp_path / "out.raw")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert (tmp_path / "out.raw").read_bytes() == data
+    assert len(list((ds / "color" / "1").rglob("*.wkw"))) == 1 + 32 * 32 * 4
