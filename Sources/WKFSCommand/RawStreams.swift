@@ -148,14 +148,22 @@ struct RawOutput {
         }
     }
 
-    /// Puts a complete output file in place.
+    /// Puts a complete output file in place; on failure removes it (call `abandon` only before).
     func finish() throws {
         guard let finalPath, let temporaryPath else {
             if descriptor != STDOUT_FILENO { close(descriptor) }
             return
         }
+        // On disk before it takes the name: a crash leaves the old file or the complete new one.
+        guard fsync(descriptor) == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(descriptor)
+            unlink(temporaryPath)
+            throw CLIError("\(label): cannot write: \(reason)")
+        }
         close(descriptor)
         guard rename(temporaryPath, finalPath) == 0 else {
+            unlink(temporaryPath)
             throw CLIError("\(label): cannot rename into place: \(String(cString: strerror(errno)))")
         }
     }

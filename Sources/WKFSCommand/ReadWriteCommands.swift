@@ -130,11 +130,11 @@ struct ReadCommand: ParsableCommand {
                 try view.read(slab, into: part)
                 try sink.write(UnsafeRawBufferPointer(part))
             }
-            try sink.finish()
         } catch {
             sink.abandon()
             throw error
         }
+        try sink.finish()
     }
 }
 
