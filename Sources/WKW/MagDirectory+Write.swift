@@ -117,7 +117,15 @@ private struct CompressedRegionWrite {
             prepared.forEach { PathOps.remove($0.temporary) }
             throw error
         }
-        for (temporary, final) in prepared { try PathOps.rename(temporary, to: final) }
+        for (i, (temporary, final)) in prepared.enumerated() {
+            do {
+                try PathOps.rename(temporary, to: final)
+            } catch {
+                // The files before this one are already in place; leave no temporary behind.
+                prepared[i...].forEach { PathOps.remove($0.temporary) }
+                throw error
+            }
+        }
         for directory in Set(prepared.map { PathOps.dirname($0.final) }) { PathOps.syncDirectory(directory) }
     }
 
