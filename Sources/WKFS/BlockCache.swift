@@ -35,7 +35,10 @@ final class BlockCache: Sendable {
         var oldBytes = 0
         var readers: [String: (reader: DataFileReader, number: Int)] = [:]
         var nextFileNumber = 0
-        var decodeLocks: [String: DecodeLock] = [:]
+        /// One lock per file, held while its blocks are decoded (milliseconds). `NSLock` is a plain
+        /// pthread mutex whose waiters sleep; `Mutex` is a priority-inheritance futex here, whose
+        /// waiters spun in the kernel while the holder ran (a tenth of the server's time).
+        var decodeLocks: [String: NSLock] = [:]
         var zeroGroup: [UInt8]?
 
         mutating func insert(_ key: Key, _ entry: Entry, capacity: Int) {
@@ -49,6 +52,8 @@ final class BlockCache: Sendable {
             if let replaced = young.updateValue(entry, forKey: key) { youngBytes -= replaced.cost }
             youngBytes += entry.cost
         }
+
+        func contains(_ key: Key) -> Bool { young[key] != nil || old[key] != nil }
 
         mutating func find(_ key: Key, capacity: Int) -> [UInt8]? {
             if let entry = young[key] { return entry.bytes }
@@ -121,7 +126,7 @@ final class BlockCache: Sendable {
         if groups.count < wanted.count {
             // One decoder per file at a time: the kernel reads ahead with several requests at
             // once, which would otherwise all decode the same blocks (time and, above all, memory).
-            try decoding(reader.path).withLock { _ in
+            try decoding(reader.path).withLock {
                 let unknown = wanted.filter { groups[$0] == nil }
                 for (g, bytes) in zip(unknown, lookup(file, unknown)) where bytes != nil { groups[g] = bytes }
                 let missing = unknown.filter { groups[$0] == nil }
@@ -154,7 +159,7 @@ final class BlockCache: Sendable {
         let size = Self.groupSize(mag.header)
         guard let (reader, file) = try numberedReader(mag, index) else { return }
         let groups = Array(Set(numbers.map { $0 / size }))
-        let missing = storage.withLock { s in groups.filter { s.young[Key(file: file, group: $0)] == nil && s.old[Key(file: file, group: $0)] == nil } }
+        let missing = storage.withLock { s in groups.filter { !s.contains(Key(file: file, group: $0)) } }
         guard missing.count > 1 else { return }
         let stored = missing.filter { !reader.isHole(consecutive: ($0 * size)..<(($0 + 1) * size)) }
         reader.prefetch(stored.flatMap { ($0 * size)..<(($0 + 1) * size) })
@@ -178,11 +183,11 @@ final class BlockCache: Sendable {
     }
 
     /// The lock that serializes decoding of one file.
-    private func decoding(_ path: String) -> DecodeLock {
+    private func decoding(_ path: String) -> NSLock {
         storage.withLock { s in
             if let lock = s.decodeLocks[path] { return lock }
             if s.decodeLocks.count > 4096 { s.decodeLocks.removeAll() }
-            let lock = DecodeLock()
+            let lock = NSLock()
             s.decodeLocks[path] = lock
             return lock
         }
@@ -207,18 +212,4 @@ struct CachedBlock: Sendable {
 
     /// A copy of the block's bytes.
     var bytes: [UInt8] { withUnsafeBytes { [UInt8]($0) } }
-}
-
-/// A lock held while one file's blocks are decoded, for milliseconds at a time. A plain pthread
-/// mutex: waiters sleep. (`Mutex` is a priority-inheritance futex here, whose waiters spin in the
-/// kernel while the holder runs: a tenth of the server's time went to that spinning.)
-final class DecodeLock: Sendable {
-    private let lock = NSLock()
-
-    func withLock<T>(_ body: (inout ()) throws -> T) rethrows -> T {
-        lock.lock()
-        defer { lock.unlock() }
-        var unit: Void = ()
-        return try body(&unit)
-    }
 }

@@ -30,24 +30,7 @@ extension MagDirectory {
         let (runs, missing) = try plan(box)
         for part in missing { RegionCopy.zero(part, voxelSize: header.voxelSize, in: base, layout: box) }
 
-        // Windows of runs: the kernel fetches the next window from disk while this one is read
-        // and decoded, each run by one worker straight after its read (its bytes still in cache).
-        // A window also has at most `windowFiles` data files, which stay open only for it, so
-        // regions of thousands of small files never run out of file descriptors.
-        var windows: [Range<Int>] = []
-        var first = 0
-        var bytes = 0
-        var paths = Set<String>()
-        for (i, run) in runs.enumerated() {
-            let newFile = !paths.contains(run.path)
-            if i > first && (bytes + run.range.count > Self.prefetchWindow || (newFile && paths.count == Self.windowFiles)) {
-                windows.append(first..<i)
-                (first, bytes, paths) = (i, 0, [])
-            }
-            bytes += run.range.count
-            paths.insert(run.path)
-        }
-        if first < runs.count { windows.append(first..<runs.count) }
+        let windows = Self.windows(runs)
         let destination = SendableAddress(base)
         let all = runs
         var files = windows.isEmpty ? [:] : try openFiles(all[windows[0]])
@@ -64,6 +47,28 @@ extension MagDirectory {
 
     /// Data files open at once while a region is read (two windows' worth at most).
     static let windowFiles = 64
+
+    /// Windows of runs: the kernel fetches the next window from disk while this one is read and
+    /// decoded, each run by one worker straight after its read (its bytes still in cache). A
+    /// window also has at most `windowFiles` data files, which stay open only for it, so regions
+    /// of thousands of small files never run out of file descriptors.
+    private static func windows(_ runs: [StoredRun]) -> [Range<Int>] {
+        var windows: [Range<Int>] = []
+        var first = 0
+        var bytes = 0
+        var paths = Set<String>()
+        for (i, run) in runs.enumerated() {
+            let newFile = !paths.contains(run.path)
+            if i > first && (bytes + run.range.count > prefetchWindow || (newFile && paths.count == windowFiles)) {
+                windows.append(first..<i)
+                (first, bytes, paths) = (i, 0, [])
+            }
+            bytes += run.range.count
+            paths.insert(run.path)
+        }
+        if first < runs.count { windows.append(first..<runs.count) }
+        return windows
+    }
 
     /// Opens the data files of `runs` and asks the kernel to start fetching the runs. A file
     /// replaced or changed since the read was planned is an error (its layout is not the one
@@ -86,16 +91,7 @@ extension MagDirectory {
     /// caller reading a large region slab by slab keeps the disk busy across slabs.
     public func prefetch(_ box: Box) throws {
         let runs = try plan(box).runs
-        var bytes = 0
-        let end = runs.firstIndex { run in
-            bytes += run.range.count
-            return bytes > Self.prefetchWindow
-        } ?? runs.count
-        var paths = Set<String>()
-        for run in runs[0..<end] where paths.count < Self.windowFiles || paths.contains(run.path) {
-            paths.insert(run.path)
-            try OpenFile.openIfExists(run.path)?.willNeed(run.range)
-        }
+        if let first = Self.windows(runs).first { _ = try openFiles(runs[first]) }
     }
 
     /// The stored runs to read for `box`, and the parts of `box` whose data files are missing.

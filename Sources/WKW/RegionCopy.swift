@@ -9,17 +9,10 @@ public enum RegionCopy {
         to destination: UnsafeMutableRawPointer, layout destinationBox: Box
     ) {
         let rowBytes = box.size.x * voxelSize
-        let s = sourceBox.size
-        let d = destinationBox.size
         for z in box.offset.z..<box.end.z {
             for y in box.offset.y..<box.end.y {
-                let sourceIndex =
-                    ((z - sourceBox.offset.z) * s.y + (y - sourceBox.offset.y)) * s.x + (box.offset.x - sourceBox.offset.x)
-                let destinationIndex =
-                    ((z - destinationBox.offset.z) * d.y + (y - destinationBox.offset.y)) * d.x
-                    + (box.offset.x - destinationBox.offset.x)
-                let from = source + sourceIndex * voxelSize
-                let to = destination + destinationIndex * voxelSize
+                let from = source + rowStart(box.offset.x, y, z, in: sourceBox) * voxelSize
+                let to = destination + rowStart(box.offset.x, y, z, in: destinationBox) * voxelSize
                 // Rows of 8-voxel blocks are 8 or 16 bytes: a call to memmove per row would cost
                 // more than the copy.
                 if rowBytes == 8 {
@@ -37,14 +30,16 @@ public enum RegionCopy {
     /// Sets the voxels of `box` in `destination` (laid out as `destinationBox`) to zero.
     public static func zero(_ box: Box, voxelSize: Int, in destination: UnsafeMutableRawPointer, layout destinationBox: Box) {
         let rowBytes = box.size.x * voxelSize
-        let d = destinationBox.size
         for z in box.offset.z..<box.end.z {
             for y in box.offset.y..<box.end.y {
-                let index =
-                    ((z - destinationBox.offset.z) * d.y + (y - destinationBox.offset.y)) * d.x
-                    + (box.offset.x - destinationBox.offset.x)
-                (destination + index * voxelSize).initializeMemory(as: UInt8.self, repeating: 0, count: rowBytes)
+                (destination + rowStart(box.offset.x, y, z, in: destinationBox) * voxelSize).initializeMemory(as: UInt8.self, repeating: 0, count: rowBytes)
             }
         }
+    }
+
+    /// The voxel index of (x, y, z) in a buffer laid out as `layout` (C order).
+    @inline(__always)
+    private static func rowStart(_ x: Int, _ y: Int, _ z: Int, in layout: Box) -> Int {
+        ((z - layout.offset.z) * layout.size.y + (y - layout.offset.y)) * layout.size.x + (x - layout.offset.x)
     }
 }
