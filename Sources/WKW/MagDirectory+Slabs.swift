@@ -13,9 +13,8 @@ extension MagDirectory {
         let fileBox = fileBox(index)
         let compressed = h.blockType.isCompressed
         let raw = compressed ? nil : try PendingRawFile(mag: self, index: index)
-        let spill = compressed ? try TemporaryFile(directory: path) : nil
-        var places = [Int: (offset: Int, count: Int)]()
-        var spillEnd = 0
+        // Encoded blocks all wait in the spill file (a limit of 0 keeps none in memory).
+        let stash = EncodedBlocks(directory: path, memoryLimit: 0)
         var anyData = false
         do {
             for bz in 0..<perEdge {
@@ -44,12 +43,8 @@ extension MagDirectory {
                         return (number, self.encodeBlock(block))
                     }
                 }
-                if let spill {
-                    for (number, bytes) in encoded {
-                        try spill.write(at: spillEnd, bytes)
-                        places[number] = (spillEnd, bytes.count)
-                        spillEnd += bytes.count
-                    }
+                if compressed {
+                    for (number, bytes) in encoded { try stash.put(index, number, bytes) }
                 }
             }
             guard anyData else {
@@ -59,10 +54,10 @@ extension MagDirectory {
             if let raw {
                 try raw.finish { _ in nil }
             } else {
-                let finalPlaces = places
+                let blocks = try stash.takeFile(index)
                 try replaceFile(index) { n in
-                    guard let place = finalPlaces[n] else { return .zero }
-                    return .encoded(try spill!.read(at: place.offset, count: place.count))
+                    guard let bytes = try blocks.bytes(n) else { return .zero }
+                    return .encoded(bytes)
                 }
             }
         } catch {
