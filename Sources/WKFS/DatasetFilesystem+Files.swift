@@ -11,6 +11,7 @@ extension DatasetFilesystem {
         switch node {
         case .cube:
             let cube = try openCube(node, truncate: flags.truncate)
+            if !flags.truncate { prefetcher.cubeOpened(cube.mag, cube.index) }
             // A read-only handle has nothing to flush: its close costs no request (the writers'
             // own closes commit their changes).
             return OpenResult(

@@ -20,6 +20,7 @@ public final class DatasetFilesystem: FUSEFilesystem {
     let options: Options
     let inodes = InodeTable()
     let cache: BlockCache
+    let prefetcher = DataFilePrefetcher()
     let errors: ErrorLog
     let state: Mutex<ViewState>
     private let notifier = Mutex<FUSENotifier?>(nil)

@@ -105,3 +105,22 @@ public struct MagDirectory: Sendable {
         }
     }
 }
+
+extension MagDirectory {
+    /// The data files of row (`y`, `z`) that exist: their x indices, sorted.
+    public func fileRow(y: Int, z: Int) -> [Int] {
+        PathOps.list("\(path)/z\(z)/y\(y)").compactMap { Self.nameIndex($0, "x", ".wkw") }.sorted()
+    }
+
+    /// Asks the kernel to read whole data files into the page cache in the background
+    /// (`posix_fadvise` WILLNEED), in this order, until about `budget` bytes; missing files are
+    /// skipped. Advice only: nothing waits for the disk but the opens.
+    public func willNeed(files indices: [Vec3], budget: Int) {
+        var asked = 0
+        for index in indices where asked < budget {
+            guard let file = try? OpenFile.openIfExists(filePath(index)), let size = try? file.size() else { continue }
+            file.willNeed(0..<size)
+            asked += size
+        }
+    }
+}

@@ -151,3 +151,39 @@ def test_parallel_readers(fixture_copies, mounted, mountpoint):
         with ThreadPoolExecutor(max_workers=8) as pool:
             bad = [name for ok, name in pool.map(check, jobs) if not ok]
     assert not bad, f"wrong bytes under parallel reads: {bad[:5]}"
+
+
+def _resident_bytes(path: Path) -> int:
+    """Bytes of `path` in the page cache (util-linux fincore)."""
+    proc = mh.run(["fincore", "--bytes", "--noheadings", "--output", "RES", path])
+    assert proc.returncode == 0, mh.describe(proc)
+    return int(proc.stdout.split()[0])
+
+
+def test_opening_a_small_cube_reads_its_row_ahead(tmp_path, mounted, mountpoint):
+    """Streaming many small cubes: opening one asks the kernel to read the data files of its row
+    and of the next row, so the next cubes do not each wait on the disk."""
+    ds = tmp_path / "small"
+    for args in (["create", ds, "--voxel-size", "1,1,1"],
+                 ["add-layer", ds, "color", "--category", "color", "--dtype", "uint8"],
+                 ["add-mag", ds, "color", "1", "--block-len", "8", "--file-len", "4", "--compress"]):
+        proc = mh.wkfs(*args)
+        assert proc.returncode == 0, mh.describe(proc)
+    src = tmp_path / "region.raw"
+    src.write_bytes(np.random.default_rng(7).integers(0, 256, 128 * 64 * 32, dtype=np.uint8).tobytes())
+    proc = mh.wkfs("write", ds, "color", "1", "--offset", "0,0,0", "--size", "128,64,32", "--input", src)
+    assert proc.returncode == 0, mh.describe(proc)
+    mag = ds / "color" / "1"
+    ahead = [mag / "z0" / "y0" / "x3.wkw", mag / "z0" / "y1" / "x2.wkw"]
+    with mounted(ds):
+        os.sync()
+        for path in ahead:
+            fd = os.open(path, os.O_RDONLY)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.close(fd)
+        if any(_resident_bytes(p) for p in ahead):
+            pytest.skip("the page cache kept the data files (cannot observe read-ahead here)")
+        with open(mountpoint / "color" / "1" / "z0" / "y0" / "x1.raw", "rb", buffering=0) as f:
+            assert len(f.read(1)) == 1
+            for path in ahead:
+                assert mh.wait_until(lambda: _resident_bytes(path) > 0, timeout=10), f"{path} was not read ahead"
