@@ -212,7 +212,8 @@ struct CubeWriter {
     /// Makes the pending changes one new WKW file, replacing the old one atomically.
     /// - Throws: `FUSEError(EINVAL)` when the cube's size is not the full cube size; nothing is
     ///   written then and the pending changes stay (a later write may complete the cube).
-    mutating func commit(cache: BlockCache) throws {
+    /// The rename is made durable later, through `directories`.
+    mutating func commit(cache: BlockCache, directories: PendingDirectorySyncs) throws {
         guard hasChanges else { return }
         guard size == geometry.cubeBytes else {
             throw FUSEError(EINVAL, "a cube must be exactly \(geometry.cubeBytes) bytes, got \(size); nothing was written")
@@ -223,7 +224,7 @@ struct CubeWriter {
             if pendingRaw == nil { pendingRaw = try PendingRawFile(mag: mag, index: index) }
             let placed = self.placed
             // On failure the new file stays pending with what it holds, so a later commit can retry.
-            try pendingRaw!.finish { n in
+            try pendingRaw!.finish(directories: directories) { n in
                 if let bytes = dirtyBlocks[n] { return .decoded(bytes) }
                 if placed.contains(n) { return nil }
                 if let base { return .encoded(try base.storedBlock(n)) }
@@ -237,7 +238,7 @@ struct CubeWriter {
         let spilledBlocks = spilled
         let encodedBlocks = encoded
         let spill = self.spill
-        try mag.replaceFile(index) { n in
+        try mag.replaceFile(index, directories: directories) { n in
             if let bytes = dirtyBlocks[n] { return .decoded(bytes) }
             if let bytes = encodedBlocks[n] { return .encoded(bytes) }
             if let place = spilledBlocks[n] { return .encoded(try spill!.read(at: place.offset, count: place.count)) }

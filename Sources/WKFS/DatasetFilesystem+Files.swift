@@ -138,7 +138,7 @@ extension DatasetFilesystem {
             try cube.writer.withLock { writer in
                 guard let w = writer, w.hasChanges, w.size == w.geometry.cubeBytes else { return }
                 do {
-                    try writer!.commit(cache: cache)
+                    try writer!.commit(cache: cache, directories: pendingDirectories)
                 } catch {
                     throw translate(error, cube.mag.filePath(cube.index))
                 }
@@ -217,7 +217,7 @@ extension DatasetFilesystem {
                 if writer!.isUntouchedTruncation && !final { throw FUSEError.invalid }
                 let touched = writer!.written
                 do {
-                    try writer!.commit(cache: cache)
+                    try writer!.commit(cache: cache, directories: pendingDirectories)
                 } catch {
                     if final { writer!.discard() }
                     if closing { forgetRefusedCube(cube) }
@@ -278,6 +278,11 @@ extension DatasetFilesystem {
 
     public func fsync(_ inode: Inode, handle: Handle, dataOnly: Bool) throws {
         try commit(inode, handle, closing: false)
+        pendingDirectories.syncAll()
+    }
+
+    public func fsyncdir(_ inode: Inode, handle: Handle, dataOnly: Bool) throws {
+        pendingDirectories.syncAll()
     }
 
     public func release(_ inode: Inode, handle: Handle, flags: OpenFlags) throws {
@@ -377,6 +382,7 @@ extension DatasetFilesystem {
                 errors.record("at unmount: \(error)")
             }
         }
+        pendingDirectories.syncAll()
     }
 }
 

@@ -21,6 +21,9 @@ public final class DatasetFilesystem: FUSEFilesystem {
     let inodes = InodeTable()
     let cache: BlockCache
     let prefetcher = DataFilePrefetcher()
+    /// Directories of cubes replaced since the last fsync: synced at fsync, fsyncdir and unmount,
+    /// not at every close (SPEC section 3: each file itself is fsynced before its rename).
+    let pendingDirectories = PendingDirectorySyncs()
     let errors: ErrorLog
     let state: Mutex<ViewState>
     private let notifier = Mutex<FUSENotifier?>(nil)

@@ -17,8 +17,9 @@ public enum AtomicFile {
         }
     }
 
-    /// Atomically replaces (or creates) `path` with what `fill` writes into a new file.
-    static func write(_ path: String, fill: (OpenFile) throws -> Void) throws {
+    /// Atomically replaces (or creates) `path` with what `fill` writes into a new file. The
+    /// directory is synced at once, or remembered in `directories` to be synced later.
+    static func write(_ path: String, directories: PendingDirectorySyncs? = nil, fill: (OpenFile) throws -> Void) throws {
         let temporary = try prepare(path, fill: fill)
         do {
             try PathOps.rename(temporary, to: path)
@@ -26,7 +27,7 @@ public enum AtomicFile {
             PathOps.remove(temporary)
             throw error
         }
-        PathOps.syncDirectory(PathOps.dirname(path))
+        directories.renamed(into: PathOps.dirname(path))
     }
 
     /// Writes a new version of `path` into a temporary file beside it and fsyncs it, without

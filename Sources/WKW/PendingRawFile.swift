@@ -39,8 +39,9 @@ public final class PendingRawFile: Sendable {
     }
 
     /// Writes every block `source` gives (nil: already written), fsyncs and renames the file over
-    /// the data file. On failure the temporary file stays, as written so far: call `abandon`.
-    public func finish(_ source: @Sendable (Int) throws -> BlockSource?) throws {
+    /// the data file (the rename made durable at once, or later through `directories`). On failure
+    /// the temporary file stays, as written so far: call `abandon`.
+    public func finish(directories: PendingDirectorySyncs? = nil, _ source: @Sendable (Int) throws -> BlockSource?) throws {
         let header = mag.header
         let zero = [UInt8](repeating: 0, count: header.blockByteCount)
         try Parallel.forEach(header.blocksPerFile) { n in
@@ -52,7 +53,7 @@ public final class PendingRawFile: Sendable {
         }
         try file.sync()
         try PathOps.rename(temporary, to: mag.filePath(index))
-        PathOps.syncDirectory(PathOps.dirname(mag.filePath(index)))
+        directories.renamed(into: PathOps.dirname(mag.filePath(index)))
     }
 
     /// Removes the temporary file.
