@@ -21,11 +21,12 @@ final class BlockCache: Sendable {
         var group: Int
     }
 
-    /// Decoded bytes of a group and what they count against the capacity: a shared group of
-    /// zeros (a hole) costs only its key and reference.
+    /// Decoded bytes of a group and what they count against the capacity: the shared group of
+    /// zeros (a hole, or blocks that decode to zeros) costs only its key and reference.
     private struct Entry {
         var bytes: [UInt8]
         var cost: Int
+        var isZero = false
     }
 
     private struct Storage {
@@ -55,12 +56,12 @@ final class BlockCache: Sendable {
 
         func contains(_ key: Key) -> Bool { young[key] != nil || old[key] != nil }
 
-        mutating func find(_ key: Key, capacity: Int) -> [UInt8]? {
-            if let entry = young[key] { return entry.bytes }
+        mutating func find(_ key: Key, capacity: Int) -> Entry? {
+            if let entry = young[key] { return entry }
             guard let entry = old.removeValue(forKey: key) else { return nil }
             oldBytes -= entry.cost
             insert(key, entry, capacity: capacity)
-            return entry.bytes
+            return entry
         }
     }
 
@@ -117,39 +118,58 @@ final class BlockCache: Sendable {
         let blockBytes = mag.header.blockByteCount
         let size = Self.groupSize(mag.header)
         guard let (reader, file) = try numberedReader(mag, index) else {
-            let zero = [UInt8](repeating: 0, count: blockBytes)
-            return numbers.map { _ in CachedBlock(group: zero, offset: 0, count: blockBytes) }
+            let zero = zeroGroup(size * blockBytes)
+            return numbers.map { _ in CachedBlock(group: zero, offset: 0, count: blockBytes, isZero: true) }
         }
         let wanted = Array(Set(numbers.map { $0 / size }))
-        var groups: [Int: [UInt8]] = [:]
-        for (g, bytes) in zip(wanted, lookup(file, wanted)) where bytes != nil { groups[g] = bytes }
+        var groups: [Int: Entry] = [:]
+        for (g, entry) in zip(wanted, lookup(file, wanted)) where entry != nil { groups[g] = entry }
         if groups.count < wanted.count {
             // One decoder per file at a time: the kernel reads ahead with several requests at
             // once, which would otherwise all decode the same blocks (time and, above all, memory).
             try decoding(reader.path).withLock {
                 let unknown = wanted.filter { groups[$0] == nil }
-                for (g, bytes) in zip(unknown, lookup(file, unknown)) where bytes != nil { groups[g] = bytes }
+                for (g, entry) in zip(unknown, lookup(file, unknown)) where entry != nil { groups[g] = entry }
                 let missing = unknown.filter { groups[$0] == nil }
-                let zero = zeroGroup(size * blockBytes)
+                let zero = Entry(bytes: zeroGroup(size * blockBytes), cost: 64, isZero: true)
                 let decode: @Sendable (Int) throws -> Entry = { i in
                     let numbers = (missing[i] * size)..<((missing[i] + 1) * size)
                     // Holes of sparse raw files are not read: reading them only fills zeros.
-                    if reader.isHole(consecutive: numbers) { return Entry(bytes: zero, cost: 64) }
+                    if reader.isHole(consecutive: numbers) { return zero }
                     let bytes = try reader.decode(consecutive: numbers)
+                    // Blocks that decode to zeros (the background of a compressed mag) share one
+                    // group: they cost no memory, and a reply fills them without copying.
+                    if Self.isZero(bytes) { return zero }
                     return Entry(bytes: bytes, cost: bytes.count)
                 }
                 // A small cube's few groups decode faster than workers wake up.
                 let small = missing.count * size * blockBytes <= 512 << 10
                 let decoded = small ? try (0..<missing.count).map(decode) : try Parallel.map(missing.count, decode)
-                                storage.withLock { s in
+                storage.withLock { s in
                     for (g, entry) in zip(missing, decoded) {
-                        groups[g] = entry.bytes
+                        groups[g] = entry
                         s.insert(Key(file: file, group: g), entry, capacity: capacity)
                     }
                 }
             }
         }
-        return numbers.map { n in CachedBlock(group: groups[n / size]!, offset: (n % size) * blockBytes, count: blockBytes) }
+        return numbers.map { n in
+            let entry = groups[n / size]!
+            return CachedBlock(group: entry.bytes, offset: (n % size) * blockBytes, count: blockBytes, isZero: entry.isZero)
+        }
+    }
+
+    /// True when every byte is zero (stops at the first one that is not).
+    static func isZero(_ bytes: [UInt8]) -> Bool {
+        bytes.withUnsafeBytes { raw in
+            let words = raw.count / 8
+            var i = 0
+            while i < words {
+                if raw.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self) != 0 { return false }
+                i += 1
+            }
+            return raw[(words * 8)...].allSatisfy { $0 == 0 }
+        }
     }
 
     /// Asks the kernel to start reading the stored bytes of the groups of `numbers` that are not
@@ -176,8 +196,8 @@ final class BlockCache: Sendable {
     }
 
     /// The cached groups among `groups` (nil for the ones not cached), in that order.
-    private func lookup(_ file: Int, _ groups: [Int]) -> [[UInt8]?] {
-                return storage.withLock { s in
+    private func lookup(_ file: Int, _ groups: [Int]) -> [Entry?] {
+        storage.withLock { s in
             groups.map { s.find(Key(file: file, group: $0), capacity: capacity) }
         }
     }
@@ -205,6 +225,8 @@ struct CachedBlock: Sendable {
     let group: [UInt8]
     let offset: Int
     let count: Int
+    /// Every byte is zero (a hole, a missing file, or blocks that decode to zeros).
+    let isZero: Bool
 
     func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
         try group.withUnsafeBytes { try body(UnsafeRawBufferPointer(rebasing: $0[offset..<(offset + count)])) }

@@ -37,6 +37,11 @@ extension BlockCache {
         let positions = box.cellRange(b).positions
         let group = max(1, (4 << 20) / mag.header.blockByteCount)
         if positions.count > group { try prefetch(mag, index, positions.map(Morton.encode)) }
+        // Zero blocks are not copied: when one comes before any block with data, the whole
+        // destination is cleared at once (one memset instead of a copy per row) and later blocks
+        // with data overwrite their part; after one with data, a zero block clears its own part.
+        var cleared = false
+        var copied = false
         var start = 0
         while start < positions.count {
             let slice = positions[start..<min(positions.count, start + group)]
@@ -44,6 +49,16 @@ extension BlockCache {
             for (position, block) in zip(slice, blocks) {
                 let blockBox = Box(offset: position * b, size: b)
                 let part = blockBox.intersection(box)!
+                if block.isZero {
+                    if copied {
+                        if !cleared { RegionCopy.zero(part, voxelSize: mag.header.voxelSize, in: destination, layout: box) }
+                    } else if !cleared {
+                        destination.initializeMemory(as: UInt8.self, repeating: 0, count: box.voxelCount * mag.header.voxelSize)
+                        cleared = true
+                    }
+                    continue
+                }
+                copied = true
                 block.withUnsafeBytes { bytes in
                     RegionCopy.copy(
                         part, voxelSize: mag.header.voxelSize, from: bytes.baseAddress!, layout: blockBox,

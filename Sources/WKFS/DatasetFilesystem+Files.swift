@@ -15,7 +15,8 @@ extension DatasetFilesystem {
             // A read-only handle has nothing to flush: its close costs no request (the writers'
             // own closes commit their changes).
             return OpenResult(
-                handle: state.withLock { $0.addHandle(.cube(cube)) }, keepCache: !flags.truncate, noFlush: !flags.isWritable)
+                handle: state.withLock { $0.addHandle(.cube(cube)) }, keepCache: !flags.truncate,
+                directIO: options.directIO && !flags.isWritable, noFlush: !flags.isWritable)
         case .properties:
             let bytes = flags.truncate ? [] : try currentProperties()
             let buffer = TextBuffer(bytes, dirty: flags.truncate)

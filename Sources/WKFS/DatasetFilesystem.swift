@@ -14,6 +14,11 @@ public final class DatasetFilesystem: FUSEFilesystem {
         public var readOnly = false
         /// Bytes of decoded blocks kept for reads.
         public var cacheSize = 256 << 20
+        /// Cubes opened read-only bypass the kernel's page cache: every read is a request served
+        /// from the block cache, copied straight into the reader's buffer. Streaming large cubes
+        /// is faster (no page-cache pages to fill), but such a handle cannot be mmapped (ENODEV)
+        /// and small repeated reads each cost a request.
+        public var directIO = false
         public init() {}
     }
 

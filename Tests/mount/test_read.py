@@ -187,3 +187,65 @@ def test_opening_a_small_cube_reads_its_row_ahead(tmp_path, mounted, mountpoint)
             assert len(f.read(1)) == 1
             for path in ahead:
                 assert mh.wait_until(lambda: _resident_bytes(path) > 0, timeout=10), f"{path} was not read ahead"
+
+
+@pytest.mark.parametrize("options", ["cache_size=1M", "cache_size=1M,direct_io"])
+@pytest.mark.parametrize("compress", [True, False])
+def test_zero_blocks_between_blocks_with_data(compress, options, tmp_path, mounted, mountpoint):
+    """Blocks of zeros (holes, or compressed blocks that decode to zeros) are filled without a
+    copy; blocks with data before and after them in the same read keep their bytes. (Blocks of
+    64 KiB: the cache keeps groups of about 64 KiB, and only a whole group of zeros is one.)"""
+    ds = tmp_path / "checker"
+    for args in (["create", ds, "--voxel-size", "1,1,1"],
+                 ["add-layer", ds, "color", "--category", "color", "--dtype", "uint16"],
+                 ["add-mag", ds, "color", "1", "--block-len", "32", "--file-len", "2",
+                  "--compress" if compress else "--no-compress"]):
+        proc = mh.wkfs(*args)
+        assert proc.returncode == 0, mh.describe(proc)
+    side = 64
+    rng = np.random.default_rng(11)
+    cube = rng.integers(1, 65536, (side, side, side), dtype=np.uint16)
+    blocks = np.indices((2, 2, 2)).sum(axis=0) % 2 == 1  # a checkerboard of zero blocks
+    cube[np.kron(blocks, np.ones((32, 32, 32), dtype=bool))] = 0
+    src = tmp_path / "cube.raw"
+    src.write_bytes(cube.tobytes())
+    proc = mh.wkfs("write", ds, "color", "1", "--offset", "0,0,0", "--size", f"{side},{side},{side}", "--input", src)
+    assert proc.returncode == 0, mh.describe(proc)
+    want = cube.tobytes()
+    with mounted(ds, options=options):
+        path = mountpoint / "color" / "1" / "z0" / "y0" / "x0.raw"
+        assert mh.read_file_through_mount(path) == want
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            for size in (4096, 1000, 3 * side * side * 2 + 6):
+                got = b"".join(os.pread(fd, size, at) for at in range(0, len(want), size))
+                assert got == want, f"reads of {size} bytes"
+        finally:
+            os.close(fd)
+
+
+def test_direct_io_mount(dataset_copy, mounted, mountpoint):
+    """-o direct_io: read-only handles bypass the page cache (reads equal wkw, a read-only mmap
+    is refused with ENODEV as documented); writable handles keep the page cache, so memmap r+
+    still writes."""
+    import errno
+    import mmap
+
+    ds = dataset_copy("wk433_color_uint8_lz4hc")
+    mag = ds / "color" / "1"
+    xyz = mh.cube_files(mag)[0]
+    want = mh.wkw_read_cube(mag, xyz).tobytes()
+    with mounted(ds, options="direct_io"):
+        path = mountpoint / "color" / "1" / mh.cube_rel(*xyz)
+        assert mh.read_file_through_mount(path) == want
+        with open(path, "rb") as f:
+            with pytest.raises(OSError) as refused:
+                mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            assert refused.value.errno == errno.ENODEV
+        view = np.memmap(path, dtype=np.uint8, mode="r+")
+        view[0] = (int(view[0]) + 1) % 256
+        view.flush()
+        del view
+        changed = mh.read_file_through_mount(path)
+        assert changed[0] == (want[0] + 1) % 256 and changed[1:] == want[1:]
+    assert mh.wkw_read_cube(mag, xyz).tobytes()[0] == (want[0] + 1) % 256
