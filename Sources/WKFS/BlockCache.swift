@@ -70,6 +70,12 @@ final class BlockCache: Sendable {
     /// at most), so the kept part is that much smaller and the server stays near `cache_size`.
     let capacity: Int
     private let storage = Mutex(Storage())
+    /// For `.wkfs/stats`: groups found cached, groups decoded (or found to be holes), groups of
+    /// zeros among those, bytes decoded.
+    private let hits = Atomic<Int>(0)
+    private let misses = Atomic<Int>(0)
+    private let zeroGroups = Atomic<Int>(0)
+    private let decodedBytes = Atomic<Int>(0)
 
     init(cacheSize: Int) { capacity = cacheSize - min(cacheSize / 4, 64 << 20) }
 
@@ -124,6 +130,7 @@ final class BlockCache: Sendable {
         let wanted = Array(Set(numbers.map { $0 / size }))
         var groups: [Int: Entry] = [:]
         for (g, entry) in zip(wanted, lookup(file, wanted)) where entry != nil { groups[g] = entry }
+        hits.wrappingAdd(groups.count, ordering: .relaxed)
         if groups.count < wanted.count {
             // One decoder per file at a time: the kernel reads ahead with several requests at
             // once, which would otherwise all decode the same blocks (time and, above all, memory).
@@ -132,11 +139,13 @@ final class BlockCache: Sendable {
                 for (g, entry) in zip(unknown, lookup(file, unknown)) where entry != nil { groups[g] = entry }
                 let missing = unknown.filter { groups[$0] == nil }
                 let zero = Entry(bytes: zeroGroup(size * blockBytes), cost: 64, isZero: true)
+                misses.wrappingAdd(missing.count, ordering: .relaxed)
                 let decode: @Sendable (Int) throws -> Entry = { i in
                     let numbers = (missing[i] * size)..<((missing[i] + 1) * size)
                     // Holes of sparse raw files are not read: reading them only fills zeros.
                     if reader.isHole(consecutive: numbers) { return zero }
                     let bytes = try reader.decode(consecutive: numbers)
+                    self.decodedBytes.wrappingAdd(bytes.count, ordering: .relaxed)
                     // Blocks that decode to zeros (the background of a compressed mag) share one
                     // group: they cost no memory, and a reply fills them without copying.
                     if Self.isZero(bytes) { return zero }
@@ -145,6 +154,7 @@ final class BlockCache: Sendable {
                 // A small cube's few groups decode faster than workers wake up.
                 let small = missing.count * size * blockBytes <= 512 << 10
                 let decoded = small ? try (0..<missing.count).map(decode) : try Parallel.map(missing.count, decode)
+                zeroGroups.wrappingAdd(decoded.count { $0.isZero }, ordering: .relaxed)
                 storage.withLock { s in
                     for (g, entry) in zip(missing, decoded) {
                         groups[g] = entry
@@ -183,6 +193,15 @@ final class BlockCache: Sendable {
         guard missing.count > 1 else { return }
         let stored = missing.filter { !reader.isHole(consecutive: ($0 * size)..<(($0 + 1) * size)) }
         reader.prefetch(stored.flatMap { ($0 * size)..<(($0 + 1) * size) })
+    }
+
+    /// What `.wkfs/stats` shows of the cache.
+    func statistics() -> (capacity: Int, used: Int, hits: Int, misses: Int, zeroGroups: Int, decodedBytes: Int) {
+        let used = storage.withLock { $0.youngBytes + $0.oldBytes }
+        return (
+            capacity, used, hits.load(ordering: .relaxed), misses.load(ordering: .relaxed),
+            zeroGroups.load(ordering: .relaxed), decodedBytes.load(ordering: .relaxed)
+        )
     }
 
     /// One shared group of zeros of `count` bytes (for holes); its cache entries cost little.

@@ -34,6 +34,10 @@ extension DatasetFilesystem {
         case .errors:
             if flags.isWritable { throw FUSEError.accessDenied }
             return OpenResult(handle: state.withLock { $0.addHandle(.generated(errors.text)) }, directIO: true)
+        case .stats:
+            if flags.isWritable { throw FUSEError.accessDenied }
+            let text = statisticsText()  // takes the state lock itself
+            return OpenResult(handle: state.withLock { $0.addHandle(.generated(text)) }, directIO: true)
         default:
             throw FUSEError.isDirectory
         }
@@ -145,7 +149,9 @@ extension DatasetFilesystem {
                 }
             }
             do {
-                return try cache.readCube(cube.mag, cube.index, offset: offset, into: buffer)
+                let count = try cache.readCube(cube.mag, cube.index, offset: offset, into: buffer)
+                MountStatistics.add(statistics.cubeBytesRead, count)
+                return count
             } catch {
                 throw translate(error, "\(cube.layer)/\(cube.magName)/z\(cube.index.z)/y\(cube.index.y)/x\(cube.index.x).raw")
             }
@@ -183,6 +189,7 @@ extension DatasetFilesystem {
                     throw translate(error, cubeName(cube))
                 }
             }
+            MountStatistics.add(statistics.cubeBytesWritten, data.count)
         case .properties(let text):
             try checkTextSize()
             text.content.withLock {
@@ -219,7 +226,10 @@ extension DatasetFilesystem {
                 let touched = writer!.written
                 do {
                     try writer!.commit(cache: cache, directories: pendingDirectories)
+                    MountStatistics.add(statistics.cubesCommitted, 1)
                 } catch {
+                    // Counted where a program sees the error (close, fsync), not again at release.
+                    if !final { MountStatistics.add(statistics.commitsRefused, 1) }
                     if final { writer!.discard() }
                     if closing { forgetRefusedCube(cube) }
                     // The kernel may hold the refused bytes in its page cache: drop them.

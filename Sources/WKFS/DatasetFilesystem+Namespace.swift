@@ -54,7 +54,7 @@ extension DatasetFilesystem {
         case .root, .linkTarget, .mag, .zDirectory, .yDirectory, .control, .links: return .directory
         case .layer(let name): return linked(name) ? .symbolicLink : .directory
         case .scratch(let name): return linked(name) ? .symbolicLink : .regular
-        case .properties, .magInfo, .cube, .errors: return .regular
+        case .properties, .magInfo, .cube, .errors, .stats: return .regular
         }
     }
 
@@ -89,6 +89,7 @@ extension DatasetFilesystem {
             }
         case .control:
             if name == "errors" { return .errors }
+            if name == "stats" { return .stats }
             if name == "links" { return .links }
         case .links:
             if s.layer(name) != nil && s.isLinked(name) && PathOps.isDirectory(s.dataset.layerPath(name)) {
@@ -136,7 +137,7 @@ extension DatasetFilesystem {
             }
             return xs.sorted().map { ("x\($0).raw", .cube(layer: layer, mag: mag, index: Vec3($0, y, z))) }
         case .control:
-            return [("errors", .errors), ("links", .links)]
+            return [("errors", .errors), ("links", .links), ("stats", .stats)]
         case .links:
             return s.layerNames.filter { s.isLinked($0) && PathOps.isDirectory(s.dataset.layerPath($0)) }.map {
                 ($0, .linkTarget($0))
@@ -204,6 +205,8 @@ extension DatasetFilesystem {
             return directory(nil)
         case .errors:
             return file(errors.text.count, mode: 0o444, time: .now)
+        case .stats:
+            return file(statisticsText().count, mode: 0o444, time: .now)
         case .scratch(let name):
             guard let scratch = state.withLock({ $0.scratch[name] }) else { throw FUSEError.noEntry }
             if scratch.isLink {

@@ -26,6 +26,8 @@ public final class DatasetFilesystem: FUSEFilesystem {
     let inodes = InodeTable()
     let cache: BlockCache
     let prefetcher = DataFilePrefetcher()
+    let statistics = MountStatistics()
+    public var requestCounts: FUSERequestCounts? { statistics.requests }
     /// Directories of cubes replaced since the last fsync: synced at fsync, fsyncdir and unmount,
     /// not at every close (SPEC section 3: each file itself is fsynced before its rename).
     let pendingDirectories = PendingDirectorySyncs()

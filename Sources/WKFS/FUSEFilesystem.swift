@@ -34,6 +34,9 @@ public protocol FUSEFilesystem: Sendable {
     /// ``Entry`` says otherwise. Default 1.
     var entryTimeout: Double { get }
 
+    /// Where the session counts the requests it serves, or nil (the default) not to count.
+    var requestCounts: FUSERequestCounts? { get }
+
     /// The errno a thrown error fails its request with; also the place to log errors.
     ///
     /// The default returns the code of a ``FUSEError`` and `EIO` for anything else.
@@ -147,6 +150,7 @@ public protocol FUSEFilesystem: Sendable {
 
 extension FUSEFilesystem {
     public func initialize(connection: inout FUSEConnection, notifier: FUSENotifier) {}
+    public var requestCounts: FUSERequestCounts? { nil }
     public func destroy() {}
     public var attributeTimeout: Double { 1 }
     public var entryTimeout: Double { 1 }

@@ -13,6 +13,7 @@ final class FilesystemBox: Sendable {
     let filesystem: any FUSEFilesystem
     let notifier: FUSENotifier
     let log: @Sendable (String) -> Void
+    let counts: FUSERequestCounts?
 
     init(
         filesystem: any FUSEFilesystem, notifier: FUSENotifier,
@@ -21,6 +22,7 @@ final class FilesystemBox: Sendable {
         self.filesystem = filesystem
         self.notifier = notifier
         self.log = log
+        counts = filesystem.requestCounts
     }
 
     /// The one place where a thrown error becomes the errno of a reply.
@@ -54,8 +56,10 @@ private func serve(
         .takeUnretainedValue()
     do {
         try body(box)
+        box.counts?.record(operation, failed: false)
     } catch {
         box.fail(request, error, operation, inode)
+        box.counts?.record(operation, failed: true)
     }
 }
 

@@ -335,7 +335,7 @@ public struct FUSEConnection: Sendable {
 }
 
 /// Names of the requests, for error reports and logs.
-public enum FUSEOperation: String, Sendable, CustomStringConvertible {
+public enum FUSEOperation: String, Sendable, CaseIterable, CustomStringConvertible {
     case lookup, forget, getattr, setattr, readlink, mkdir, unlink, rmdir, symlink, rename, link
     case open, read, write, flush, release, fsync
     case opendir, readdir, readdirplus, releasedir, fsyncdir

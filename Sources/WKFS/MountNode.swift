@@ -18,8 +18,8 @@ enum MountNode: Hashable, Sendable {
     case yDirectory(layer: String, mag: String, z: Int, y: Int)
     /// `z{Z}/y{Y}/x{X}.raw`: the decoded voxels of one WKW file.
     case cube(layer: String, mag: String, index: Vec3)
-    /// `.wkfs`, `.wkfs/errors`, `.wkfs/links`.
-    case control, errors, links
+    /// `.wkfs`, `.wkfs/errors`, `.wkfs/links`, `.wkfs/stats`.
+    case control, errors, links, stats
     /// An editor's temporary or backup file in the mount root, kept in memory only.
     case scratch(String)
 

@@ -17,6 +17,9 @@ public final class PendingDirectorySyncs: Sendable {
         directories.withLock { _ = $0.insert(directory) }
     }
 
+    /// How many directories wait for their sync.
+    public var count: Int { directories.withLock { $0.count } }
+
     /// Syncs every remembered directory.
     public func syncAll() {
         let pending = directories.withLock { d in

@@ -40,7 +40,7 @@ def test_find_lists_exactly_the_view(fixture_copies, mounted, mountpoint):
         found.discard(".")
         outside_control = {p for p in found if p != ".wkfs" and not p.startswith(".wkfs/")}
         assert outside_control == expected_tree(dataset, mountpoint)
-        assert {".wkfs", ".wkfs/errors", ".wkfs/links"} <= found
+        assert {".wkfs", ".wkfs/errors", ".wkfs/links", ".wkfs/stats"} <= found
         assert not any(p.endswith(".wkw") for p in found), "WKW files leak into the view"
 
 
@@ -200,6 +200,44 @@ def test_control_directory(fixture_copies, mounted, mountpoint):
         assert os.listdir(ctl / "links") == []
         # The control directory never reaches the dataset.
         assert not (dataset / ".wkfs").exists()
+
+
+def _stats(mountpoint: Path) -> dict[str, str]:
+    text = (mountpoint / ".wkfs" / "stats").read_text()
+    return dict(line.split(": ", 1) for line in text.splitlines() if line and not line.startswith("#"))
+
+
+def test_stats_count_what_the_mount_did(dataset_copy, mounted, mountpoint):
+    """`.wkfs/stats`: read-only counters of requests, cube bytes, commits and the block cache."""
+    dataset = dataset_copy("wk433_color_uint8_lz4hc")
+    mag = dataset / "color" / "1"
+    xyz = mh.cube_files(mag)[0]
+    with mounted(dataset):
+        ctl = mountpoint / ".wkfs"
+        assert "stats" in os.listdir(ctl)
+        assert stat.S_IMODE(os.stat(ctl / "stats").st_mode) == 0o444
+        with pytest.raises(OSError):
+            open(ctl / "stats", "w")
+        before = _stats(mountpoint)
+        assert before["dataset"] == str(dataset)
+        cube = mountpoint / "color" / "1" / mh.cube_rel(*xyz)
+        data = mh.read_file_through_mount(cube)
+        after_read = _stats(mountpoint)
+        assert int(after_read["cube_bytes_read"]) >= len(data)
+        assert int(after_read["cache_group_misses"]) >= 1
+        assert int(after_read["decoded_bytes"]) >= 1
+        assert int(after_read["requests_read"]) >= 1
+        assert int(after_read["requests_open"]) > int(before.get("requests_open", "0"))
+        with open(cube, "r+b", buffering=0) as f:
+            f.write(b"\x01")
+        with pytest.raises(OSError):  # a cube of the wrong size is refused at close
+            with open(cube, "wb") as f:
+                f.write(b"short")
+        after_write = _stats(mountpoint)
+        assert int(after_write["cube_bytes_written"]) >= 6
+        assert int(after_write["cubes_committed"]) == int(after_read["cubes_committed"]) + 1
+        assert int(after_write["cube_commits_refused"]) == int(after_read["cube_commits_refused"]) + 1
+        assert int(after_write.get("requests_flush_failed", "0")) >= 1
 
 
 def test_mount_options(fixture_copies, mounted, mountpoint):
