@@ -30,19 +30,32 @@ public enum AtomicFile {
         directories.renamed(into: PathOps.dirname(path))
     }
 
-    /// Writes a new version of `path` into a temporary file beside it and fsyncs it, without
-    /// renaming: for writers that put several files in place only once all are ready.
+    /// Writes a new version of `path` into a temporary file beside it and fsyncs it (unless
+    /// `sync` is false: the caller then calls `sync(_:)` before renaming), without renaming: for
+    /// writers that put several files in place only once all are ready.
     /// - Returns: the temporary file's path; on failure it is removed.
-    static func prepare(_ path: String, fill: (OpenFile) throws -> Void) throws -> String {
+    static func prepare(_ path: String, sync: Bool = true, fill: (OpenFile) throws -> Void) throws -> String {
         let temporary = temporaryPath(for: path)
         do {
             let file = try OpenFile.createNew(temporary)
             try fill(file)
-            try file.sync()
+            if sync { try file.sync() } else { file.startWriteback() }
         } catch {
             PathOps.remove(temporary)
             throw error
         }
         return temporary
+    }
+
+    /// Fsyncs files written with `prepare(_:sync: false)`, which started their writeback. Syncing
+    /// many files after all were written costs about one journal commit instead of one per file:
+    /// their blocks were allocated in the same transaction, which the first fsync commits.
+    static func sync(_ paths: [String]) throws {
+        for path in paths {
+            guard let file = try OpenFile.openIfExists(path) else {
+                throw WKWError(.notFound, path: path, "temporary file vanished before it was synced")
+            }
+            try file.sync()
+        }
     }
 }

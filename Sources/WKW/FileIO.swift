@@ -126,6 +126,15 @@ final class OpenFile: Sendable {
         }
     }
 
+    /// Starts writing the file's dirty pages to disk without waiting (advice only: errors are
+    /// ignored; `sync()` still makes the file durable). Linux's `posix_fadvise` with
+    /// `POSIX_FADV_DONTNEED` starts that writeback (Swift's Glibc module lacks `sync_file_range`).
+    func startWriteback() {
+        #if canImport(Glibc)
+            _ = posix_fadvise(descriptor.rawValue, 0, 0, POSIX_FADV_DONTNEED)
+        #endif
+    }
+
     /// Flushes the file to stable storage. The corresponding C function is `fsync`.
     func sync() throws {
         guard fsync(descriptor.rawValue) == 0 else { throw error("cannot fsync") }

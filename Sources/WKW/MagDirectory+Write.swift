@@ -113,6 +113,7 @@ private struct CompressedRegionWrite {
                     for index in layer { prepared.append(try prepare(index, stash: stash, old: old[index], parallel: true)) }
                 }
             }
+            try AtomicFile.sync(prepared.map(\.temporary))
         } catch {
             prepared.forEach { PathOps.remove($0.temporary) }
             throw error
@@ -136,7 +137,7 @@ private struct CompressedRegionWrite {
         let path = mag.filePath(index)
         try PathOps.makeDirectories(PathOps.dirname(path))
         let blocks = try stash.takeFile(index)
-        let temporary = try AtomicFile.prepare(path) { file in
+        let temporary = try AtomicFile.prepare(path, sync: false) { file in
             try mag.writeDataFile(file, parallel: parallel) { n in
                 if let bytes = try blocks.bytes(n) { return .encoded(bytes) }
                 guard let old else { return .zero }
