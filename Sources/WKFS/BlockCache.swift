@@ -40,7 +40,9 @@ final class BlockCache: Sendable {
         /// pthread mutex whose waiters sleep; `Mutex` is a priority-inheritance futex here, whose
         /// waiters spun in the kernel while the holder ran (a tenth of the server's time).
         var decodeLocks: [String: NSLock] = [:]
-        var zeroGroup: [UInt8]?
+        /// One shared group of zeros per size (one size per mag geometry: a handful). Kept for
+        /// the mount's life, so entries that point at one cost only their key.
+        var zeroGroups: [Int: [UInt8]] = [:]
 
         mutating func insert(_ key: Key, _ entry: Entry, capacity: Int) {
             if youngBytes + oldBytes + entry.cost > capacity {
@@ -204,12 +206,12 @@ final class BlockCache: Sendable {
         )
     }
 
-    /// One shared group of zeros of `count` bytes (for holes); its cache entries cost little.
+    /// The shared group of zeros of `count` bytes (holes, blocks of zeros).
     private func zeroGroup(_ count: Int) -> [UInt8] {
         storage.withLock { s in
-            if let zero = s.zeroGroup, zero.count == count { return zero }
+            if let zero = s.zeroGroups[count] { return zero }
             let zero = [UInt8](repeating: 0, count: count)
-            s.zeroGroup = zero
+            s.zeroGroups[count] = zero
             return zero
         }
     }

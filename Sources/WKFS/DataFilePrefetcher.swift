@@ -2,24 +2,23 @@ import Dispatch
 import Synchronization
 import WKW
 
-/// Reads ahead the small data files of cubes a program is likely to open next.
+/// Reads ahead the small data files of cubes a program is about to open.
 ///
 /// A program that streams many small cubes (`cp -r`, `rsync`, a loop of `dd` over an 8/8 dataset:
 /// thousands of files of 256 KiB) opens one after another, and each open waited on the disk for
-/// its own file. When a cube is opened, the data files of its row (`zZ/yY/`) and of the next row
-/// are read ahead on a background queue, so the disk works while the cubes before them are served.
-/// Large files are not: a region of one is read ahead as it is read (`BlockCache.prefetch`).
+/// its own file. Once two cubes in a row were opened for reading one after the other (a walk, not
+/// a single lookup), the data files of that row and of the next are read ahead on a background
+/// queue, so the disk works while the cubes before them are served. Large files are not: a region
+/// of one is read ahead as it is read (`BlockCache.prefetch`).
 final class DataFilePrefetcher: Sendable {
     /// Data files larger than this (decoded) are not read ahead whole.
     static let largestFile = 16 << 20
     /// Bytes asked for per row at most.
-    static let rowBudget = 64 << 20
+    static let rowBudget = 16 << 20
     /// A row read ahead this recently is not asked for again.
     static let interval = Duration.seconds(10)
-
-    /// Rows read ahead recently: mag path and row -> when.
-    private let recent = Mutex<[RowKey: ContinuousClock.Instant]>([:])
-    private let queue = DispatchQueue(label: "wkfs.data-file-prefetch", qos: .utility)
+    /// Rows waiting on the queue at most; a walk faster than the disk skips rows, not queues them.
+    static let queuedLimit = 4
 
     private struct RowKey: Hashable {
         var mag: String
@@ -27,21 +26,43 @@ final class DataFilePrefetcher: Sendable {
         var z: Int
     }
 
+    private struct State {
+        /// Rows read ahead recently, and when.
+        var recent: [RowKey: ContinuousClock.Instant] = [:]
+        /// The row of the cube opened last, per mag.
+        var lastRow: [String: (y: Int, z: Int)] = [:]
+        var queued = 0
+    }
+
+    private let state = Mutex(State())
+    private let queue = DispatchQueue(label: "wkfs.data-file-prefetch", qos: .utility)
+
     /// Cube `index` of `mag` was opened for reading.
     func cubeOpened(_ mag: MagDirectory, _ index: Vec3) {
         guard mag.header.rawFileLength <= Self.largestFile else { return }
         let now = ContinuousClock.now
-        let rows = recent.withLock { recent in
-            if recent.count > 4096 { recent.removeAll() }
-            return [index.y, index.y + 1].compactMap { y -> RowKey? in
+        let rows = state.withLock { s -> [RowKey] in
+            let last = s.lastRow[mag.path]
+            if s.lastRow.count > 1024 { s.lastRow.removeAll() }
+            s.lastRow[mag.path] = (index.y, index.z)
+            // A walk: the cube opened before was in this row, or in the row (or plane) before.
+            guard let last,
+                (last.z == index.z && (last.y == index.y || last.y == index.y - 1)) || last.z == index.z - 1,
+                s.queued < Self.queuedLimit
+            else { return [] }
+            if s.recent.count > 4096 { s.recent.removeAll() }
+            let rows = [index.y, index.y + 1].compactMap { y -> RowKey? in
                 let key = RowKey(mag: mag.path, y: y, z: index.z)
-                if let last = recent[key], now - last < Self.interval { return nil }
-                recent[key] = now
+                if let asked = s.recent[key], now - asked < Self.interval { return nil }
+                s.recent[key] = now
                 return key
             }
+            if !rows.isEmpty { s.queued += 1 }
+            return rows
         }
         guard !rows.isEmpty else { return }
         queue.async {
+            defer { self.state.withLock { $0.queued -= 1 } }
             for row in rows {
                 // The files after the opened one first (most programs walk a row forward).
                 let xs = mag.fileRow(y: row.y, z: row.z)

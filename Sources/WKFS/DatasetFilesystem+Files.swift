@@ -11,7 +11,7 @@ extension DatasetFilesystem {
         switch node {
         case .cube:
             let cube = try openCube(node, truncate: flags.truncate)
-            if !flags.truncate { prefetcher.cubeOpened(cube.mag, cube.index) }
+            if !flags.isWritable { prefetcher.cubeOpened(cube.mag, cube.index) }
             // A read-only handle has nothing to flush: its close costs no request (the writers'
             // own closes commit their changes).
             return OpenResult(
@@ -256,6 +256,16 @@ extension DatasetFilesystem {
 
     /// Grows a layer's bounding box to cover `box` (voxels of the mag).
     func growBoundingBox(_ layer: String, _ magName: String, _ box: Box) throws {
+        // The properties must not describe cubes whose renames are not yet durable: when the
+        // box grows, those renames are synced first (rare: only writes past the box).
+        let grows = state.withLock { s -> Bool in
+            guard let entry = s.mags(layer).first(where: { $0.name == magName })?.entry,
+                let current = try? s.dataset.layer(layer).boundingBox
+            else { return false }
+            let covered = entry.mag.toMag1(box)
+            return current.union(covered) != current
+        }
+        if grows { try syncPendingDirectories() }
         try state.withLock { s in
             guard let entry = s.mags(layer).first(where: { $0.name == magName })?.entry else { return }
             do {
@@ -289,11 +299,20 @@ extension DatasetFilesystem {
 
     public func fsync(_ inode: Inode, handle: Handle, dataOnly: Bool) throws {
         try commit(inode, handle, closing: false)
-        pendingDirectories.syncAll()
+        try syncPendingDirectories()
     }
 
     public func fsyncdir(_ inode: Inode, handle: Handle, dataOnly: Bool) throws {
-        pendingDirectories.syncAll()
+        try syncPendingDirectories()
+    }
+
+    /// Makes the renames of committed cubes durable (their directories fsynced).
+    func syncPendingDirectories() throws {
+        do {
+            try pendingDirectories.syncAll()
+        } catch {
+            throw translate(error, "making replaced cubes durable")
+        }
     }
 
     public func release(_ inode: Inode, handle: Handle, flags: OpenFlags) throws {
@@ -393,7 +412,11 @@ extension DatasetFilesystem {
                 errors.record("at unmount: \(error)")
             }
         }
-        pendingDirectories.syncAll()
+        do {
+            try syncPendingDirectories()
+        } catch {
+            errors.record("at unmount: \(error)")
+        }
     }
 }
 

@@ -164,6 +164,20 @@ public enum PathOps {
         close(fd)
     }
 
+    /// `syncDirectory`, failing with the reason when the directory cannot be opened or synced.
+    public static func syncDirectoryOrThrow(_ path: String) throws {
+        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else {
+            let code = errno
+            throw WKWError(.io(errno: code), path: path, "cannot open the directory to sync it: \(Errno(rawValue: code))")
+        }
+        defer { close(fd) }
+        guard fsync(fd) == 0 else {
+            let code = errno
+            throw WKWError(.io(errno: code), path: path, "cannot fsync the directory: \(Errno(rawValue: code))")
+        }
+    }
+
     /// Removes a file, ignoring a missing one.
     public static func remove(_ path: String) {
         _ = unlink(path)

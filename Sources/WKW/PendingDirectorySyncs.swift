@@ -1,5 +1,9 @@
 import Synchronization
 
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// Directories that a file was renamed into and that still need an fsync to make the rename
 /// durable.
 ///
@@ -8,25 +12,36 @@ import Synchronization
 /// file. Each new file is complete and fsynced before its rename, so a crash still leaves either
 /// the old or the new file; only a rename not yet synced may come back as the old file.
 public final class PendingDirectorySyncs: Sendable {
-    private let directories = Mutex<Set<String>>([])
+    /// Directory -> how many renames went into it (a directory stays pending until a sync that
+    /// started after its last rename succeeded).
+    private let directories = Mutex<[String: Int]>([:])
 
     public init() {}
 
     /// Remembers that an entry of `directory` changed.
     public func add(_ directory: String) {
-        directories.withLock { _ = $0.insert(directory) }
+        directories.withLock { $0[directory, default: 0] += 1 }
     }
 
     /// How many directories wait for their sync.
     public var count: Int { directories.withLock { $0.count } }
 
-    /// Syncs every remembered directory.
-    public func syncAll() {
-        let pending = directories.withLock { d in
-            defer { d.removeAll() }
-            return d
+    /// Syncs every remembered directory. One that fails stays pending.
+    /// - Throws: `WKWError` naming the first directory that could not be synced.
+    public func syncAll() throws {
+        let pending = directories.withLock { $0 }
+        var failure: WKWError?
+        for (directory, renames) in pending {
+            do {
+                try PathOps.syncDirectoryOrThrow(directory)
+            } catch let error as WKWError {
+                failure = failure ?? error
+                continue
+            }
+            // A rename made while this sync ran may not be covered: keep the directory then.
+            directories.withLock { d in if d[directory] == renames { d[directory] = nil } }
         }
-        for directory in pending { PathOps.syncDirectory(directory) }
+        if let failure { throw failure }
     }
 }
 
