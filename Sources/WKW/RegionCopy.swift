@@ -8,22 +8,43 @@ public enum RegionCopy {
         from source: UnsafeRawPointer, layout sourceBox: Box,
         to destination: UnsafeMutableRawPointer, layout destinationBox: Box
     ) {
+        guard !box.isEmpty else { return }
         let rowBytes = box.size.x * voxelSize
-        for z in box.offset.z..<box.end.z {
-            for y in box.offset.y..<box.end.y {
-                let from = source + rowStart(box.offset.x, y, z, in: sourceBox) * voxelSize
-                let to = destination + rowStart(box.offset.x, y, z, in: destinationBox) * voxelSize
-                // Rows of 8-voxel blocks are 8 or 16 bytes: a call to memmove per row would cost
-                // more than the copy.
-                if rowBytes == 8 {
+        let sourceRow = sourceBox.size.x * voxelSize
+        let destinationRow = destinationBox.size.x * voxelSize
+        var fromPlane = source + rowStart(box.offset.x, box.offset.y, box.offset.z, in: sourceBox) * voxelSize
+        var toPlane = destination + rowStart(box.offset.x, box.offset.y, box.offset.z, in: destinationBox) * voxelSize
+        // Whole rows on both sides: a plane is one piece.
+        let rows = rowBytes == sourceRow && rowBytes == destinationRow ? 1 : box.size.y
+        let pieceBytes = rows == 1 ? rowBytes * box.size.y : rowBytes
+        for _ in 0..<box.size.z {
+            var from = fromPlane
+            var to = toPlane
+            // Rows of 8-voxel blocks are 8 or 16 bytes: a call to memmove per row would cost more
+            // than the copy, so those get their own loops.
+            switch pieceBytes {
+            case 8:
+                for _ in 0..<rows {
                     to.storeBytes(of: from.loadUnaligned(as: UInt64.self), as: UInt64.self)
-                } else if rowBytes == 16 {
+                    from += sourceRow
+                    to += destinationRow
+                }
+            case 16:
+                for _ in 0..<rows {
                     to.storeBytes(of: from.loadUnaligned(as: UInt64.self), as: UInt64.self)
                     to.storeBytes(of: from.loadUnaligned(fromByteOffset: 8, as: UInt64.self), toByteOffset: 8, as: UInt64.self)
-                } else {
-                    to.copyMemory(from: from, byteCount: rowBytes)
+                    from += sourceRow
+                    to += destinationRow
+                }
+            default:
+                for _ in 0..<rows {
+                    to.copyMemory(from: from, byteCount: pieceBytes)
+                    from += sourceRow
+                    to += destinationRow
                 }
             }
+            fromPlane += sourceRow * sourceBox.size.y
+            toPlane += destinationRow * destinationBox.size.y
         }
     }
 
