@@ -4,12 +4,13 @@ import Synchronization
 /// blocks at a time into temporary files beside them, and all of those are renamed into place only
 /// once every one is ready, so a corrupt file anywhere in the region leaves every file as it was.
 extension MagDirectory {
-    /// Writes `source` (the region's bytes in C order) into the region `box`.
-    public func write(_ box: Box, from source: UnsafeRawBufferPointer) throws {
+    /// Writes `source` (the region's bytes in C order) into the region `box`; with `files`, only
+    /// into the data files it accepts (the others stay as they are, or missing).
+    public func write(_ box: Box, from source: UnsafeRawBufferPointer, files: (@Sendable (Vec3) -> Bool)? = nil) throws {
         try checkRegion(box, byteCount: source.count)
         guard !box.isEmpty, let base = source.baseAddress else { return }
         let planeBytes = box.size.x * box.size.y * header.voxelSize
-        try write(box) { part in base + (part.offset.z - box.offset.z) * planeBytes }
+        try write(box, spillAbove: 1 << 30, files: files) { part in base + (part.offset.z - box.offset.z) * planeBytes }
     }
 
     /// Writes the region `box`, its voxels given slab by slab: `slab(part)` returns the C-order
@@ -21,8 +22,11 @@ extension MagDirectory {
     }
 
     /// `write(_:slabs:)`, holding at most `spillAbove` bytes of encoded blocks of one layer of
-    /// compressed files in memory; more wait in a spill file.
-    func write(_ box: Box, spillAbove: Int, slabs slab: (Box) throws -> UnsafeRawPointer) throws {
+    /// compressed files in memory; more wait in a spill file. With `files`, only the data files
+    /// it accepts are written.
+    func write(
+        _ box: Box, spillAbove: Int, files include: (@Sendable (Vec3) -> Bool)? = nil, slabs slab: (Box) throws -> UnsafeRawPointer
+    ) throws {
         guard let byteCount = box.byteCount(voxelSize: header.voxelSize) else {
             throw WKWError(.invalidArgument, path: path, "region \(box) is too large")
         }
@@ -31,7 +35,7 @@ extension MagDirectory {
         // Check every existing file first: a bad one must stop the write before anything changes.
         try checkFiles(meeting: box)
         if header.blockType.isCompressed {
-            try CompressedRegionWrite(mag: self, region: box, memoryLimit: spillAbove).run(slab)
+            try CompressedRegionWrite(mag: self, region: box, memoryLimit: spillAbove, include: include).run(slab)
             return
         }
         let planeBytes = box.size.x * box.size.y * header.voxelSize
@@ -41,7 +45,7 @@ extension MagDirectory {
         while z < box.end.z {
             let next = min(box.end.z, (z / thickness + 1) * thickness)
             let part = Box(offset: Vec3(box.offset.x, box.offset.y, z), size: Vec3(box.size.x, box.size.y, next - z))
-            let files = part.cellRange(Vec3(repeating: header.fileEdge)).positions
+            let files = part.cellRange(Vec3(repeating: header.fileEdge)).positions.filter { include?($0) ?? true }
             let job = WriteJob(mag: self, region: part, source: SendableConstAddress(try slab(part)), parallelBlocks: files.count == 1)
             try Parallel.forEach(files.count) { i in try job.patchRawFile(files[i]) }
             z = next
@@ -74,10 +78,12 @@ private struct CompressedRegionWrite {
     let region: Box
     /// Encoded blocks of one layer of files held in memory before they go to a spill file.
     let memoryLimit: Int
+    /// The data files to write (nil: every one the region meets).
+    let include: (@Sendable (Vec3) -> Bool)?
 
     func run(_ slab: (Box) throws -> UnsafeRawPointer) throws {
         let h = mag.header
-        let files = region.cellRange(Vec3(repeating: h.fileEdge)).positions
+        let files = region.cellRange(Vec3(repeating: h.fileEdge)).positions.filter { include?($0) ?? true }
         var prepared: [(temporary: String, final: String)] = []
         do {
             for (fz, layer) in Dictionary(grouping: files, by: \.z).sorted(by: { $0.key < $1.key }) {

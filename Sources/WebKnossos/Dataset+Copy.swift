@@ -58,17 +58,19 @@ extension Dataset {
             try PathOps.makeDirectories(copy.layerPath(layer.name))
             for (entry, source, header) in mags {
                 let target = try MagDirectory.create(copy.layerPath(layer.name) + "/" + entry.mag.shortName, header: header)
-                for index in Self.destinationFiles(source, header, layer, entry) {
+                let indices = Self.destinationFiles(source, header, layer, entry)
+                if header.fileByteCount <= Self.wholeFileCopyLimit && header != source.header {
+                    try Self.copyInGroups(indices, from: source, to: target) { count in
+                        done += count
+                        progress(done, total)
+                    }
+                }
+                for index in indices where header == source.header || header.fileByteCount > Self.wholeFileCopyLimit {
                     if header == source.header {
                         try source.copyFile(index, to: target)
-                    } else if header.fileByteCount > Self.wholeFileCopyLimit {
+                    } else {
                         // Too large to hold decoded: one layer of blocks at a time.
                         try target.writeFileBySlabs(index) { slab in try source.read(slab) }
-                    } else {
-                        let box = target.fileBox(index)
-                        let voxels = try source.read(box)
-                        // A missing file reads as zeros: an all-zero file need not be written.
-                        if voxels.contains(where: { $0 != 0 }) { try target.write(box, bytes: voxels) }
                     }
                     done += 1
                     progress(done, total)
@@ -86,6 +88,65 @@ extension Dataset {
 
     /// Destination files up to this many decoded bytes are copied in one piece.
     static let wholeFileCopyLimit = 256 << 20
+    /// Decoded bytes of destination files read and written together.
+    static let groupCopyLimit = 64 << 20
+
+    /// Copies small destination files a group at a time: neighbouring files of one z (a row, or
+    /// several rows, up to `groupCopyLimit`) are read from the source as one region and written
+    /// with one region write. The source's data files are opened and planned once per group, not
+    /// once per destination file, and the group's new files are fsynced together. A file whose
+    /// voxels are all zero is not written (a missing file reads as zeros).
+    /// - Parameter done: called after each group with the number of its files.
+    static func copyInGroups(
+        _ indices: [Vec3], from source: MagDirectory, to target: MagDirectory, done: (Int) throws -> Void
+    ) throws {
+        let h = target.header
+        // Files in (z, y, x) order; a group grows while its box stays in one z and under the limit.
+        var groups: [(files: [Vec3], box: Box)] = []
+        for index in indices.sorted(by: { ($0.z, $0.y, $0.x) < ($1.z, $1.y, $1.x) }) {
+            let box = target.fileBox(index)
+            if let last = groups.last, last.box.offset.z == box.offset.z,
+                last.box.union(box).voxelCount * h.voxelSize <= groupCopyLimit
+            {
+                groups[groups.count - 1] = (last.files + [index], last.box.union(box))
+            } else {
+                groups.append(([index], box))
+            }
+        }
+        let largest = groups.map { $0.box.voxelCount * h.voxelSize }.max() ?? 0
+        let buffer = LargeBuffer.allocate(byteCount: largest)
+        defer { buffer.deallocate() }
+        for (group, box) in groups {
+            let voxels = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<(box.voxelCount * h.voxelSize)])
+            try source.read(box, into: voxels)
+            let withData = Set(group.filter { !Self.isZero(UnsafeRawBufferPointer(voxels), layout: box, part: target.fileBox($0), voxelSize: h.voxelSize) })
+            if !withData.isEmpty {
+                try target.write(box, from: UnsafeRawBufferPointer(voxels), files: { withData.contains($0) })
+            }
+            try done(group.count)
+        }
+    }
+
+    /// True when every voxel of `part` in `buffer` (laid out as `layout`) is zero.
+    static func isZero(_ buffer: UnsafeRawBufferPointer, layout: Box, part: Box, voxelSize: Int) -> Bool {
+        let rowBytes = part.size.x * voxelSize
+        for z in part.offset.z..<part.end.z {
+            for y in part.offset.y..<part.end.y {
+                let start = (((z - layout.offset.z) * layout.size.y + (y - layout.offset.y)) * layout.size.x + (part.offset.x - layout.offset.x)) * voxelSize
+                let row = UnsafeRawBufferPointer(rebasing: buffer[start..<(start + rowBytes)])
+                var i = 0
+                while i + 8 <= rowBytes {
+                    if row.loadUnaligned(fromByteOffset: i, as: UInt64.self) != 0 { return false }
+                    i += 8
+                }
+                while i < rowBytes {
+                    if row[i] != 0 { return false }
+                    i += 1
+                }
+            }
+        }
+        return true
+    }
 
     /// The destination files (of a mag with `header`) that meet an existing source file inside the
     /// layer's bounding box, as the reference copies the bounding box.

@@ -112,3 +112,27 @@ def test_webknossos_then_wkfs_then_webknossos(case, tmp_path):
     proc = h.run_wkfs("check", path)
     h.assert_no_crash(proc)
     assert proc.returncode == 0, h.describe(proc)
+
+
+@pytest.mark.parametrize("compress", ["--compress", "--no-compress"])
+def test_copy_to_smaller_files_skips_files_of_zeros(compress, tmp_path):
+    """wkfs copy into smaller files reads and writes neighbouring files together: every file
+    with data is written with the right voxels (checked with wkw), files of zeros are not."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    h.wkfs_ok("create", src, "--voxel-size", "1,1,1")
+    h.wkfs_ok("add-layer", src, "color", "--category", "color", "--dtype", "uint16")
+    h.wkfs_ok("add-mag", src, "color", "1", "--block-len", "8", "--file-len", "4", "--compress")
+    size = (96, 64, 48)  # x, y, z: 6 x 4 x 3 destination files of 16³
+    data = np.random.default_rng(3).integers(1, 65536, size[::-1], dtype=np.uint16)
+    empty = [(1, 0, 0), (4, 2, 1), (5, 3, 2), (0, 1, 2)]  # destination files (x, y, z) left zero
+    for x, y, z in empty:
+        data[z * 16:(z + 1) * 16, y * 16:(y + 1) * 16, x * 16:(x + 1) * 16] = 0
+    h.wkfs_ok("write", src, "color", "1", "--offset", "0,0,0", "--size", h.csv(size), input=data.tobytes())
+    h.wkfs_ok("copy", src, dst, "--block-len", "8", "--file-len", "2", compress)
+    mag = dst / "color" / "1"
+    present = {(int(p.stem[1:]), int(p.parent.name[1:]), int(p.parent.parent.name[1:])) for p in h.data_files(mag)}
+    expected = {(x, y, z) for x in range(6) for y in range(4) for z in range(3)} - set(empty)
+    assert present == expected
+    got = h.wkw_read(mag, (0, 0, 0), size)  # (c, x, y, z)
+    np.testing.assert_array_equal(got[0].transpose(2, 1, 0), data)
+    assert h.validate_mag_dir(mag) == []
