@@ -104,6 +104,16 @@ def wkfs(*args: object, timeout: float = TIMEOUT) -> subprocess.CompletedProcess
     return run([WKFS_BIN, *args], timeout=timeout)
 
 
+def new_dataset(path: Path, dtype: str, block_len: int, file_len: int, compress: bool = False) -> None:
+    """A new dataset at `path` with one color layer `color` of `dtype` and its mag 1."""
+    for args in (["create", path, "--voxel-size", "1,1,1"],
+                 ["add-layer", path, "color", "--category", "color", "--dtype", dtype],
+                 ["add-mag", path, "color", "1", "--block-len", block_len, "--file-len", file_len,
+                  "--compress" if compress else "--no-compress"]):
+        proc = wkfs(*args)
+        assert proc.returncode == 0, describe(proc)
+
+
 def describe(proc: subprocess.CompletedProcess, limit: int = 3000) -> str:
     out = (proc.stdout or b"")[:limit].decode("utf-8", "replace")
     err = (proc.stderr or b"")[:limit].decode("utf-8", "replace")

@@ -166,11 +166,7 @@ def test_opening_a_small_cube_reads_its_row_ahead(tmp_path, mounted, mountpoint)
     kernel is asked to read the data files of that row and of the next row, so the next cubes do
     not each wait on the disk. A single open reads nothing ahead."""
     ds = tmp_path / "small"
-    for args in (["create", ds, "--voxel-size", "1,1,1"],
-                 ["add-layer", ds, "color", "--category", "color", "--dtype", "uint8"],
-                 ["add-mag", ds, "color", "1", "--block-len", "8", "--file-len", "4", "--compress"]):
-        proc = mh.wkfs(*args)
-        assert proc.returncode == 0, mh.describe(proc)
+    mh.new_dataset(ds, "uint8", 8, 4, compress=True)
     src = tmp_path / "region.raw"
     src.write_bytes(np.random.default_rng(7).integers(0, 256, 128 * 64 * 32, dtype=np.uint8).tobytes())
     proc = mh.wkfs("write", ds, "color", "1", "--offset", "0,0,0", "--size", "128,64,32", "--input", src)
@@ -203,12 +199,7 @@ def test_zero_blocks_between_blocks_with_data(compress, options, tmp_path, mount
     copy; blocks with data before and after them in the same read keep their bytes. (Blocks of
     64 KiB: the cache keeps groups of about 64 KiB, and only a whole group of zeros is one.)"""
     ds = tmp_path / "checker"
-    for args in (["create", ds, "--voxel-size", "1,1,1"],
-                 ["add-layer", ds, "color", "--category", "color", "--dtype", "uint16"],
-                 ["add-mag", ds, "color", "1", "--block-len", "32", "--file-len", "2",
-                  "--compress" if compress else "--no-compress"]):
-        proc = mh.wkfs(*args)
-        assert proc.returncode == 0, mh.describe(proc)
+    mh.new_dataset(ds, "uint16", 32, 2, compress=compress)
     side = 64
     rng = np.random.default_rng(11)
     cube = rng.integers(1, 65536, (side, side, side), dtype=np.uint16)

@@ -105,11 +105,7 @@ def test_raw_cube_with_holes(tmp_path, mounted, mountpoint):
     """Raw data files are sparse: blocks in a hole are served as zeros without being read, and
     data written into a hole later (by another program) is seen at once."""
     ds = tmp_path / "holes"
-    for args in (["create", ds, "--voxel-size", "1,1,1"],
-                 ["add-layer", ds, "color", "--category", "color", "--dtype", "uint16"],
-                 ["add-mag", ds, "color", "1", "--block-len", "8", "--file-len", "4"]):
-        proc = mh.wkfs(*args)
-        assert proc.returncode == 0, mh.describe(proc)
+    mh.new_dataset(ds, "uint16", 8, 4)
     side, item = 32, 2
 
     def write_voxel(xyz, value):

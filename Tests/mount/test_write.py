@@ -431,11 +431,7 @@ def _vm_hwm_kib(pid: int) -> int:
 def test_sequential_whole_cube_write_has_bounded_memory(mounted, mountpoint, tmp_path):
     """cp of a 128 MiB cube: the daemon's peak memory grows by far less than the cube's size."""
     ds = tmp_path / "big"
-    for args in (["create", ds, "--voxel-size", "1,1,1"],
-                 ["add-layer", ds, "color", "--category", "color", "--dtype", "uint8"],
-                 ["add-mag", ds, "color", "1", "--block-len", "32", "--file-len", "16", "--compress"]):
-        r = mh.wkfs(*args)
-        assert r.returncode == 0, mh.describe(r)
+    mh.new_dataset(ds, "uint8", 32, 16, compress=True)
     side = 512
     z = np.arange(side, dtype=np.uint32)[:, None, None]
     y = np.arange(side, dtype=np.uint32)[None, :, None]
