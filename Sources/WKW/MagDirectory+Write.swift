@@ -46,10 +46,37 @@ extension MagDirectory {
             let next = min(box.end.z, (z / thickness + 1) * thickness)
             let part = Box(offset: Vec3(box.offset.x, box.offset.y, z), size: Vec3(box.size.x, box.size.y, next - z))
             let files = part.cellRange(Vec3(repeating: header.fileEdge)).positions.filter { include?($0) ?? true }
+            try createRawFiles(files.filter { !PathOps.exists(filePath($0)) })
             let job = WriteJob(mag: self, region: part, source: SendableConstAddress(try slab(part)), parallelBlocks: files.count == 1)
             try Parallel.forEach(files.count) { i in try job.patchRawFile(files[i]) }
             z = next
         }
+    }
+
+    /// Creates new raw data files (header, full length, sparse: zeros) for `indices`, all
+    /// written first and fsynced together before any is renamed into place (about one journal
+    /// commit for a layer of thousands of small files, not two per file).
+    private func createRawFiles(_ indices: [Vec3]) throws {
+        guard !indices.isEmpty else { return }
+        let header = self.header
+        let created = Mutex<[(temporary: String, final: String)]>([])
+        do {
+            try Parallel.forEach(indices.count) { i in
+                let path = self.filePath(indices[i])
+                try PathOps.makeDirectories(PathOps.dirname(path))
+                let temporary = try AtomicFile.prepare(path, sync: false) { file in
+                    try header.encoded(dataOffset: header.dataFileDataOffset).withUnsafeBytes { try file.write(at: 0, $0) }
+                    try file.resize(to: header.rawFileLength)
+                }
+                created.withLock { $0.append((temporary, path)) }
+            }
+            try AtomicFile.sync(created.withLock { $0.map(\.temporary) })
+            for (temporary, final) in created.withLock({ $0 }) { try PathOps.rename(temporary, to: final) }
+        } catch {
+            created.withLock { $0 }.forEach { PathOps.remove($0.temporary) }
+            throw error
+        }
+        for directory in Set(created.withLock { $0.map { PathOps.dirname($0.final) } }) { PathOps.syncDirectory(directory) }
     }
 
     /// Checks the header and jump table of every existing data file that `box` meets, so that a
@@ -184,7 +211,8 @@ private struct WriteJob: Sendable {
     let mag: MagDirectory
     let region: Box
     let source: SendableConstAddress
-    /// Parallel over the blocks of one file (when the write touches one file) or over files.
+    /// Parallel over the blocks (runs of blocks) of one file when the write touches one file, or
+    /// over files.
     let parallelBlocks: Bool
 
     var header: WKWHeader { mag.header }
@@ -204,33 +232,41 @@ private struct WriteJob: Sendable {
             part, voxelSize: header.voxelSize, from: source.pointer, layout: region, to: block.baseAddress!, layout: box)
     }
 
-    /// Patches the blocks of one raw file in place, creating the (sparse, full-length) file if needed.
+    /// Patches the blocks of one raw file in place (`createRawFiles` made the missing ones).
     func patchRawFile(_ index: Vec3) throws {
         let path = mag.filePath(index)
-        if !PathOps.exists(path) {
-            try PathOps.makeDirectories(PathOps.dirname(path))
-            let header = self.header
-            try AtomicFile.write(path) { file in
-                try header.encoded(dataOffset: header.dataFileDataOffset).withUnsafeBytes { try file.write(at: 0, $0) }
-                try file.resize(to: header.rawFileLength)
-            }
-        }
         guard let file = try OpenFile.openIfExists(path, writable: true) else {
             throw WKWError(.notFound, path: path, "data file vanished during the write")
         }
         let layout = try DataFileLayout.read(file, magHeader: header)
-        let blocks = mag.blocks(ofFile: index, meeting: region)
+        let blocks = mag.blocks(ofFile: index, meeting: region).sorted { $0.number < $1.number }
         let blockBytes = header.blockByteCount
-        try forEachBlock(blocks.count) { i in
-            let (number, box) = blocks[i]
-            let range = layout.range(ofBlock: number)
-            let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: blockBytes, alignment: 16)
-            defer { scratch.deallocate() }
-            if box.intersection(region) != box {
-                try file.read(at: range.lowerBound, into: scratch)
+        // Blocks with consecutive numbers lie next to each other in a raw file: each run of them
+        // (up to 1 MiB) is merged in one buffer and written with one call, not one per block.
+        let most = max(1, (1 << 20) / blockBytes)
+        var runs: [Range<Int>] = []
+        for i in blocks.indices {
+            if let last = runs.last, blocks[i].number == blocks[i - 1].number + 1, last.count < most {
+                runs[runs.count - 1] = last.lowerBound..<(i + 1)
+            } else {
+                runs.append(i..<(i + 1))
             }
-            merge(into: scratch, box: box)
-            try file.write(at: range.lowerBound, UnsafeRawBufferPointer(scratch))
+        }
+        let planned = runs
+        try forEachBlock(planned.count) { r in
+            let run = planned[r]
+            let start = layout.range(ofBlock: blocks[run.lowerBound].number).lowerBound
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: run.count * blockBytes, alignment: 16)
+            defer { buffer.deallocate() }
+            for (k, i) in run.enumerated() {
+                let slot = UnsafeMutableRawBufferPointer(rebasing: buffer[(k * blockBytes)..<((k + 1) * blockBytes)])
+                let box = blocks[i].box
+                if box.intersection(region) != box {
+                    try file.read(at: start + k * blockBytes, into: slot)
+                }
+                merge(into: slot, box: box)
+            }
+            try file.write(at: start, UnsafeRawBufferPointer(buffer))
         }
     }
 }
