@@ -102,9 +102,14 @@ struct CubeWriter {
         }
     }
 
-    /// The pending block `number`, loaded on first touch.
-    private mutating func touch(_ number: Int, cache: BlockCache) throws {
-        if dirty[number] == nil { dirty[number] = (try load(number, cache: cache), 0, tick) }
+    /// The pending block `number`, loaded on first touch; one about to be overwritten whole
+    /// (`whole`) starts uninitialized instead (no zeros written, no old block decoded).
+    private mutating func touch(_ number: Int, cache: BlockCache, whole: Bool = false) throws {
+        if dirty[number] == nil {
+            let count = mag.header.blockByteCount
+            let bytes = whole ? [UInt8](unsafeUninitializedCapacity: count) { _, n in n = count } : try load(number, cache: cache)
+            dirty[number] = (bytes, 0, tick)
+        }
         dirty[number]!.tick = tick
     }
 
@@ -118,7 +123,7 @@ struct CubeWriter {
             let number = Morton.encode(position)
             let blockBox = Box(offset: position * b, size: b)
             let part = blockBox.intersection(box)!
-            try touch(number, cache: cache)
+            try touch(number, cache: cache, whole: part == blockBox)
             dirty[number]!.bytes.withUnsafeMutableBytes { block in
                 RegionCopy.copy(part, voxelSize: vs, from: source, layout: box, to: block.baseAddress!, layout: blockBox)
             }
