@@ -198,6 +198,8 @@ show ls -l "$copy/segmentation"
 show ls "$mnt/segmentation/1/z0/y0"
 seg="$mnt/segmentation/1/z0/y0/x0.raw"
 show "$python" -c 'import sys, numpy as np; s = np.fromfile(sys.argv[1], np.uint8).reshape(64, 64, 64); print("voxels labelled 1:", int((s == 1).sum()))' "$seg"
+echo "What the mount did so far (.wkfs/stats):"
+show grep -E '^(cube_bytes_read|cache_group_(hits|misses)|decoded_bytes|requests_(open|read)):' "$mnt/.wkfs/stats"
 
 step "8. Unmount"
 show wkfs unmount "$mnt"
