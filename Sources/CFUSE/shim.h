@@ -28,6 +28,7 @@ static inline int cfuse_session_loop_mt(struct fuse_session *session, struct fus
 // three quarters of the server's time. Blocks up to 32 MiB now come from the reused heap.
 // mallopt and its M_* constants live in <malloc.h>, which Swift's Glibc module omits.
 #include <malloc.h>
+#include <mntent.h>  /* the mount table: is a mount point still mounted */
 static inline void cfuse_limit_malloc_arenas(void) {
     mallopt(M_ARENA_MAX, 2);
     mallopt(M_TRIM_THRESHOLD, 32 << 20);

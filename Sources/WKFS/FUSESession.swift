@@ -300,9 +300,24 @@ public final class FUSESession: Sendable {
         if let watcherThread { pthread_join(watcherThread, nil) }
 
         if result < 0 {
+            // Unmounted from outside (fusermount3 -u), the loop normally ends with ENODEV, which
+            // libfuse takes as the end; this kernel sometimes answers ECONNABORTED instead
+            // (seen a few times in a hundred unmounts). Once the mount is gone, that is the end too.
+            if -result == ECONNABORTED && !Self.isMounted(path) { return }
             throw FUSEError(-result, "serving the FUSE filesystem at \(path) failed")
         }
         if result > 0 { log("FUSE session at \(path) stopped by signal \(result)") }
+    }
+
+    /// Whether a file system is mounted at `path` (listed in `/proc/self/mounts`; `getmntent`
+    /// decodes its escapes). Never touches `path` itself, which may have no server.
+    static func isMounted(_ path: String) -> Bool {
+        guard let table = setmntent("/proc/self/mounts", "r") else { return true }
+        defer { endmntent(table) }
+        while let entry = getmntent(table) {
+            if let directory = entry.pointee.mnt_dir, String(cString: directory) == path { return true }
+        }
+        return false
     }
 
     /// Ends ``run(threads:readaheadKiB:handleSignals:)`` from another thread, e.g. one that
