@@ -36,13 +36,6 @@ final class DataFilePrefetcher: Sendable {
 
     private let state = Mutex(State())
     private let queue = DispatchQueue(label: "wkfs.data-file-prefetch", qos: .utility)
-    /// Decodes the cubes of the opened one's row into the block cache (the other core works
-    /// while the program reads the cube before).
-    private let decode: @Sendable (MagDirectory, Vec3) -> Void
-
-    init(decode: @escaping @Sendable (MagDirectory, Vec3) -> Void) {
-        self.decode = decode
-    }
 
     /// Cube `index` of `mag` was opened for reading.
     func cubeOpened(_ mag: MagDirectory, _ index: Vec3) {
@@ -75,11 +68,6 @@ final class DataFilePrefetcher: Sendable {
                 let xs = mag.fileRow(y: row.y, z: row.z)
                 let ordered = row.y == index.y ? xs.filter { $0 > index.x } + xs.filter { $0 < index.x } : xs
                 mag.willNeed(files: ordered.map { Vec3($0, row.y, row.z) }, budget: Self.rowBudget)
-            }
-            // Then the rest of this row, decoded, up to the row budget.
-            let xs = mag.fileRow(y: index.y, z: index.z).filter { $0 > index.x }
-            for x in xs.prefix(max(1, Self.rowBudget / mag.header.fileByteCount)) {
-                self.decode(mag, Vec3(x, index.y, index.z))
             }
         }
     }

@@ -25,7 +25,7 @@ public final class DatasetFilesystem: FUSEFilesystem {
     let options: Options
     let inodes = InodeTable()
     let cache: BlockCache
-    let prefetcher: DataFilePrefetcher
+    let prefetcher = DataFilePrefetcher()
     let statistics = MountStatistics()
     public var requestCounts: FUSERequestCounts? { statistics.requests }
     /// Directories of cubes replaced since the last fsync: synced at fsync, fsyncdir and unmount,
@@ -39,9 +39,6 @@ public final class DatasetFilesystem: FUSEFilesystem {
     public init(datasetPath: String, options: Options, log: @escaping @Sendable (String) -> Void) throws {
         self.options = options
         cache = BlockCache(cacheSize: options.cacheSize)
-        prefetcher = DataFilePrefetcher { [cache] mag, index in
-            _ = try? cache.blocks(mag, index, Array(0..<mag.header.blocksPerFile))
-        }
         errors = ErrorLog(log: log)
         state = Mutex(ViewState(dataset: try Dataset.open(datasetPath)))
     }
