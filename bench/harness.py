@@ -209,7 +209,8 @@ class Mount:
             except subprocess.TimeoutExpired:
                 still = "still mounted" if is_mounted(self.mountpoint) else "no longer mounted"
                 message = (f"{self.name} (pid {self.proc.pid}) did not exit {timeout} s after the unmount "
-                           f"({unmounted}; {still}); threads: {thread_states(self.proc.pid)}")
+                           f"({unmounted}; {still}); threads: {thread_states(self.proc.pid)}"
+                           f"{self._backtraces()}")
                 log(f"bench: {message}; stopping it")
                 Mount.incidents.append(message)
                 self.proc.send_signal(signal.SIGTERM)
@@ -225,6 +226,16 @@ class Mount:
             self.pidfile.remove(self.proc.pid)
             Mount.active.discard(self)
             self.proc = None
+
+    def _backtraces(self):
+        """Where a server that does not exit waits: every thread's stack (gdb), into a file."""
+        if not shutil.which("gdb"):
+            return ""
+        path = os.path.join(os.path.dirname(self.logpath), f"hang-{self.name}-{self.proc.pid}.txt")
+        with open(path, "w") as out:
+            subprocess.run(["timeout", "60", "gdb", "-p", str(self.proc.pid), "-batch", "-ex", "thread apply all bt"],
+                           stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        return f"; stacks in {path}"
 
     def __enter__(self):
         return self.start()
