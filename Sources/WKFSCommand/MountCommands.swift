@@ -62,8 +62,20 @@ struct MountCommand: ParsableCommand {
                 throw error
             }
         }
-        defer { session.unmount() }
-        try session.run()
+        // Once the loop ran, stderr's stdio lock may be held forever: when the kernel answers an
+        // unmount from outside with ECONNABORTED, libfuse's workers report it with perror and the
+        // loop cancels them, possibly inside perror. Any later stdio use of stderr (an error
+        // message, the flush at exit) would then block: seen with gdb as a mount that never exits
+        // after its unmount. So report with write(2) and leave with _exit, skipping exit's flush.
+        var status: Int32 = 0
+        do {
+            try session.run()
+        } catch {
+            log("Error: \(error)")
+            status = 1
+        }
+        session.unmount()
+        _exit(status)
     }
 
     /// `512M`, `2G`, `65536`, `64K` -> bytes.
