@@ -150,7 +150,7 @@ final class BlockCache: Sendable {
                     self.decodedBytes.wrappingAdd(bytes.count, ordering: .relaxed)
                     // Blocks that decode to zeros (the background of a compressed mag) share one
                     // group: they cost no memory, and a reply fills them without copying.
-                    if Self.isZero(bytes) { return zero }
+                    if bytes.withUnsafeBytes(RegionCopy.isZero) { return zero }
                     return Entry(bytes: bytes, cost: bytes.count)
                 }
                 // A small cube's few groups decode faster than workers wake up.
@@ -168,19 +168,6 @@ final class BlockCache: Sendable {
         return numbers.map { n in
             let entry = groups[n / size]!
             return CachedBlock(group: entry.bytes, offset: (n % size) * blockBytes, count: blockBytes, isZero: entry.isZero)
-        }
-    }
-
-    /// True when every byte is zero (stops at the first one that is not).
-    static func isZero(_ bytes: [UInt8]) -> Bool {
-        bytes.withUnsafeBytes { raw in
-            let words = raw.count / 8
-            var i = 0
-            while i < words {
-                if raw.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self) != 0 { return false }
-                i += 1
-            }
-            return raw[(words * 8)...].allSatisfy { $0 == 0 }
         }
     }
 

@@ -41,7 +41,7 @@ struct CubeWriter {
         self.memoryBudget = max(memoryBudget, 4 * mag.header.blockByteCount)
     }
 
-    var hasChanges: Bool { truncated || !dirty.isEmpty || !encoded.isEmpty || !spilled.isEmpty || !placed.isEmpty }
+    var hasChanges: Bool { truncated || hasPendingBlocks }
 
     /// Opened with O_TRUNC (or truncated) and nothing written since: a program may still be about
     /// to write (dd closes a duplicate descriptor first), so this is not yet an error to report.

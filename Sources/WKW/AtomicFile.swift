@@ -31,7 +31,7 @@ public enum AtomicFile {
     }
 
     /// Writes a new version of `path` into a temporary file beside it and fsyncs it (unless
-    /// `sync` is false: the caller then calls `sync(_:)` before renaming), without renaming: for
+    /// `sync` is false: the caller then puts it in place with `putInPlace`), without renaming: for
     /// writers that put several files in place only once all are ready.
     /// - Returns: the temporary file's path; on failure it is removed.
     static func prepare(_ path: String, sync: Bool = true, fill: (OpenFile) throws -> Void) throws -> String {
@@ -47,15 +47,31 @@ public enum AtomicFile {
         return temporary
     }
 
-    /// Fsyncs files written with `prepare(_:sync: false)`, which started their writeback. Syncing
-    /// many files after all were written costs about one journal commit instead of one per file:
-    /// their blocks were allocated in the same transaction, which the first fsync commits.
-    static func sync(_ paths: [String]) throws {
-        for path in paths {
-            guard let file = try OpenFile.openIfExists(path) else {
-                throw WKWError(.notFound, path: path, "temporary file vanished before it was synced")
+    /// Puts files written with `prepare(_:sync: false)` in place: fsyncs every one, then renames
+    /// each over its final path, then syncs their directories. Syncing many files after all were
+    /// written costs about one journal commit instead of one per file (their writeback started
+    /// when they were written, in the same transaction, which the first fsync commits).
+    /// On failure every temporary file not yet renamed is removed; the ones before stay in place.
+    static func putInPlace(_ prepared: [(temporary: String, final: String)]) throws {
+        do {
+            for (temporary, _) in prepared {
+                guard let file = try OpenFile.openIfExists(temporary) else {
+                    throw WKWError(.notFound, path: temporary, "temporary file vanished before it was synced")
+                }
+                try file.sync()
             }
-            try file.sync()
+        } catch {
+            prepared.forEach { PathOps.remove($0.temporary) }
+            throw error
         }
+        for (i, (temporary, final)) in prepared.enumerated() {
+            do {
+                try PathOps.rename(temporary, to: final)
+            } catch {
+                prepared[i...].forEach { PathOps.remove($0.temporary) }
+                throw error
+            }
+        }
+        for directory in Set(prepared.map { PathOps.dirname($0.final) }) { PathOps.syncDirectory(directory) }
     }
 }

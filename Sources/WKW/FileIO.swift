@@ -156,12 +156,10 @@ public enum PathOps {
         }
     }
 
-    /// Flushes a directory entry change (a rename or a new file) to stable storage.
+    /// Flushes a directory entry change (a rename or a new file) to stable storage, ignoring
+    /// failures (for writers whose durability is best effort).
     public static func syncDirectory(_ path: String) {
-        let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { return }
-        _ = fsync(fd)
-        close(fd)
+        try? syncDirectoryOrThrow(path)
     }
 
     /// `syncDirectory`, failing with the reason when the directory cannot be opened or synced.

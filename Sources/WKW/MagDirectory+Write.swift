@@ -70,13 +70,11 @@ extension MagDirectory {
                 }
                 created.withLock { $0.append((temporary, path)) }
             }
-            try AtomicFile.sync(created.withLock { $0.map(\.temporary) })
-            for (temporary, final) in created.withLock({ $0 }) { try PathOps.rename(temporary, to: final) }
         } catch {
             created.withLock { $0 }.forEach { PathOps.remove($0.temporary) }
             throw error
         }
-        for directory in Set(created.withLock { $0.map { PathOps.dirname($0.final) } }) { PathOps.syncDirectory(directory) }
+        try AtomicFile.putInPlace(created.withLock { $0 })
     }
 
     /// Checks the header and jump table of every existing data file that `box` meets, so that a
@@ -146,21 +144,11 @@ private struct CompressedRegionWrite {
                     for index in layer { prepared.append(try prepare(index, stash: stash, old: old[index], parallel: true)) }
                 }
             }
-            try AtomicFile.sync(prepared.map(\.temporary))
         } catch {
             prepared.forEach { PathOps.remove($0.temporary) }
             throw error
         }
-        for (i, (temporary, final)) in prepared.enumerated() {
-            do {
-                try PathOps.rename(temporary, to: final)
-            } catch {
-                // The files before this one are already in place; leave no temporary behind.
-                prepared[i...].forEach { PathOps.remove($0.temporary) }
-                throw error
-            }
-        }
-        for directory in Set(prepared.map { PathOps.dirname($0.final) }) { PathOps.syncDirectory(directory) }
+        try AtomicFile.putInPlace(prepared)
     }
 
     /// Writes the new version of data file `index` to a temporary file beside it.

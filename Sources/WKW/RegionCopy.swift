@@ -58,6 +58,29 @@ public enum RegionCopy {
         }
     }
 
+    /// True when every voxel of `box` in `source` (laid out as `sourceBox`) is zero.
+    public static func isZero(_ box: Box, voxelSize: Int, in source: UnsafeRawPointer, layout sourceBox: Box) -> Bool {
+        let rowBytes = box.size.x * voxelSize
+        for z in box.offset.z..<box.end.z {
+            for y in box.offset.y..<box.end.y {
+                let row = source + rowStart(box.offset.x, y, z, in: sourceBox) * voxelSize
+                if !isZero(UnsafeRawBufferPointer(start: row, count: rowBytes)) { return false }
+            }
+        }
+        return true
+    }
+
+    /// True when every byte is zero (stops at the first one that is not).
+    public static func isZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        let words = bytes.count / 8
+        var i = 0
+        while i < words {
+            if bytes.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self) != 0 { return false }
+            i += 1
+        }
+        return bytes[(words * 8)...].allSatisfy { $0 == 0 }
+    }
+
     /// The voxel index of (x, y, z) in a buffer laid out as `layout` (C order).
     @inline(__always)
     private static func rowStart(_ x: Int, _ y: Int, _ z: Int, in layout: Box) -> Int {

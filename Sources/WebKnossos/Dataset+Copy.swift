@@ -59,21 +59,22 @@ extension Dataset {
             for (entry, source, header) in mags {
                 let target = try MagDirectory.create(copy.layerPath(layer.name) + "/" + entry.mag.shortName, header: header)
                 let indices = Self.destinationFiles(source, header, layer, entry)
-                if header.fileByteCount <= Self.wholeFileCopyLimit && header != source.header {
+                if header == source.header || header.fileByteCount > Self.wholeFileCopyLimit {
+                    for index in indices {
+                        if header == source.header {
+                            try source.copyFile(index, to: target)
+                        } else {
+                            // Too large to hold decoded: one layer of blocks at a time.
+                            try target.writeFileBySlabs(index) { slab in try source.read(slab) }
+                        }
+                        done += 1
+                        progress(done, total)
+                    }
+                } else {
                     try Self.copyInGroups(indices, from: source, to: target) { count in
                         done += count
                         progress(done, total)
                     }
-                }
-                for index in indices where header == source.header || header.fileByteCount > Self.wholeFileCopyLimit {
-                    if header == source.header {
-                        try source.copyFile(index, to: target)
-                    } else {
-                        // Too large to hold decoded: one layer of blocks at a time.
-                        try target.writeFileBySlabs(index) { slab in try source.read(slab) }
-                    }
-                    done += 1
-                    progress(done, total)
                 }
                 var newEntry = entry
                 newEntry.cubeLength = header.fileEdge
@@ -119,33 +120,12 @@ extension Dataset {
         for (group, box) in groups {
             let voxels = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<(box.voxelCount * h.voxelSize)])
             try source.read(box, into: voxels)
-            let withData = Set(group.filter { !Self.isZero(UnsafeRawBufferPointer(voxels), layout: box, part: target.fileBox($0), voxelSize: h.voxelSize) })
+            let withData = Set(group.filter { !RegionCopy.isZero(target.fileBox($0), voxelSize: h.voxelSize, in: voxels.baseAddress!, layout: box) })
             if !withData.isEmpty {
                 try target.write(box, from: UnsafeRawBufferPointer(voxels), files: { withData.contains($0) })
             }
             try done(group.count)
         }
-    }
-
-    /// True when every voxel of `part` in `buffer` (laid out as `layout`) is zero.
-    static func isZero(_ buffer: UnsafeRawBufferPointer, layout: Box, part: Box, voxelSize: Int) -> Bool {
-        let rowBytes = part.size.x * voxelSize
-        for z in part.offset.z..<part.end.z {
-            for y in part.offset.y..<part.end.y {
-                let start = (((z - layout.offset.z) * layout.size.y + (y - layout.offset.y)) * layout.size.x + (part.offset.x - layout.offset.x)) * voxelSize
-                let row = UnsafeRawBufferPointer(rebasing: buffer[start..<(start + rowBytes)])
-                var i = 0
-                while i + 8 <= rowBytes {
-                    if row.loadUnaligned(fromByteOffset: i, as: UInt64.self) != 0 { return false }
-                    i += 8
-                }
-                while i < rowBytes {
-                    if row[i] != 0 { return false }
-                    i += 1
-                }
-            }
-        }
-        return true
     }
 
     /// The destination files (of a mag with `header`) that meet an existing source file inside the
