@@ -7,8 +7,9 @@ import Synchronization
 
 /// Runs independent pieces of work on every core and rethrows the first error.
 public enum Parallel {
-    /// Processors online.
-    public static var coreCount: Int { max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))) }
+    /// Processors online when the process started. Read once: glibc's sysconf reads it from
+    /// /sys on every call, which costs more than a small piece of work.
+    public static let coreCount: Int = max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN)))
 
     /// Calls `body(i)` for every `i` in `0..<count`, concurrently when there is more than one.
     /// Once one call throws, calls that have not started yet are skipped.

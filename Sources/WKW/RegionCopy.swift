@@ -20,8 +20,8 @@ public enum RegionCopy {
         for _ in 0..<box.size.z {
             var from = fromPlane
             var to = toPlane
-            // Rows of 8-voxel blocks are 8 or 16 bytes: a call to memmove per row would cost more
-            // than the copy, so those get their own loops.
+            // Rows of 8-voxel blocks are 8, 16 or 32 bytes: a call to memmove per row would cost
+            // more than the copy, so those get their own loops.
             switch pieceBytes {
             case 8:
                 for _ in 0..<rows {
@@ -33,6 +33,14 @@ public enum RegionCopy {
                 for _ in 0..<rows {
                     to.storeBytes(of: from.loadUnaligned(as: UInt64.self), as: UInt64.self)
                     to.storeBytes(of: from.loadUnaligned(fromByteOffset: 8, as: UInt64.self), toByteOffset: 8, as: UInt64.self)
+                    from += sourceRow
+                    to += destinationRow
+                }
+            case 32:
+                for _ in 0..<rows {
+                    for word in stride(from: 0, to: 32, by: 8) {
+                        to.storeBytes(of: from.loadUnaligned(fromByteOffset: word, as: UInt64.self), toByteOffset: word, as: UInt64.self)
+                    }
                     from += sourceRow
                     to += destinationRow
                 }
