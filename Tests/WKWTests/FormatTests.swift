@@ -266,3 +266,34 @@ func pseudoRandomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
         #expect(leftovers.isEmpty)
     }
 }
+
+@Suite struct LZ4BlockTests {
+    /// Each thread keeps its compression state from block to block. Every block must still decode
+    /// on its own (no history from the blocks before), also after the state's window passed the
+    /// 1 GiB mark where liblz4 clears its tables (16,384 resets of 64 KiB).
+    @Test(arguments: [false, true])
+    func keptStateCompressesEachBlockOnItsOwn(highCompression: Bool) throws {
+        // Compressible blocks (runs, with a noisy byte every 16) and one of noise.
+        let noise = pseudoRandomBytes(512, seed: 7)
+        func compressible(_ k: Int) -> [UInt8] {
+            (0..<512).map { i -> UInt8 in
+                i % 16 == k ? noise[i] : UInt8((i / (k + 8)) % 5 * 50)
+            }
+        }
+        let blocks: [[UInt8]] = (0..<7).map(compressible) + [noise]
+        var scratch = [UInt8](repeating: 0, count: LZ4Block.bound(512))
+        var decoded = [UInt8](repeating: 0, count: 512)
+        for n in 0..<20_000 {
+            let block = blocks[n % blocks.count]
+            let count = block.withUnsafeBytes { source in
+                scratch.withUnsafeMutableBytes { LZ4Block.compress(source, into: $0, highCompression: highCompression) }
+            }
+            let ok = scratch.withUnsafeBytes { stored in
+                decoded.withUnsafeMutableBytes { LZ4Block.decompress(UnsafeRawBufferPointer(rebasing: stored[0..<count]), into: $0) }
+            }
+            try #require(ok, "block \(n) does not decode on its own")
+            try #require(decoded == block, "block \(n) decodes to other bytes")
+            if n % blocks.count < 7 { try #require(count < 400, "block \(n) did not compress: \(count) bytes") }
+        }
+    }
+}
