@@ -452,6 +452,37 @@ def test_sequential_whole_cube_write_has_bounded_memory(mounted, mountpoint, tmp
     assert np.array_equal(got[..., 0], data), "the big cube reads back wrong"
 
 
+@pytest.mark.limit(180)
+@pytest.mark.parametrize("compress", [True, False], ids=["lz4", "raw"])
+def test_scattered_overwrites_past_the_write_budget(compress, mounted, mountpoint, tmp_path):
+    """Overlapping writes at unaligned offsets all over a 128 MiB cube, far more than the write
+    budget (16 MiB): blocks go from pending to encoded, spilled (LZ4) or placed (raw), and are
+    written again after that. The committed cube holds every last write."""
+    ds = tmp_path / "big"
+    mh.new_dataset(ds, "uint8", 32, 16, compress=compress)
+    side = 512
+    rng = np.random.default_rng(5)
+    expected = rng.integers(0, 256, size=side**3, dtype=np.uint8)
+    cube = mountpoint / "color" / "1" / "z0" / "y0" / "x0.raw"
+    with mounted(ds):
+        (mountpoint / "color" / "1" / "z0" / "y0").mkdir(parents=True)
+        with open(cube, "wb") as f:
+            f.write(expected.tobytes())
+        fd = os.open(cube, os.O_WRONLY)
+        try:
+            for i in range(48):
+                start = int(rng.integers(0, side**3 - (4 << 20)))
+                chunk = rng.integers(0, 256, size=int(rng.integers(1, 4 << 20)), dtype=np.uint8)
+                chunk[: 1 << 12] = i  # compressible parts too
+                assert os.pwrite(fd, chunk.tobytes(), start) == chunk.size
+                expected[start : start + chunk.size] = chunk
+        finally:
+            os.close(fd)
+        assert np.array_equal(np.fromfile(cube, dtype=np.uint8), expected), "the mount reads back other voxels"
+    got = mh.wkw_read_cube(ds / "color" / "1", (0, 0, 0))
+    assert np.array_equal(got[..., 0].reshape(-1), expected), "wkw reads back other voxels"
+
+
 def test_killed_daemon_leaves_the_old_file(target, mounted):
     """SIGKILL in the middle of a whole-cube write: the WKW file on disk is the old one."""
     t = target(("wk433_color_uint8x3", "color", "1"))
