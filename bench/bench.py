@@ -434,8 +434,8 @@ def static_notes(bench, cfg):
                           if bench.can_drop else "could not be dropped (not permitted); every mount is fresh"),
         "peak RSS: /usr/bin/time %M (the largest single process; webknossos copy runs a pool of "
         f"{os.cpu_count()} worker processes); for mounts, the FUSE server's VmHWM from /proc.",
-        "LZ4 mags are block type 2 (LZ4 fast): wkfs and wkw both write LZ4 (LZ4_compress_default) into "
-        "them. Copies: wkfs --compress writes LZ4HC level 9 (type 3), webknossos compress=True writes "
+        "LZ4 mags are block type 2 (LZ4 fast): wkfs and wkw both write fast LZ4 at acceleration 1 into "
+        "them (wkw: LZ4_compress_default; wkfs: the same compressor with a state kept per thread). Copies: wkfs --compress writes LZ4HC level 9 (type 3), webknossos compress=True writes "
         "LZ4HC via wkw. squashfs: mksquashfs -comp lz4 (plain LZ4, 128 KiB blocks).",
         "wkfs replaces compressed files atomically with fsync; wkw writes without fsync.",
         ("4: each source is read by one process, every cube to the end with 1 MiB reads (what dd bs=1M "
