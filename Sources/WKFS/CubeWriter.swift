@@ -19,14 +19,14 @@ struct CubeWriter {
     /// The cube's size as the writer sees it: the full size, or what was written since truncation.
     private(set) var size: Int
     // Blocks are looked up several times for every block written, so their state is kept in
-    // arrays indexed by block number (made at the first write): hashing them in dictionaries was
-    // 7% of the mount's time taking `cp` of 8/8 cubes.
+    // tables indexed by block number: hashing them in dictionaries was 7% of the mount's time
+    // taking `cp` of 8/8 cubes.
     /// Blocks being written, decoded.
-    private var dirty: [Pending?] = []
+    private var dirty: BlockTable<Pending?>
     private var dirtyCount = 0
     /// Complete blocks: encoded in memory (a small cube never needs the spill file), in the spill
     /// file, or (raw mags) already in place in the new file.
-    private var stored: [Stored] = []
+    private var stored: BlockTable<Stored>
     private var storedCount = 0
     private var encodedBytes = 0
     private var spill: TemporaryFile?
@@ -59,6 +59,8 @@ struct CubeWriter {
         self.truncated = truncated
         size = truncated ? 0 : geometry.cubeBytes
         self.memoryBudget = max(memoryBudget, 4 * mag.header.blockByteCount)
+        dirty = BlockTable(count: mag.header.blocksPerFile, empty: nil)
+        stored = BlockTable(count: mag.header.blocksPerFile, empty: .none)
     }
 
     var hasChanges: Bool { truncated || hasPendingBlocks }
@@ -117,7 +119,7 @@ struct CubeWriter {
         }
         if !completed.isEmpty { try completeBlocks(completed) }
         if dirtyCount * mag.header.blockByteCount > memoryBudget {
-            let pending = dirty.indices.filter { dirty[$0] != nil }
+            let pending = dirty.numbers { $0 != nil }
             let oldest = pending.sorted { dirty[$0]!.tick < dirty[$1]!.tick }.prefix(dirtyCount / 2)
             try completeBlocks(Array(oldest))
         }
@@ -126,10 +128,6 @@ struct CubeWriter {
     /// The pending block `number`, loaded on first touch; one about to be overwritten whole
     /// (`whole`) starts uninitialized instead (no zeros written, no old block decoded).
     private mutating func touch(_ number: Int, cache: BlockCache, whole: Bool = false) throws {
-        if dirty.isEmpty {
-            dirty = Array(repeating: nil, count: mag.header.blocksPerFile)
-            stored = Array(repeating: .none, count: mag.header.blocksPerFile)
-        }
         if dirty[number] == nil {
             let count = mag.header.blockByteCount
             let bytes = whole ? [UInt8](unsafeUninitializedCapacity: count) { _, n in n = count } : try load(number, cache: cache)
@@ -240,7 +238,7 @@ struct CubeWriter {
         var chunk: [UInt8] = []
         chunk.reserveCapacity(encodedBytes)
         var places: [(number: Int, offset: Int, count: Int)] = []
-        for number in stored.indices {
+        for number in stored.numbers(where: { if case .encoded = $0 { true } else { false } }) {
             guard case .encoded(let bytes) = stored[number] else { continue }
             places.append((number, spillEnd + chunk.count, bytes.count))
             chunk.append(contentsOf: bytes)
@@ -268,8 +266,8 @@ struct CubeWriter {
             if pendingRaw == nil { pendingRaw = try PendingRawFile(mag: mag, index: index) }
             // On failure the new file stays pending with what it holds, so a later commit can retry.
             try pendingRaw!.finish(directories: directories) { n in
-                if let pending = dirtyBlocks.isEmpty ? nil : dirtyBlocks[n] { return .decoded(pending.bytes) }
-                if !storedBlocks.isEmpty, case .placed = storedBlocks[n] { return nil }
+                if let pending = dirtyBlocks[n] { return .decoded(pending.bytes) }
+                if case .placed = storedBlocks[n] { return nil }
                 if let base { return .encoded(try base.storedBlock(n)) }
                 return .zero
             }
@@ -280,8 +278,8 @@ struct CubeWriter {
         }
         let spill = self.spill
         try mag.replaceFile(index, directories: directories) { n in
-            if let pending = dirtyBlocks.isEmpty ? nil : dirtyBlocks[n] { return .decoded(pending.bytes) }
-            switch storedBlocks.isEmpty ? .none : storedBlocks[n] {
+            if let pending = dirtyBlocks[n] { return .decoded(pending.bytes) }
+            switch storedBlocks[n] {
             case .encoded(let bytes): return .encoded(bytes)
             case .spilled(let offset, let count): return .encoded(try spill!.read(at: offset, count: count))
             case .placed, .none: break
@@ -298,9 +296,9 @@ struct CubeWriter {
         pendingRaw?.abandon()
         pendingRaw = nil
         written = nil
-        dirty = []
+        dirty = BlockTable(count: mag.header.blocksPerFile, empty: nil)
         dirtyCount = 0
-        stored = []
+        stored = BlockTable(count: mag.header.blocksPerFile, empty: .none)
         storedCount = 0
         encodedBytes = 0
         spill = nil

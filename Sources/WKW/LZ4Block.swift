@@ -1,6 +1,8 @@
 internal import CLZ4
 #if canImport(Glibc)
     import Glibc
+#elseif canImport(Darwin)
+    import Darwin
 #endif
 
 /// Bare LZ4 blocks (no frame, no size prefix), as WKW stores them.
@@ -94,16 +96,24 @@ private final class CompressionState {
     static func current() -> CompressionState {
         if let kept = pthread_getspecific(key) { return Unmanaged<CompressionState>.fromOpaque(kept).takeUnretainedValue() }
         let state = CompressionState()
-        pthread_setspecific(key, Unmanaged.passRetained(state).toOpaque())
+        // When the thread cannot keep it, the state serves this one block only.
+        if pthread_setspecific(key, Unmanaged.passRetained(state).toOpaque()) != 0 { release(Unmanaged.passUnretained(state).toOpaque()) }
         return state
     }
 
     private static let key: pthread_key_t = {
         var key = pthread_key_t()
-        let made = pthread_key_create(&key) { kept in
-            Unmanaged<CompressionState>.fromOpaque(kept!).release()
-        }
+        let made = pthread_key_create(&key) { kept in release(kept) }
         precondition(made == 0, "pthread_key_create failed: \(made)")
         return key
     }()
+
+    /// The key's destructor: Glibc passes an optional pointer, Darwin a plain one.
+    private static func release(_ kept: UnsafeMutableRawPointer?) {
+        if let kept { Unmanaged<CompressionState>.fromOpaque(kept).release() }
+    }
+
+    private static func release(_ kept: UnsafeMutableRawPointer) {
+        Unmanaged<CompressionState>.fromOpaque(kept).release()
+    }
 }

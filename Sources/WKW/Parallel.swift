@@ -35,6 +35,9 @@ public enum Parallel {
     }
 
     /// `(0..<count).map(body)`, computed concurrently.
+    /// Inlinable so that callers get it specialized for their `T`: generic, it looked up `T`'s
+    /// metadata for every element (2% of a mount's time writing 8/8 cubes).
+    @inlinable
     public static func map<T: Sendable>(_ count: Int, _ body: @Sendable (Int) throws -> T) throws -> [T] {
         let slots = Slots<T>(count)
         defer { slots.free() }
@@ -44,17 +47,20 @@ public enum Parallel {
 }
 
 /// Result slots that parallel workers fill, each worker only its own index, so they need no lock.
-private struct Slots<T: Sendable>: @unchecked Sendable {
-    private let buffer: UnsafeMutableBufferPointer<T?>
+@usableFromInline
+struct Slots<T: Sendable>: @unchecked Sendable {
+    @usableFromInline let buffer: UnsafeMutableBufferPointer<T?>
 
+    @inlinable
     init(_ count: Int) {
         buffer = .allocate(capacity: count)
         buffer.initialize(repeating: nil)
     }
 
-    func set(_ index: Int, _ value: T) { buffer[index] = value }
-    func values() -> [T] { buffer.map { $0! } }
+    @inlinable func set(_ index: Int, _ value: T) { buffer[index] = value }
+    @inlinable func values() -> [T] { buffer.map { $0! } }
 
+    @inlinable
     func free() {
         buffer.deinitialize()
         buffer.deallocate()
