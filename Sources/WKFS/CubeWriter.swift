@@ -277,7 +277,11 @@ struct CubeWriter {
             return
         }
         let spill = self.spill
-        try mag.replaceFile(index, directories: directories) { n in
+        // A small cube written whole (`cp`) has every block encoded already: gathering them on
+        // one thread is faster than waking the workers (5% of the mount's time taking 8/8 cubes).
+        let blockBytes = mag.header.blockByteCount
+        let parallel = dirtyCount * blockBytes >= 256 << 10 || geometry.cubeBytes > 4 << 20
+        try mag.replaceFile(index, directories: directories, parallel: parallel) { n in
             if let pending = dirtyBlocks[n] { return .decoded(pending.bytes) }
             switch storedBlocks[n] {
             case .encoded(let bytes): return .encoded(bytes)

@@ -140,14 +140,16 @@ extension MagDirectory {
     }
 
     /// Replaces data file `index` atomically with a new file whose block `n` is `blocks(n)`.
-    /// Blocks are produced and encoded in batches (in parallel), so memory stays at one batch.
-    /// The rename is made durable at once, or later through `directories`.
+    /// Blocks are produced and encoded in batches (in parallel unless `parallel` is false: a
+    /// caller whose blocks are already encoded saves waking the workers), so memory stays at one
+    /// batch. The rename is made durable at once, or later through `directories`.
     public func replaceFile(
-        _ index: Vec3, directories: PendingDirectorySyncs? = nil, blocks: @Sendable (Int) throws -> BlockSource
+        _ index: Vec3, directories: PendingDirectorySyncs? = nil, parallel: Bool = true,
+        blocks: @Sendable (Int) throws -> BlockSource
     ) throws {
         let path = filePath(index)
         try PathOps.makeDirectories(PathOps.dirname(path))
-        try AtomicFile.write(path, directories: directories) { file in try writeDataFile(file, blocks: blocks) }
+        try AtomicFile.write(path, directories: directories) { file in try writeDataFile(file, parallel: parallel, blocks: blocks) }
     }
 
     /// Writes a complete data file into `file`: header, jump table, then block `n` = `blocks(n)`
