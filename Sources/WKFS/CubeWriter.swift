@@ -13,6 +13,8 @@ struct CubeWriter {
     let geometry: CubeGeometry
     /// Decoded blocks held at most before the oldest are spilled (about one slab of blocks).
     let memoryBudget: Int
+    /// Bytes of blocks to encode below which one thread is faster than waking the workers.
+    private static let parallelEncoding = 256 << 10
 
     /// The cube starts from zeros (opened with O_TRUNC, truncated, or new), not from the file.
     private(set) var truncated: Bool
@@ -225,9 +227,8 @@ struct CubeWriter {
         }
         let blocks = numbers.map { dirty[$0]!.bytes }
         let mag = self.mag
-        // A handful of small blocks is encoded faster than workers can be started.
         let work = blocks.count * mag.header.blockByteCount
-        let encodedBlocks = work < 256 << 10 ? blocks.map(mag.encodeBlock) : try Parallel.map(blocks.count) { mag.encodeBlock(blocks[$0]) }
+        let encodedBlocks = work < Self.parallelEncoding ? blocks.map(mag.encodeBlock) : try Parallel.map(blocks.count) { mag.encodeBlock(blocks[$0]) }
         for (number, bytes) in zip(numbers, encodedBlocks) { store(number, .encoded(bytes)) }
         if encodedBytes > memoryBudget { try spillEncoded() }
     }
@@ -279,8 +280,8 @@ struct CubeWriter {
         let spill = self.spill
         // A small cube written whole (`cp`) has every block encoded already: gathering them on
         // one thread is faster than waking the workers (5% of the mount's time taking 8/8 cubes).
-        let blockBytes = mag.header.blockByteCount
-        let parallel = dirtyCount * blockBytes >= 256 << 10 || geometry.cubeBytes > 4 << 20
+        // A large one still reads its unchanged blocks from the old file in parallel.
+        let parallel = dirtyCount * mag.header.blockByteCount >= Self.parallelEncoding || geometry.cubeBytes > 4 << 20
         try mag.replaceFile(index, directories: directories, parallel: parallel) { n in
             if let pending = dirtyBlocks[n] { return .decoded(pending.bytes) }
             switch storedBlocks[n] {
