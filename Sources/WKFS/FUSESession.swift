@@ -249,13 +249,15 @@ public final class FUSESession: Sendable {
     ///   - threads: Most worker threads serving requests at once.
     ///   - readaheadKiB: Once the kernel connected, the mount's readahead is raised to this
     ///     (in `/sys/class/bdi/MAJOR:MINOR/read_ahead_kb`, root only), so sequential reads
-    ///     arrive in requests of up to 1 MiB instead of 128 KiB. `nil` leaves it.
+    ///     arrive in requests of up to 1 MiB (`max_pages`) instead of 128 KiB, several at a time:
+    ///     4 MiB read the 1 GiB and 4 GiB cubes of `make bench` about 10% faster than 1 MiB
+    ///     (alternating runs), with random boxes and small files no slower. `nil` leaves it.
     ///   - handleSignals: Install libfuse's handlers that end the loop on SIGINT, SIGTERM and
     ///     SIGHUP (and ignore SIGPIPE). The calling thread must not block these signals.
     /// - Throws: `FUSEError` if the session loop fails.
     ///
     /// The corresponding C function is `fuse_session_loop_mt`.
-    public func run(threads: Int = 10, readaheadKiB: Int? = 1024, handleSignals: Bool = true)
+    public func run(threads: Int = 10, readaheadKiB: Int? = 4096, handleSignals: Bool = true)
         throws(FUSEError)
     {
         guard let session = channel.session, channel.isMounted else {
