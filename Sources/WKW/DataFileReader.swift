@@ -152,6 +152,9 @@ extension MagDirectory {
         try AtomicFile.write(path, directories: directories) { file in try writeDataFile(file, parallel: parallel, blocks: blocks) }
     }
 
+    /// Data files of at least this many decoded bytes are written past the page cache.
+    static let directWriteSize = 64 << 20
+
     /// Writes a complete data file into `file`: header, jump table, then block `n` = `blocks(n)`
     /// in Morton order, produced and encoded in batches of about 64 MiB (in parallel unless told not to).
     func writeDataFile(_ file: OpenFile, parallel: Bool = true, blocks: @Sendable (Int) throws -> BlockSource) throws {
@@ -162,7 +165,7 @@ extension MagDirectory {
         let dataOffset = header.dataFileDataOffset
         try header.encoded(dataOffset: dataOffset).withUnsafeBytes { try file.write(at: 0, $0) }
         // Blocks are gathered in one reused buffer and written in large pieces.
-        let output = SequentialWriter(file, at: dataOffset)
+        let output = SequentialWriter(file, at: dataOffset, direct: count * header.blockByteCount >= Self.directWriteSize)
         defer { output.close() }
         var table = [UInt8](repeating: 0, count: header.blockType.isCompressed ? 8 * count : 0)
         var start = 0
@@ -194,34 +197,83 @@ extension MagDirectory {
     }
 }
 
-/// Writes bytes one after another into a file through a reused 8 MiB buffer.
+/// Writes bytes one after another into a file through a reused 8 MiB buffer. With `direct`,
+/// whole pages go to the disk directly (`O_DIRECT`) where the file system allows it: the
+/// caller fsyncs the file anyway, and copying gigabytes into new page-cache pages first cost
+/// more than the disk write here (a 516 MiB file: 0.47 s direct, 0.6-1.4 s through the cache).
 private final class SequentialWriter {
+    private static let page = 4096
     private let file: OpenFile
-    private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 8 << 20, alignment: 16)
-    private var used = 0
+    private var direct: OpenFile?
+    private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 8 << 20, alignment: page)
+    /// The file offset of `buffer[0]`, a multiple of the page size, so buffer and file pages line up.
+    private var base: Int
+    /// Buffer bytes before `start` are not written (the first bytes start in the middle of a page).
+    private var start: Int
+    private var used: Int
     /// The file offset just after the last byte appended.
-    private(set) var position: Int
+    var position: Int { base + used }
 
-    init(_ file: OpenFile, at offset: Int) {
+    init(_ file: OpenFile, at offset: Int, direct: Bool) {
         self.file = file
-        position = offset
+        self.direct = direct ? file.directWriter() : nil
+        base = offset / Self.page * Self.page
+        start = offset - base
+        used = start
     }
 
     func append(_ bytes: [UInt8]) throws {
-        if used + bytes.count > buffer.count { try flush() }
-        if bytes.count > buffer.count {
-            try bytes.withUnsafeBytes { try file.write(at: position, $0) }
-        } else {
-            bytes.withUnsafeBytes { UnsafeMutableRawBufferPointer(rebasing: buffer[used...]).copyMemory(from: $0) }
-            used += bytes.count
+        try bytes.withUnsafeBytes { source in
+            var from = 0
+            while from < source.count {
+                if used == buffer.count { try flush(final: false) }
+                let count = min(source.count - from, buffer.count - used)
+                (buffer.baseAddress! + used).copyMemory(from: source.baseAddress! + from, byteCount: count)
+                used += count
+                from += count
+            }
         }
-        position += bytes.count
     }
 
-    func flush() throws {
-        guard used > 0 else { return }
-        try file.write(at: position - used, UnsafeRawBufferPointer(rebasing: buffer[0..<used]))
-        used = 0
+    /// Writes what the buffer holds; unless `final`, a direct writer keeps the last partial page
+    /// for the next round. Pieces that are not whole pages go through the page cache.
+    func flush(final: Bool = true) throws {
+        var from = start
+        if direct != nil {
+            let pagesStart = min(used, (from + Self.page - 1) / Self.page * Self.page)
+            let pagesEnd = used / Self.page * Self.page
+            guard pagesStart < pagesEnd || final else { return }
+            if pagesStart < pagesEnd {
+                try write(from..<pagesStart)
+                try writeDirect(pagesStart..<pagesEnd)
+                from = pagesEnd
+            }
+        }
+        if final || direct == nil {
+            try write(from..<used)
+            base += used
+            (start, used) = (0, 0)
+        } else {
+            // Keep the partial page: it moves to the buffer's start, which stays page-aligned.
+            buffer.baseAddress!.copyMemory(from: buffer.baseAddress! + from, byteCount: used - from)
+            base += from
+            (start, used) = (0, used - from)
+        }
+    }
+
+    private func write(_ range: Range<Int>) throws {
+        guard !range.isEmpty else { return }
+        try file.write(at: base + range.lowerBound, UnsafeRawBufferPointer(rebasing: buffer[range]))
+    }
+
+    /// A direct write; if the file system refuses it, this and later writes go through the cache.
+    private func writeDirect(_ range: Range<Int>) throws {
+        do {
+            try direct!.write(at: base + range.lowerBound, UnsafeRawBufferPointer(rebasing: buffer[range]))
+        } catch {
+            direct = nil
+            try write(range)
+        }
     }
 
     func close() { buffer.deallocate() }

@@ -43,6 +43,17 @@ final class OpenFile: Sendable {
         }
     }
 
+    /// A second descriptor of this file whose writes go to the disk directly, past the page
+    /// cache (`O_DIRECT`); nil where the file system or platform has none. Its writes must be
+    /// whole pages at page-aligned offsets, from page-aligned memory.
+    func directWriter() -> OpenFile? {
+        guard let openDirect else { return nil }
+        guard let fd = try? FileDescriptor.open(FilePath(path), .writeOnly, options: [.closeOnExec, .init(rawValue: openDirect)]) else {
+            return nil
+        }
+        return OpenFile(path: path, descriptor: fd)
+    }
+
     deinit { try? descriptor.close() }
 
     /// Inode, size and modification time of the open file. The corresponding C function is `fstat`.
@@ -145,6 +156,16 @@ final class OpenFile: Sendable {
         return WKWError(.io(errno: code), path: path, "\(what): \(Errno(rawValue: code))")
     }
 }
+
+/// `O_DIRECT`, which Swift's Glibc module leaves out (a GNU extension); its value differs by
+/// architecture.
+#if os(Linux) && (arch(x86_64) || arch(i386))
+    private let openDirect: CInt? = 0o40000
+#elseif os(Linux) && arch(arm64)
+    private let openDirect: CInt? = 0o200000
+#else
+    private let openDirect: CInt? = nil
+#endif
 
 /// File-system calls on paths that swift-system does not offer.
 public enum PathOps {

@@ -267,6 +267,36 @@ func pseudoRandomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
     }
 }
 
+@Suite struct LargeFileWriteTests {
+    /// A data file large enough to be written past the page cache (`O_DIRECT`), with more encoded
+    /// bytes than the 8 MiB write buffer and an unaligned start and end, reads back exactly, also
+    /// after a partial overwrite that keeps most of its stored blocks.
+    @Test func directWrittenFileReadsBack() throws {
+        let root = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let header = try WKWHeader(blockLength: 32, fileLength: 32, blockType: .lz4, voxelType: .uint8)
+        #expect(header.blocksPerFile * header.blockByteCount >= MagDirectory.directWriteSize)
+        let mag = try MagDirectory.create(root + "/1", header: header)
+        let all = Box(offset: Vec3(5, 7, 3), size: Vec3(260, 200, 180))
+        var expected = pseudoRandomBytes(all.voxelCount, seed: 5)
+        try mag.write(all, bytes: expected)
+        let stored = try FileManager.default.attributesOfItem(atPath: mag.filePath(.zero))[.size] as! Int
+        #expect(stored > header.dataFileDataOffset + (8 << 20))
+        #expect(try mag.read(all) == expected)
+
+        let part = Box(offset: Vec3(40, 30, 20), size: Vec3(33, 40, 50))
+        let new = pseudoRandomBytes(part.voxelCount, seed: 6)
+        try mag.write(part, bytes: new)
+        new.withUnsafeBytes { source in
+            expected.withUnsafeMutableBytes { target in
+                RegionCopy.copy(part, voxelSize: 1, from: source.baseAddress!, layout: part, to: target.baseAddress!, layout: all)
+            }
+        }
+        #expect(try MagDirectory.open(root + "/1").read(all) == expected)
+        try mag.verifyFile(.zero)
+    }
+}
+
 @Suite struct LZ4BlockTests {
     /// Each thread keeps its compression state from block to block. Every block must still decode
     /// on its own (no history from the blocks before), also after the state's window passed the
