@@ -242,6 +242,7 @@ private final class SequentialWriter {
         if direct != nil {
             let pagesStart = min(used, (from + Self.page - 1) / Self.page * Self.page)
             let pagesEnd = used / Self.page * Self.page
+            // `append` flushes a full buffer, which holds many whole pages, so this never leaves it full.
             guard pagesStart < pagesEnd || final else { return }
             if pagesStart < pagesEnd {
                 try write(from..<pagesStart)
