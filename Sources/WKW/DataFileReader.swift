@@ -242,12 +242,14 @@ private final class SequentialWriter {
         if direct != nil {
             let pagesStart = min(used, (from + Self.page - 1) / Self.page * Self.page)
             let pagesEnd = used / Self.page * Self.page
-            // `append` flushes a full buffer, which holds many whole pages, so this never leaves it full.
-            guard pagesStart < pagesEnd || final else { return }
             if pagesStart < pagesEnd {
                 try write(from..<pagesStart)
                 try writeDirect(pagesStart..<pagesEnd)
                 from = pagesEnd
+            } else if !final {
+                // Not a whole page yet. (`append` flushes a full buffer, which holds many whole
+                // pages, so this never leaves it full.)
+                return
             }
         }
         if final || direct == nil {

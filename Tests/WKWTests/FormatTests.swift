@@ -18,6 +18,15 @@ func pseudoRandomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
     }
 }
 
+/// Puts `bytes` (the voxels of `box`, C order) into `target`, which holds the voxels of `layout`.
+func overlay(_ bytes: [UInt8], _ box: Box, onto target: inout [UInt8], layout: Box, voxelSize: Int) {
+    bytes.withUnsafeBytes { source in
+        target.withUnsafeMutableBytes { destination in
+            RegionCopy.copy(box, voxelSize: voxelSize, from: source.baseAddress!, layout: box, to: destination.baseAddress!, layout: layout)
+        }
+    }
+}
+
 @Suite struct MortonTests {
     @Test func knownIndices() {
         let firstEight = [(0, 0, 0), (1, 0, 0), (0, 1, 0), (1, 1, 0), (0, 0, 1), (1, 0, 1), (0, 1, 1), (1, 1, 1)]
@@ -254,11 +263,7 @@ func pseudoRandomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
             }
         }
         #expect(slabs.first?.offset.z == 3 && slabs.allSatisfy { $0.size.z <= 4 && $0.size.x == 30 })
-        new.withUnsafeBytes { source in
-            expected.withUnsafeMutableBytes { target in
-                RegionCopy.copy(part, voxelSize: header.voxelSize, from: source.baseAddress!, layout: part, to: target.baseAddress!, layout: all)
-            }
-        }
+        overlay(new, part, onto: &expected, layout: all, voxelSize: header.voxelSize)
         #expect(try mag.read(all) == expected)
         for index in mag.fileIndices() { try mag.verifyFile(index) }
         // No temporary or spill file is left behind.
@@ -287,11 +292,7 @@ func pseudoRandomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
         let part = Box(offset: Vec3(40, 30, 20), size: Vec3(33, 40, 50))
         let new = pseudoRandomBytes(part.voxelCount, seed: 6)
         try mag.write(part, bytes: new)
-        new.withUnsafeBytes { source in
-            expected.withUnsafeMutableBytes { target in
-                RegionCopy.copy(part, voxelSize: 1, from: source.baseAddress!, layout: part, to: target.baseAddress!, layout: all)
-            }
-        }
+        overlay(new, part, onto: &expected, layout: all, voxelSize: 1)
         #expect(try MagDirectory.open(root + "/1").read(all) == expected)
         try mag.verifyFile(.zero)
     }
