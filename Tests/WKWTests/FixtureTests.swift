@@ -2,33 +2,14 @@ import Foundation
 import Testing
 import WKW
 
-/// The reference-written fixtures beside the repository (`../shared/fixtures`, or `$WKFS_FIXTURES`).
+/// The reference-written fixtures in the repository (`Tests/fixtures`, or `$WKFS_FIXTURES`).
 enum Fixtures {
     static let root: String = {
         if let path = ProcessInfo.processInfo.environment["WKFS_FIXTURES"] { return path }
         var url = URL(fileURLWithPath: #filePath)
-        for _ in 0..<4 { url.deleteLastPathComponent() }  // Tests/WKWTests/FixtureTests.swift -> repo/..
-        return url.appendingPathComponent("shared/fixtures").path
+        for _ in 0..<3 { url.deleteLastPathComponent() }  // Tests/WKWTests/FixtureTests.swift -> repo
+        return url.appendingPathComponent("Tests/fixtures").path
     }()
-
-    /// The shared folder stores the fixtures' symbolic links as small files holding the link text
-    /// (as git does without symlink support); follow those by hand.
-    static func followLinkFiles(_ path: String) -> String {
-        var resolved = ""
-        for component in path.split(separator: "/", omittingEmptySubsequences: false).map(String.init) {
-            let next = resolved.isEmpty && component.isEmpty ? "/" : (resolved == "/" ? "/" + component : resolved.isEmpty ? component : resolved + "/" + component)
-            var isDirectory: ObjCBool = false
-            if FileManager.default.fileExists(atPath: next, isDirectory: &isDirectory), !isDirectory.boolValue,
-                let text = try? String(contentsOfFile: next, encoding: .utf8), text.count < 200, !text.contains("\n"),
-                text.hasPrefix("../")
-            {
-                resolved = resolved + "/" + text
-            } else {
-                resolved = next
-            }
-        }
-        return resolved
-    }
 
     /// Every region of every manifest: (mag directory, region JSON).
     static func regions() -> [(name: String, magDirectory: String, region: [String: Any])] {
@@ -44,7 +25,7 @@ enum Fixtures {
             for layer in manifest["layers"] as? [[String: Any]] ?? [] {
                 for mag in layer["mags"] as? [[String: Any]] ?? [] {
                     for r in mag["regions"] as? [[String: Any]] ?? [] {
-                        let dir = followLinkFiles(root + "/" + dataset + "/" + (mag["mag_dir"] as! String))
+                        let dir = root + "/" + dataset + "/" + (mag["mag_dir"] as! String)
                         result.append(("\(dataset)/\(mag["mag_dir"]!):\(r["name"]!)", dir, r))
                     }
                 }

@@ -7,8 +7,8 @@ enum SharedFixtures {
     static let root: String = {
         if let path = ProcessInfo.processInfo.environment["WKFS_FIXTURES"] { return path }
         var url = URL(fileURLWithPath: #filePath)
-        for _ in 0..<4 { url.deleteLastPathComponent() }
-        return url.appendingPathComponent("shared/fixtures").path
+        for _ in 0..<3 { url.deleteLastPathComponent() }  // -> repo
+        return url.appendingPathComponent("Tests/fixtures").path
     }()
 
     /// Fixture datasets (directories with a properties file).

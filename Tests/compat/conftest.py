@@ -32,11 +32,10 @@ def _wkfs_binary_present():
 
 @pytest.fixture(scope="session")
 def fixtures_dir(tmp_path_factory) -> Path:
-    """A private, writable copy of shared/fixtures with the symbolic links the manifests record.
+    """A private, writable copy of Tests/fixtures, so a wkfs bug cannot harm the originals.
 
-    The shared folder may carry a symlink as a small regular file holding the link text; each
-    manifest's `files[]` entry `{"path", "symlink_to"}` says what the link was, so the copy gets
-    the real link back. Working on a copy also keeps the read-only originals safe from a wkfs bug.
+    Each manifest's `files[]` entry `{"path", "symlink_to"}` names a symbolic link the reference
+    wrote; the copy must carry it as a link with that text.
     """
     assert h.FIXTURES.is_dir(), f"fixtures not found at {h.FIXTURES} (set WKFS_FIXTURES)"
     root = tmp_path_factory.mktemp("fixtures") / "fixtures"
@@ -50,15 +49,9 @@ def fixtures_dir(tmp_path_factory) -> Path:
     for manifest in root.glob("*.manifest.json"):
         m = json.loads(manifest.read_text())
         for f in m.get("files", []):
-            if "symlink_to" not in f:
-                continue
-            link = root / m["dataset_dir"] / f["path"]
-            if link.is_symlink():
-                assert os.readlink(link) == f["symlink_to"], f"{link}: link target differs from manifest"
-                continue
-            assert link.is_file() and link.read_text().strip() == f["symlink_to"], (
-                f"{link}: neither a symlink nor a placeholder holding {f['symlink_to']!r}"
-            )
-            link.unlink()
-            link.symlink_to(f["symlink_to"])
+            if "symlink_to" in f:
+                link = root / m["dataset_dir"] / f["path"]
+                assert link.is_symlink() and os.readlink(link) == f["symlink_to"], (
+                    f"{link}: not a symbolic link to {f['symlink_to']!r} as the manifest says"
+                )
     return root

@@ -1,6 +1,6 @@
 """(a) Every region of every fixture manifest, read with `wkfs read`, hashes like the reference read.
 
-Fixtures (shared/fixtures, read-only) were written by webknossos 0.9.21, webknossos 4.3.3 and wkw
+Fixtures (Tests/fixtures, copied from the reference tools' output) were written by webknossos 0.9.21, webknossos 4.3.3 and wkw
 1.1.24. Two manifest kinds:
 - "webknossos-dataset": a dataset directory; regions per layers[].mags[].regions, read in place.
 - "wkw-lowlevel": the directory is a bare mag directory (header.wkw, no properties). It is copied

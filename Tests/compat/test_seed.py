@@ -1,4 +1,4 @@
-"""(b) The seed document's steps (shared/seeds), done with the wkfs CLI and checked with the reference.
+"""(b) The seed document's steps (the reference "Dataset Usage" document), done with the wkfs CLI and checked with the reference.
 
 Smaller arrays than the seed: mag 1 gets 3x64x64x16 at (10, 20, 30), mag 2 gets 3x32x32x8 at
 (5, 10, 15) in mag-2 voxels, which is the same box in mag 1: (10, 20, 30) + (64, 64, 16).

@@ -22,7 +22,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[2]
 WKFS_BIN = Path(os.environ.get("WKFS_BIN", REPO / ".build" / "release" / "wkfs"))
-FIXTURES = Path(os.environ.get("WKFS_FIXTURES", REPO.parent / "shared" / "fixtures"))
+FIXTURES = Path(os.environ.get("WKFS_FIXTURES", REPO / "Tests" / "fixtures"))
 
 #: Seconds any single subprocess may take before the test fails.
 TIMEOUT = float(os.environ.get("WKFS_TEST_TIMEOUT", "120"))

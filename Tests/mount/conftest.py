@@ -96,7 +96,7 @@ def _watchdog(request, tmp_path):
 
 @pytest.fixture(scope="session")
 def fixture_copies(tmp_path_factory) -> Path:
-    """A private copy of every shared fixture dataset, for tests that only read."""
+    """A private copy of every fixture dataset, for tests that only read."""
     root = tmp_path_factory.mktemp("fixture-copies")
     for name in mh.fixture_names():
         mh.copy_fixture(name, root)

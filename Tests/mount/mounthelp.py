@@ -30,7 +30,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 WKFS_BIN = Path(os.environ.get("WKFS_BIN", REPO / ".build" / "release" / "wkfs"))
-FIXTURES = Path(os.environ.get("WKFS_FIXTURES", REPO.parent / "shared" / "fixtures"))
+FIXTURES = Path(os.environ.get("WKFS_FIXTURES", REPO / "Tests" / "fixtures"))
 
 #: Seconds one subprocess (other than a mount) may take.
 TIMEOUT = float(os.environ.get("WKFS_MOUNT_CMD_TIMEOUT", "60"))
@@ -431,37 +431,6 @@ def emergency_cleanup(under: Path | str | None = None) -> list[str]:
 # Fixture datasets
 
 
-def _restore_placeholder_links(root: Path) -> None:
-    """Turns the shared folder's flattened links (files holding the link text) back into links."""
-    for manifest in root.glob("*.manifest.json"):
-        try:
-            m = json.loads(manifest.read_text())
-        except ValueError:
-            continue
-        for f in m.get("files", []):
-            if "symlink_to" not in f:
-                continue
-            link = root / m.get("dataset_dir", manifest.name.removesuffix(".manifest.json")) / f["path"]
-            if link.is_symlink():
-                continue
-            if link.is_file() and link.read_text().strip() == f["symlink_to"]:
-                link.unlink()
-                link.symlink_to(f["symlink_to"])
-    # Without a manifest: a small top-level file of a dataset holding a relative path is a link.
-    for ds in root.iterdir():
-        if not ds.is_dir() or not (ds / "datasource-properties.json").is_file():
-            continue
-        for entry in ds.iterdir():
-            if entry.is_symlink() or not entry.is_file() or entry.suffix == ".json":
-                continue
-            if entry.stat().st_size > 4096:
-                continue
-            text = entry.read_text(errors="replace").strip()
-            if text and "\n" not in text and (text.startswith("../") or text.startswith("/")):
-                entry.unlink()
-                entry.symlink_to(text)
-
-
 def _make_writable(root: Path) -> None:
     for dirpath, _dirnames, filenames in os.walk(root):
         os.chmod(dirpath, 0o755)
@@ -535,7 +504,7 @@ def wrap_mag_as_dataset(mag_dir: Path, dataset_dir: Path) -> None:
 
 
 def fixture_names() -> list[str]:
-    """Every dataset of the shared fixtures (webknossos datasets and bare wkw mag directories)."""
+    """Every dataset of the fixtures (webknossos datasets and bare wkw mag directories)."""
     if not FIXTURES.is_dir():
         return []
     names = []
@@ -562,8 +531,6 @@ def symlink_siblings(name: str) -> list[str]:
         for entry in src.iterdir():
             if entry.is_symlink():
                 targets.append(os.readlink(entry))
-            elif entry.is_file() and entry.suffix != ".json" and entry.stat().st_size < 4096:
-                targets.append(entry.read_text(errors="replace").strip())
     for t in targets:
         parts = Path(t).parts
         if len(parts) >= 2 and parts[0] == "..":
@@ -595,7 +562,6 @@ def copy_fixture(name: str, dest_root: Path) -> Path:
             if manifest.is_file():
                 shutil.copy(manifest, dest_root / manifest.name)
     _make_writable(dest_root)
-    _restore_placeholder_links(dest_root)
     return dest_root / name
 
 
