@@ -25,7 +25,7 @@ MOUNT_TEST_TIMEOUT ?= 900
 export DEBIAN_FRONTEND := noninteractive
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps deb-deps build test test-swift test-compat test-mount demo clean distclean
+.PHONY: deps deb-deps build test test-swift test-compat test-mount stress fuzz demo clean distclean
 
 deps: deb-deps $(VENV_STAMP)
 
@@ -83,6 +83,18 @@ test-compat: deps build
 test-mount: deps build
 	WKFS_BIN="$(CURDIR)/$(WKFS)" $(VENV)/bin/pytest -q Tests/mount
 
+# Longer runs of the durability tests (kills, concurrent writers, full disk) and of the parsers'
+# fuzz tests than `make test` has time for. STRESS_KILLS / STRESS_TRIALS / FUZZ_ITERATIONS scale them.
+STRESS_KILLS ?= 100
+STRESS_TRIALS ?= 50
+FUZZ_ITERATIONS ?= 30000
+
+stress: deps build
+	WKFS_KILLS=$(STRESS_KILLS) WKFS_TRIALS=$(STRESS_TRIALS) WKFS_BIN="$(CURDIR)/$(WKFS)" \
+	  $(VENV)/bin/pytest -q -s Tests/compat/test_durability.py Tests/compat/test_full_disk.py
+
+fuzz: build
+	WKFS_FUZZ_ITERATIONS=$(FUZZ_ITERATIONS) swift test --filter Fuzz
 
 demo: deps build
 	WKFS_BIN="$(CURDIR)/$(WKFS)" bash mount-scripts/demo.sh

@@ -259,6 +259,10 @@ struct CubeWriter {
         guard size == geometry.cubeBytes else {
             throw FUSEError(EINVAL, "a cube must be exactly \(geometry.cubeBytes) bytes, got \(size); nothing was written")
         }
+        // The file's lock, held from reading the old blocks to the rename, keeps the changes of
+        // other writers (`wkfs write`, other mounts) of the same file.
+        let lock = try mag.lockFiles([index])
+        defer { lock.unlock() }
         let base = truncated ? nil : try cache.reader(mag, index)
         // Snapshots for the block closures (copies of the arrays only if a write came between).
         let dirtyBlocks = dirty

@@ -41,6 +41,28 @@ public final class DatasetFilesystem: FUSEFilesystem {
         cache = BlockCache(cacheSize: options.cacheSize)
         errors = ErrorLog(log: log)
         state = Mutex(ViewState(dataset: try Dataset.open(datasetPath)))
+        if !options.readOnly { removeLeftoversInBackground() }
+    }
+
+    /// Removes the temporary files that killed writers left in the mags (their names say which
+    /// process made them; a running one's stay), off the mount's threads: the walk lists every
+    /// row of every mag. Interrupted in-place writes are rolled back earlier, when a mag is first
+    /// opened.
+    private func removeLeftoversInBackground() {
+        let dataset = state.withLock { $0.dataset }
+        let errors = self.errors
+        DispatchQueue.global(qos: .utility).async {
+            for layer in dataset.layers {
+                for entry in layer.mags {
+                    guard let mag = try? MagDirectory.open(dataset.magPath(layer, entry)) else { continue }
+                    do {
+                        for file in try mag.removeStaleTemporaries() { errors.note("removed \(file), left by an interrupted write") }
+                    } catch {
+                        errors.record("cleaning up after interrupted writes: \(error)")
+                    }
+                }
+            }
+        }
     }
 
     public func initialize(connection: inout FUSEConnection, notifier: FUSENotifier) {
@@ -70,27 +92,37 @@ public final class DatasetFilesystem: FUSEFilesystem {
             if let message = fuse.message { errors.record("\(what): \(message)") }
             return fuse
         }
-        let code: Int32
+        let code = Self.errorNumber(error)
+        return refuse(code, "\(what): \(error)")
+    }
+
+    /// The errno for an error of a lower layer: the one place that decides it. An error that
+    /// keeps its cause answers with the cause's errno (a full disk stays ENOSPC).
+    static func errorNumber(_ error: any Error) -> Int32 {
         switch error {
+        case let e as FUSEError:
+            return e.code
         case let e as WKWError:
             switch e.kind {
-            case .io(let errno): code = errno
-            case .corrupt: code = EIO
-            case .invalidArgument: code = EINVAL
-            case .notFound: code = ENOENT
-            case .alreadyExists: code = EEXIST
+            case .io(let errno): return errno
+            case .corrupt: return EIO
+            case .invalidArgument: return EINVAL
+            case .notFound: return ENOENT
+            case .alreadyExists: return EEXIST
+            case .changed: return EAGAIN
             }
         case let e as DatasetError:
+            if let cause = e.cause { return errorNumber(cause) }
             switch e.kind {
-            case .notFound: code = ENOENT
-            case .alreadyExists: code = EEXIST
-            case .invalidProperties, .invalidArgument: code = EINVAL
-            case .unsupported: code = ENOTSUP
-            case .io: code = EIO
+            case .notFound: return ENOENT
+            case .alreadyExists: return EEXIST
+            case .invalidProperties, .invalidArgument: return EINVAL
+            case .unsupported: return ENOTSUP
+            case .io: return EIO
             }
-        default: code = EIO
+        default:
+            return EIO
         }
-        return refuse(code, "\(what): \(error)")
     }
 
     func requireWritable() throws {
@@ -161,6 +193,8 @@ struct ViewState {
         if let known = mags[key] { return known }
         guard let path = magPath(layer, mag) else { throw FUSEError.noEntry }
         let directory = try MagDirectory.open(path)
+        // A write killed in the middle of patching raw files is undone before anything reads them.
+        try directory.rollBackInterruptedWrites()
         mags[key] = directory
         return directory
     }

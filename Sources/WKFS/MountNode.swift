@@ -77,5 +77,8 @@ final class ErrorLog: Sendable {
         }
     }
 
+    /// A note for the log only (not an error).
+    func note(_ message: String) { log("wkfs: \(message)") }
+
     var text: [UInt8] { Array(lines.withLock { $0.map { $0 + "\n" }.joined() }.utf8) }
 }

@@ -162,14 +162,20 @@ struct CheckCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "check",
         abstract: "Verify every header, jump table and block of a dataset; list every problem (exit 1 if any).",
-        discussion: "Example: wkfs check my_dataset")
+        discussion: """
+            Also lists what killed writers left: undo journals of interrupted in-place writes, temporary files and
+            unfinished copies. --repair rolls the interrupted writes back (every data file is its old content again)
+            and removes the temporary files of writers that no longer run, then checks.
+            Example: wkfs check my_dataset
+            """)
 
     @Argument(help: "The dataset directory.") var dataset: String
+    @Flag(help: "Roll back interrupted writes and remove stale temporary files first.") var repair = false
 
     func run() throws {
         let ds = try Dataset.open(dataset)
         var progress = Progress("check")
-        let problems = ds.check { progress.update($0, $1) }
+        let problems = ds.check(repair: repair, repaired: { print("repaired: \($0)") }) { progress.update($0, $1) }
         for problem in problems { print(problem) }
         if !problems.isEmpty {
             printError("wkfs check: \(problems.count) problem(s) in \(ds.path)")

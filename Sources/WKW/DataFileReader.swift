@@ -95,7 +95,7 @@ public struct ClosedDataFile: Sendable {
     /// - Throws: `WKWError` naming the file when it is gone or changed since its layout was read.
     public func open() throws -> DataFileReader {
         guard let file = try OpenFile.openIfExists(path), try file.identity() == identity else {
-            throw WKWError(.io(errno: EAGAIN), path: path, "the data file changed during the write; nothing was written, write again")
+            throw WKWError(.changed, path: path, "the data file changed during the write; nothing was written, write again")
         }
         return DataFileReader(file: file, layout: layout, identity: identity)
     }

@@ -19,11 +19,19 @@ final class OpenFile: Sendable {
         self.descriptor = descriptor
     }
 
-    /// Opens an existing file; nil when it does not exist.
+    /// Opens an existing regular file; nil when it does not exist.
+    /// - Throws: `WKWError` when it cannot be opened or is not a regular file: a FIFO or device
+    ///   in a data file's place is opened without waiting (`O_NONBLOCK`) and refused, never read.
     static func openIfExists(_ path: String, writable: Bool = false) throws -> OpenFile? {
         do {
-            let fd = try FileDescriptor.open(FilePath(path), writable ? .readWrite : .readOnly, options: [.closeOnExec])
-            return OpenFile(path: path, descriptor: fd)
+            let fd = try FileDescriptor.open(FilePath(path), writable ? .readWrite : .readOnly, options: [.closeOnExec, .nonBlocking])
+            let file = OpenFile(path: path, descriptor: fd)
+            var info = stat()
+            guard fstat(fd.rawValue, &info) == 0 else { throw file.error("cannot stat") }
+            guard (info.st_mode & S_IFMT) == S_IFREG else {
+                throw WKWError(.corrupt, path: path, (info.st_mode & S_IFMT) == S_IFDIR ? "is a directory, not a file" : "is not a regular file")
+            }
+            return file
         } catch Errno.noSuchFileOrDirectory {
             return nil
         } catch let errno as Errno {
@@ -72,6 +80,17 @@ final class OpenFile: Sendable {
             let next = lseek(descriptor.rawValue, off_t(range.lowerBound), seekData)
             if next < 0 { return errno == ENXIO }  // no data from here to the end
             return Int(next) >= range.upperBound
+        #else
+            return false
+        #endif
+    }
+
+    /// Turns `range` into a hole (reads as zeros, frees its space); false where the file system
+    /// cannot. The corresponding C function is `fallocate` with `FALLOC_FL_PUNCH_HOLE`.
+    func punchHole(_ range: Range<Int>) -> Bool {
+        #if os(Linux)
+            let punchHoleKeepSize: CInt = 0x02 | 0x01  // FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE
+            return linuxFallocate(descriptor.rawValue, punchHoleKeepSize, Int64(range.lowerBound), Int64(range.count)) == 0
         #else
             return false
         #endif
@@ -151,11 +170,17 @@ final class OpenFile: Sendable {
         guard fsync(descriptor.rawValue) == 0 else { throw error("cannot fsync") }
     }
 
-    private func error(_ what: String) -> WKWError {
+    fileprivate func error(_ what: String) -> WKWError {
         let code = errno
         return WKWError(.io(errno: code), path: path, "\(what): \(Errno(rawValue: code))")
     }
 }
+
+#if os(Linux)
+    /// glibc's `fallocate64`, which Swift's Glibc module leaves out (a GNU extension).
+    @_silgen_name("fallocate64")
+    private func linuxFallocate(_ fd: CInt, _ mode: CInt, _ offset: Int64, _ length: Int64) -> CInt
+#endif
 
 /// `O_DIRECT`, which Swift's Glibc module leaves out (a GNU extension); its value differs by
 /// architecture.
@@ -227,7 +252,16 @@ public enum PathOps {
 
     /// The names in a directory, without `.` and `..`; empty when it cannot be read.
     public static func list(_ path: String) -> [String] {
-        guard let dir = opendir(path) else { return [] }
+        (try? listOrThrow(path)) ?? []
+    }
+
+    /// The names in a directory, without `.` and `..`.
+    /// - Throws: `WKWError` when the directory cannot be opened (a missing one included).
+    public static func listOrThrow(_ path: String) throws -> [String] {
+        guard let dir = opendir(path) else {
+            let code = errno
+            throw WKWError(code == ENOENT ? .notFound : .io(errno: code), path: path, "cannot list the directory: \(Errno(rawValue: code))")
+        }
         defer { closedir(dir) }
         var names: [String] = []
         while let entry = readdir(dir) {
@@ -254,6 +288,7 @@ public struct FileStatus: Sendable {
     public var modificationNanoseconds: Int
     public var isDirectory: Bool
     public var isSymbolicLink: Bool
+    public var isRegularFile: Bool
     public var inode: UInt64
 
     /// Changes whenever the file is replaced or modified: inode, size and modification time.
@@ -270,7 +305,7 @@ public struct FileStatus: Sendable {
             size: Int(info.st_size), allocated: Int(info.st_blocks) * 512,
             modificationSeconds: Int64(info.st_mtim.tv_sec), modificationNanoseconds: Int(info.st_mtim.tv_nsec),
             isDirectory: (info.st_mode & S_IFMT) == S_IFDIR, isSymbolicLink: (info.st_mode & S_IFMT) == S_IFLNK,
-            inode: UInt64(info.st_ino))
+            isRegularFile: (info.st_mode & S_IFMT) == S_IFREG, inode: UInt64(info.st_ino))
     }
 }
 

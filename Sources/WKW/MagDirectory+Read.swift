@@ -20,12 +20,34 @@ extension MagDirectory {
         }
     }
 
-    /// Reads a region into `destination`, which must hold exactly the region's bytes.
+    /// How often a read starts again when a writer changed one of its data files meanwhile.
+    static let readAttempts = 20
+
+    /// Reads a region into `destination`, which must hold exactly the region's bytes: each data
+    /// file as one version, never a mix of an old and a new one. A read that meets a file being
+    /// replaced starts again (a few times; a file rewritten without pause beyond that is an error).
     /// - Throws: `WKWError` naming the data file when one is corrupt; nothing is returned as zeros
     ///   that is present but unreadable.
     public func read(_ box: Box, into destination: UnsafeMutableRawBufferPointer) throws {
         try checkRegion(box, byteCount: destination.count)
-        guard !box.isEmpty, let base = destination.baseAddress else { return }
+        guard !box.isEmpty, destination.baseAddress != nil else { return }
+        for attempt in 1...Self.readAttempts {
+            do {
+                return try readOnce(box, into: destination)
+            } catch let error as WKWError where error.kind == .changed && attempt < Self.readAttempts {
+                usleep(UInt32(1000 * attempt))  // let the writer finish
+            }
+        }
+    }
+
+    private func readOnce(_ box: Box, into destination: UnsafeMutableRawBufferPointer) throws {
+        let base = destination.baseAddress!
+        // Raw files are patched in place: a shared lock of the files keeps such a patch out
+        // while they are read (best effort: a file system without locks reads unlocked).
+        let sharedLock = header.blockType.isCompressed ? nil : try? FileLock.lock(
+            lockFilePath, ranges: Array(Set(box.cellRange(Vec3(repeating: header.fileEdge)).positions.map(Self.lockByte))).sorted().map { ($0, 1) },
+            exclusive: false)
+        defer { sharedLock?.unlock() }
 
         let (runs, missing) = try plan(box)
         for part in missing { RegionCopy.zero(part, voxelSize: header.voxelSize, in: base, layout: box) }
@@ -40,6 +62,10 @@ extension MagDirectory {
             try Parallel.forEach(window.count) { i in
                 let run = all[window.lowerBound + i]
                 try self.load(run, from: open[run.path]!, region: box, into: destination)
+            }
+            // A file changed while its runs were read may have given a mix of versions.
+            for run in all[window] where try open[run.path]!.identity() != run.identity {
+                throw WKWError(.changed, path: run.path, "the data file changed during the read")
             }
             files = next
         }
@@ -78,7 +104,7 @@ extension MagDirectory {
         for run in runs {
             if files[run.path] == nil {
                 guard let file = try OpenFile.openIfExists(run.path), try file.identity() == run.identity else {
-                    throw WKWError(.io(errno: EAGAIN), path: run.path, "the data file changed during the read; read again")
+                    throw WKWError(.changed, path: run.path, "the data file changed during the read")
                 }
                 files[run.path] = file
             }

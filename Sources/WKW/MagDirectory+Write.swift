@@ -35,7 +35,12 @@ extension MagDirectory {
         // Check every existing file first: a bad one must stop the write before anything changes.
         try checkFiles(meeting: box)
         if header.blockType.isCompressed {
-            try CompressedRegionWrite(mag: self, region: box, memoryLimit: spillAbove, include: include).run(slab)
+            // Every file's lock is held from reading its old blocks until its new version is in
+            // place: a concurrent writer's change of the same file is merged, never lost.
+            let files = box.cellRange(Vec3(repeating: header.fileEdge)).positions.filter { include?($0) ?? true }
+            try withFilesLocked(files) {
+                try CompressedRegionWrite(mag: self, region: box, memoryLimit: spillAbove, include: include).run(slab)
+            }
             return
         }
         let planeBytes = box.size.x * box.size.y * header.voxelSize
@@ -46,17 +51,22 @@ extension MagDirectory {
             let next = min(box.end.z, (z / thickness + 1) * thickness)
             let part = Box(offset: Vec3(box.offset.x, box.offset.y, z), size: Vec3(box.size.x, box.size.y, next - z))
             let files = part.cellRange(Vec3(repeating: header.fileEdge)).positions.filter { include?($0) ?? true }
-            try createRawFiles(files.filter { !PathOps.exists(filePath($0)) })
             let job = WriteJob(mag: self, region: part, source: SendableConstAddress(try slab(part)), parallelBlocks: files.count == 1)
-            try Parallel.forEach(files.count) { i in try job.patchRawFile(files[i]) }
+            try withFilesLocked(files) {
+                try rollBackInterruptedWrites(holding: Set(files))
+                let existing = files.filter { PathOps.exists(filePath($0)) }
+                try createRawFiles(files.filter { !PathOps.exists(filePath($0)) }, job: job)
+                try patchRawFiles(existing, job: job)
+            }
             z = next
         }
     }
 
-    /// Creates new raw data files (header, full length, sparse: zeros) for `indices`, all
-    /// written first and fsynced together before any is renamed into place (about one journal
-    /// commit for a layer of thousands of small files, not two per file).
-    private func createRawFiles(_ indices: [Vec3]) throws {
+    /// Creates new raw data files (header, full length, sparse: zeros) for `indices` with the
+    /// region's blocks written into them, all written first and fsynced together before any is
+    /// renamed into place (about one journal commit for a layer of thousands of small files, not
+    /// two per file). A crash leaves each one missing or complete.
+    private func createRawFiles(_ indices: [Vec3], job: WriteJob) throws {
         guard !indices.isEmpty else { return }
         let header = self.header
         let created = Mutex<[(temporary: String, final: String)]>([])
@@ -67,6 +77,7 @@ extension MagDirectory {
                 let temporary = try AtomicFile.prepare(path, sync: false) { file in
                     try header.encoded(dataOffset: header.dataFileDataOffset).withUnsafeBytes { try file.write(at: 0, $0) }
                     try file.resize(to: header.rawFileLength)
+                    try job.patch(file, indices[i])
                 }
                 created.withLock { $0.append((temporary, path)) }
             }
@@ -75,6 +86,41 @@ extension MagDirectory {
             throw error
         }
         try AtomicFile.putInPlace(created.withLock { $0 })
+    }
+
+    /// Patches existing raw data files in place under an undo journal (see `UndoJournal`): the
+    /// bytes about to be overwritten are saved durably first, so a crash at any moment leaves
+    /// every file its old content (after the rollback) or its new one. The caller holds the
+    /// files' locks.
+    private func patchRawFiles(_ indices: [Vec3], job: WriteJob) throws {
+        guard !indices.isEmpty else { return }
+        var opened: [(index: Vec3, file: OpenFile)] = []
+        for index in indices {
+            guard let file = try OpenFile.openIfExists(filePath(index), writable: true) else {
+                throw WKWError(.notFound, path: filePath(index), "data file vanished during the write")
+            }
+            opened.append((index, file))
+        }
+        var journal = UndoJournal()
+        for (index, file) in opened {
+            for run in try job.runs(file, index) {
+                journal.entries.append(.init(file: index, offset: run.start, bytes: try file.read(at: run.start, count: run.blocks.count * header.blockByteCount)))
+            }
+        }
+        let journalPath = try writeJournal(journal)
+        journal = UndoJournal()  // the old bytes are on disk now; free them
+        let files = opened
+        do {
+            try Parallel.forEach(files.count) { i in
+                try job.patch(files[i].file, files[i].index)
+                try files[i].file.sync()
+            }
+        } catch {
+            // Put the old bytes back now rather than at the next open, if the disk lets us.
+            _ = try? rollBackInterruptedWrites(holding: Set(indices))
+            throw error
+        }
+        try retireJournal(journalPath)
     }
 
     /// Checks the header and jump table of every existing data file that `box` meets, so that a
@@ -220,41 +266,43 @@ private struct WriteJob: Sendable {
             part, voxelSize: header.voxelSize, from: source.pointer, layout: region, to: block.baseAddress!, layout: box)
     }
 
-    /// Patches the blocks of one raw file in place (`createRawFiles` made the missing ones).
-    func patchRawFile(_ index: Vec3) throws {
-        let path = mag.filePath(index)
-        guard let file = try OpenFile.openIfExists(path, writable: true) else {
-            throw WKWError(.notFound, path: path, "data file vanished during the write")
-        }
+    /// One run of blocks of a raw file: consecutive Morton numbers lie next to each other, so
+    /// each run (up to 1 MiB) is merged in one buffer and written with one call, not one per block.
+    struct Run {
+        var start: Int
+        var blocks: ArraySlice<(number: Int, box: Box)>
+    }
+
+    /// The runs of blocks of raw file `index` (open as `file`) that the region meets.
+    func runs(_ file: OpenFile, _ index: Vec3) throws -> [Run] {
         let layout = try DataFileLayout.read(file, magHeader: header)
         let blocks = mag.blocks(ofFile: index, meeting: region).sorted { $0.number < $1.number }
-        let blockBytes = header.blockByteCount
-        // Blocks with consecutive numbers lie next to each other in a raw file: each run of them
-        // (up to 1 MiB) is merged in one buffer and written with one call, not one per block.
-        let most = max(1, (1 << 20) / blockBytes)
-        var runs: [Range<Int>] = []
-        for i in blocks.indices {
-            if let last = runs.last, blocks[i].number == blocks[i - 1].number + 1, last.count < most {
-                runs[runs.count - 1] = last.lowerBound..<(i + 1)
-            } else {
-                runs.append(i..<(i + 1))
-            }
+        let most = max(1, (1 << 20) / header.blockByteCount)
+        var runs: [Run] = []
+        var first = 0
+        for i in blocks.indices where i + 1 == blocks.count || blocks[i + 1].number != blocks[i].number + 1 || i + 1 - first == most {
+            runs.append(Run(start: layout.range(ofBlock: blocks[first].number).lowerBound, blocks: blocks[first...i]))
+            first = i + 1
         }
-        let planned = runs
+        return runs
+    }
+
+    /// Writes the region's voxels into the blocks of raw file `index`, open as `file`.
+    func patch(_ file: OpenFile, _ index: Vec3) throws {
+        let planned = try runs(file, index)
+        let blockBytes = header.blockByteCount
         try forEachBlock(planned.count) { r in
             let run = planned[r]
-            let start = layout.range(ofBlock: blocks[run.lowerBound].number).lowerBound
-            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: run.count * blockBytes, alignment: 16)
+            let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: run.blocks.count * blockBytes, alignment: 16)
             defer { buffer.deallocate() }
-            for (k, i) in run.enumerated() {
+            for (k, block) in run.blocks.enumerated() {
                 let slot = UnsafeMutableRawBufferPointer(rebasing: buffer[(k * blockBytes)..<((k + 1) * blockBytes)])
-                let box = blocks[i].box
-                if box.intersection(region) != box {
-                    try file.read(at: start + k * blockBytes, into: slot)
+                if block.box.intersection(region) != block.box {
+                    try file.read(at: run.start + k * blockBytes, into: slot)
                 }
-                merge(into: slot, box: box)
+                merge(into: slot, box: block.box)
             }
-            try file.write(at: start, UnsafeRawBufferPointer(buffer))
+            try file.write(at: run.start, UnsafeRawBufferPointer(buffer))
         }
     }
 }

@@ -23,8 +23,15 @@ public struct MagDirectory: Sendable {
         if PathOps.exists(headerPath) {
             throw WKWError(.alreadyExists, path: path, "mag directory already exists")
         }
+        let existed = PathOps.exists(path)
         try PathOps.makeDirectories(path)
-        try AtomicFile.write(headerPath, header.encoded(dataOffset: 0))
+        do {
+            try AtomicFile.write(headerPath, header.encoded(dataOffset: 0))
+        } catch {
+            // A failed step leaves nothing behind: a retry must not find the directory.
+            if !existed { try? PathOps.removeDirectory(path) }
+            throw error
+        }
         return MagDirectory(path: path, header: header)
     }
 
@@ -49,15 +56,35 @@ public struct MagDirectory: Sendable {
         return Int(digits)
     }
 
-    /// The indices of the data files that exist, sorted by z, y, x.
+    /// The indices of the data files that exist, sorted by z, y, x; an unreadable directory
+    /// reads as empty (for listings that must not fail, such as the mount's).
     public func fileIndices() -> [Vec3] {
+        (try? fileIndicesOrThrow()) ?? []
+    }
+
+    /// The indices of the data files that exist, sorted by z, y, x.
+    /// - Throws: `WKWError` when a directory cannot be listed, or a `z*`/`y*` name is not a
+    ///   directory or an `x*.wkw` name not a regular file (the data under it would be missed).
+    public func fileIndicesOrThrow() throws -> [Vec3] {
         var result: [Vec3] = []
-        for zName in PathOps.list(path) {
+        func expect(_ path: String, directory: Bool) throws {
+            guard let status = FileStatus.of(path, followLinks: true), status.isDirectory == directory,
+                directory || status.isRegularFile
+            else {
+                throw WKWError(.corrupt, path: path, directory ? "is not a directory" : "is not a regular file")
+            }
+        }
+        for zName in try PathOps.listOrThrow(path) {
             guard let z = Self.nameIndex(zName, "z") else { continue }
-            for yName in PathOps.list("\(path)/\(zName)") {
+            let zPath = "\(path)/\(zName)"
+            try expect(zPath, directory: true)
+            for yName in try PathOps.listOrThrow(zPath) {
                 guard let y = Self.nameIndex(yName, "y") else { continue }
-                for xName in PathOps.list("\(path)/\(zName)/\(yName)") {
+                let yPath = "\(zPath)/\(yName)"
+                try expect(yPath, directory: true)
+                for xName in try PathOps.listOrThrow(yPath) {
                     guard let x = Self.nameIndex(xName, "x", ".wkw") else { continue }
+                    try expect("\(yPath)/\(xName)", directory: false)
                     result.append(Vec3(x, y, z))
                 }
             }

@@ -13,6 +13,8 @@ public struct WKWError: Error, Sendable, CustomStringConvertible {
         case notFound
         /// A file or directory that must not exist does.
         case alreadyExists
+        /// A file changed while it was read (another writer replaced or patched it).
+        case changed
     }
 
     public var kind: Kind

@@ -4,10 +4,15 @@ import WKW
 /// `wkfs check`: every header, jump table and block, every layer and link.
 extension Dataset {
     /// Checks the whole dataset and returns every problem found (empty when it is sound).
+    /// With `repair`, first rolls back interrupted in-place writes and removes temporary files
+    /// that killed writers left, reporting each in `repaired`.
     /// `progress` is called after each data file with (done, total).
-    public func check(progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }) -> [String] {
+    public func check(
+        repair: Bool = false, repaired: (String) -> Void = { _ in }, progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }
+    ) -> [String] {
         var problems: [String] = []
         var work: [(MagDirectory, [Vec3])] = []
+        problems += checkLeftovers(repair: repair, repaired: repaired)
         for link in symlinkLayers() where !link.resolves {
             problems.append("\(layerPath(link.name)): dangling symbolic link to \(link.link)")
         }
@@ -16,7 +21,10 @@ extension Dataset {
                 problems.append("\(propertiesPath): layer '\(layer.name)' has data format '\(layer.dataFormat)', which wkfs does not check")
                 continue
             }
-            guard PathOps.isDirectory(layerPath(layer.name)) else {
+            // A layer whose mags all name their paths (webknossos's `add_layer_as_ref`: another
+            // dataset's mags) needs no directory of its own.
+            let referencesOnly = !layer.mags.isEmpty && layer.mags.allSatisfy { $0.path != nil && !magPath(layer, $0).hasPrefix(layerPath(layer.name) + "/") }
+            guard PathOps.isDirectory(layerPath(layer.name)) || referencesOnly else {
                 if !symlinkLayers().contains(where: { $0.name == layer.name }) {
                     problems.append("\(layerPath(layer.name)): layer directory is missing")
                 }
@@ -36,7 +44,12 @@ extension Dataset {
                         "\(magPath)/header.wkw: \(directory.header.channels)×\(directory.header.voxelType) disagrees with the properties (elementClass '\(layer.elementClass)', numChannels \(layer.numChannels))"
                     )
                 }
-                work.append((directory, directory.fileIndices()))
+                problems += Self.checkLeftovers(of: directory, repair: repair, repaired: repaired)
+                do {
+                    work.append((directory, try directory.fileIndicesOrThrow()))
+                } catch {
+                    problems.append("\(error)")
+                }
             }
         }
         let total = work.reduce(0) { $0 + $1.1.count }
@@ -53,5 +66,39 @@ extension Dataset {
             }
         }
         return problems
+    }
+
+    /// The dataset root's leftovers: temporary properties files and an unfinished copy.
+    func checkLeftovers(repair: Bool, repaired: (String) -> Void) -> [String] {
+        var problems: [String] = []
+        if let copy = unfinishedCopy() {
+            problems.append("\(path): incomplete copy of \(copy) (interrupted); run the same wkfs copy again to finish it")
+        }
+        for name in PathOps.list(path) {
+            guard let owner = AtomicFile.temporaryOwner(name) else { continue }
+            let file = path + "/" + name
+            if repair && !AtomicFile.processRuns(owner) {
+                PathOps.remove(file)
+                repaired("\(file): removed a temporary file left by an interrupted write")
+            } else {
+                problems.append("\(file): temporary file left by an interrupted write (wkfs check --repair removes it)")
+            }
+        }
+        return problems
+    }
+
+    /// One mag's leftovers: undo journals and temporary files of killed writers.
+    static func checkLeftovers(of mag: MagDirectory, repair: Bool, repaired: (String) -> Void) -> [String] {
+        do {
+            if repair {
+                for line in try mag.rollBackInterruptedWrites() { repaired(line) }
+                for file in try mag.removeStaleTemporaries() { repaired("\(file): removed a temporary file left by an interrupted write") }
+            }
+            let (temporaries, journals) = try mag.leftovers()
+            return journals.map { "\($0): undo journal of an interrupted write: its data files may be partly written until it is rolled back (wkfs check --repair)" }
+                + temporaries.map { "\($0): temporary file left by an interrupted write (wkfs check --repair removes it)" }
+        } catch {
+            return ["\(error)"]
+        }
     }
 }

@@ -44,21 +44,57 @@ extension Dataset {
             plans.append((checked, mags))
         }
 
-        var copy = try Dataset.create(destination, voxelSize: properties.voxelSize, unit: properties.unit)
+        // The destination says it is a copy in progress (`unfinishedCopy`) until the last file is
+        // in place: an interrupted copy is reported by `check` and finished by the same copy again.
+        var copy: Dataset
+        if let started = try? Dataset.open(destination), let from = started.unfinishedCopy() ?? started.emptyCopy(of: path) {
+            guard Self.realPath(from) == Self.realPath(path) else {
+                throw DatasetError(.alreadyExists, destination, "holds an unfinished copy of \(from), not of \(path)")
+            }
+            copy = started
+        } else {
+            copy = try Dataset.create(destination, voxelSize: properties.voxelSize, unit: properties.unit)
+        }
+        let marker = copy.path + "/" + Self.unfinishedCopyName
+        do {
+            try AtomicFile.write(marker, Array((Self.realPath(path) + "\n").utf8))
+        } catch {
+            throw DatasetError(.io, marker, "cannot mark the copy as in progress", cause: error)
+        }
         var newProperties = properties
         newProperties.id = copy.properties.id
-        newProperties.layers = []
-        let total = plans.reduce(0) { sum, plan in
-            sum + plan.mags.reduce(0) { $0 + Self.destinationFiles($1.source, $1.header, plan.layer, $1.entry).count }
+        newProperties.layers = plans.map { layer, mags in
+            var newLayer = layer
+            newLayer.mags = mags.map { entry, _, header in
+                var newEntry = entry
+                newEntry.cubeLength = header.fileEdge
+                newEntry.path = layer.usesWkwResolutions && entry.path == nil ? nil : "./\(layer.name)/\(entry.mag.shortName)"
+                return newEntry
+            }
+            return newLayer
+        }
+        try copy.replaceProperties(newProperties)
+        let total = try plans.reduce(0) { sum, plan in
+            try sum + plan.mags.reduce(0) { try $0 + Self.destinationFiles($1.source, $1.header, plan.layer, $1.entry).count }
         }
         var done = 0
         for (layer, mags) in plans {
-            var newLayer = layer
-            newLayer.mags = []
             try PathOps.makeDirectories(copy.layerPath(layer.name))
             for (entry, source, header) in mags {
-                let target = try MagDirectory.create(copy.layerPath(layer.name) + "/" + entry.mag.shortName, header: header)
-                let indices = Self.destinationFiles(source, header, layer, entry)
+                let targetPath = copy.layerPath(layer.name) + "/" + entry.mag.shortName
+                let target: MagDirectory
+                if let existing = try? MagDirectory.open(targetPath), existing.header == header {
+                    // Made by the interrupted run: its temporary files go.
+                    target = existing
+                    do {
+                        _ = try target.removeStaleTemporaries()
+                    } catch {
+                        throw DatasetError(.io, targetPath, "cannot clean up after the interrupted copy", cause: error)
+                    }
+                } else {
+                    target = try MagDirectory.create(targetPath, header: header)
+                }
+                let indices = try Self.destinationFiles(source, header, layer, entry)
                 if header == source.header || header.fileByteCount > Self.wholeFileCopyLimit {
                     for index in indices {
                         if header == source.header {
@@ -76,15 +112,34 @@ extension Dataset {
                         progress(done, total)
                     }
                 }
-                var newEntry = entry
-                newEntry.cubeLength = header.fileEdge
-                newEntry.path = layer.usesWkwResolutions && entry.path == nil ? nil : "./\(layer.name)/\(entry.mag.shortName)"
-                newLayer.mags.append(newEntry)
             }
-            newProperties.layers.append(newLayer)
         }
-        try copy.replaceProperties(newProperties)
+        // Every data file was fsynced before its rename; the renames are synced with their rows.
+        PathOps.remove(marker)
+        do {
+            try PathOps.syncDirectoryOrThrow(copy.path)
+        } catch {
+            throw DatasetError(.io, copy.path, "cannot make the finished copy durable", cause: error)
+        }
         return copy
+    }
+
+    /// The file at a destination's root that marks a copy in progress; it holds the source path.
+    static let unfinishedCopyName = ".wkfs-copy-in-progress"
+
+    /// `source` when this dataset is what a copy killed right after creating it leaves: no layers
+    /// and no file but the properties (and their lock); nil otherwise.
+    func emptyCopy(of source: String) -> String? {
+        let names = Set(PathOps.list(path).filter { AtomicFile.temporaryOwner($0) == nil })
+        guard properties.layers.isEmpty, names.isSubset(of: [DatasetProperties.fileName, Self.lockFileName]) else { return nil }
+        return source
+    }
+
+    /// The source of an unfinished copy into this dataset; nil when it is not one.
+    public func unfinishedCopy() -> String? {
+        guard let data = FileManager.default.contents(atPath: path + "/" + Self.unfinishedCopyName) else { return nil }
+        let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        return text.isEmpty ? "an unknown source" : text
     }
 
     /// Destination files up to this many decoded bytes are copied in one piece.
@@ -130,12 +185,12 @@ extension Dataset {
 
     /// The destination files (of a mag with `header`) that meet an existing source file inside the
     /// layer's bounding box, as the reference copies the bounding box.
-    static func destinationFiles(_ source: MagDirectory, _ header: WKWHeader, _ layer: LayerProperties, _ entry: MagProperties) -> [Vec3] {
-        if header == source.header { return source.fileIndices() }
+    static func destinationFiles(_ source: MagDirectory, _ header: WKWHeader, _ layer: LayerProperties, _ entry: MagProperties) throws -> [Vec3] {
+        if header == source.header { return try source.fileIndicesOrThrow() }
         var result = Set<Vec3>()
         let edge = Vec3(repeating: header.fileEdge)
         let bounds = entry.mag.fromMag1(layer.boundingBox)
-        for index in source.fileIndices() {
+        for index in try source.fileIndicesOrThrow() {
             guard let part = source.fileBox(index).intersection(bounds) else { continue }
             result.formUnion(part.cellRange(edge).positions)
         }

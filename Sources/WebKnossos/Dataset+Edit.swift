@@ -57,10 +57,12 @@ extension Dataset {
     /// the directories and mags that new entries name.
     public mutating func applyEdit(_ text: Data) throws {
         let new = try validateEdit(text)
+        let lock = try propertiesLock()
+        defer { lock.unlock() }
         do {
             try AtomicFile.write(propertiesPath, Array(text))
         } catch {
-            throw DatasetError(.io, propertiesPath, "cannot save: \(error)")
+            throw DatasetError(.io, propertiesPath, "cannot save", cause: error)
         }
         properties = new
         for layer in new.layers where layer.dataFormat == "wkw" {
@@ -93,8 +95,7 @@ extension Dataset {
         guard FileStatus.of(layerPath(name))?.isSymbolicLink ?? false else {
             throw DatasetError(.invalidArgument, layerPath(name), "is not a symbolic link; only linked layers can be removed")
         }
-        properties.layers.removeAll { $0.name == name }
-        try save()
+        try modifyProperties { $0.layers.removeAll { $0.name == name } }
         PathOps.remove(layerPath(name))
     }
 

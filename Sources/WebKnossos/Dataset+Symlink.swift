@@ -29,7 +29,7 @@ extension Dataset {
         do {
             try FileManager.default.createSymbolicLink(atPath: layerPath(newName), withDestinationPath: linkText)
         } catch {
-            throw DatasetError(.io, layerPath(newName), "cannot create symbolic link: \(error.localizedDescription)")
+            throw DatasetError(.io, layerPath(newName), "cannot create symbolic link: \(Self.reason(error))")
         }
         entry.name = newName
         for i in entry.mags.indices {
@@ -40,9 +40,15 @@ extension Dataset {
         // Keep this dataset's schema for the new entry.
         entry.usesWkwResolutions = properties.layers.first?.usesWkwResolutions ?? false
         entry.usesSnakeNumChannels = properties.layers.first?.usesSnakeNumChannels ?? false
-        properties.layers.append(entry)
+        let added = entry
+        let linkPath = layerPath(newName)
         do {
-            try save()
+            try modifyProperties { properties in
+                guard properties.layer(named: newName) == nil else {
+                    throw DatasetError(.alreadyExists, linkPath, "layer already exists")
+                }
+                properties.layers.append(added)
+            }
         } catch {
             PathOps.remove(layerPath(newName))
             throw error

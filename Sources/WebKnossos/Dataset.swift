@@ -17,11 +17,14 @@ public struct Dataset: Sendable {
             let why = FileManager.default.fileExists(atPath: path) ? "is not a dataset (no \(DatasetProperties.fileName))" : "does not exist"
             throw DatasetError(.notFound, path, why)
         }
+        guard let status = FileStatus.of(file, followLinks: true), status.isRegularFile else {
+            throw DatasetError(.invalidProperties, file, PathOps.isDirectory(file) ? "is a directory, not a file" : "is not a regular file")
+        }
         let data: Data
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: file))
         } catch {
-            throw DatasetError(.io, file, "cannot read: \(error.localizedDescription)")
+            throw DatasetError(.io, file, "cannot read: \(Self.reason(error))")
         }
         return Dataset(path: path, properties: try DatasetProperties.decode(data, file: file))
     }
@@ -35,33 +38,53 @@ public struct Dataset: Sendable {
         if FileManager.default.fileExists(atPath: path + "/" + DatasetProperties.fileName) {
             throw DatasetError(.alreadyExists, path, "a dataset already exists here")
         }
-        if let contents = try? FileManager.default.contentsOfDirectory(atPath: path), !contents.isEmpty {
+        // What an interrupted create left (a temporary properties file of a process that is gone)
+        // does not count: the retry removes it.
+        let contents = PathOps.list(path)
+        let leftovers = contents.filter { name in AtomicFile.temporaryOwner(name).map { !AtomicFile.processRuns($0) } ?? false }
+        if contents.count > leftovers.count {
             throw DatasetError(.alreadyExists, path, "directory is not empty")
         }
+        for name in leftovers { PathOps.remove(path + "/" + name) }
+        let existed = PathOps.exists(path)
         do {
-            try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+            try PathOps.makeDirectories(path)
         } catch {
-            throw DatasetError(.io, path, "cannot create directory: \(error.localizedDescription)")
+            throw DatasetError(.io, path, "cannot create directory", cause: error)
         }
         let name = URL(fileURLWithPath: path).lastPathComponent
         var dataset = Dataset(path: path, properties: DatasetProperties(name: name, voxelSize: voxelSize, unit: unit))
-        try dataset.save()
+        do {
+            try dataset.save()
+        } catch {
+            if !existed { try? PathOps.removeDirectory(path) }
+            throw error
+        }
         return dataset
     }
 
     /// Replaces the properties (already validated by the caller) and saves them.
     public mutating func replaceProperties(_ properties: DatasetProperties) throws {
-        self.properties = properties
-        try save()
+        try modifyProperties { $0 = properties }
     }
 
-    /// Writes the properties file atomically.
-    public mutating func save() throws {
+    /// Writes the properties file atomically (callers that change a dataset others may change
+    /// too go through `modifyProperties`).
+    mutating func save() throws {
         do {
             try AtomicFile.write(propertiesPath, Array(properties.encoded()))
         } catch {
-            throw DatasetError(.io, propertiesPath, "cannot save: \(error)")
+            throw DatasetError(.io, propertiesPath, "cannot save", cause: error)
         }
+    }
+
+    /// Foundation's errors in words ("permission denied"), not "NSCocoaErrorDomain error 256".
+    static func reason(_ error: any Error) -> String {
+        let ns = error as NSError
+        if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
+            return String(cString: strerror(Int32(underlying.code))).lowercased()
+        }
+        return ns.localizedDescription
     }
 
     static func normalize(_ path: String) -> String {
@@ -110,12 +133,24 @@ public struct Dataset: Sendable {
             throw DatasetError(.invalidArgument, "--largest-segment-id", "only segmentation layers have one")
         }
         do {
-            try PathOps.makeDirectories(layerPath(name))
+            try PathOps.makeDirectory(layerPath(name))
         } catch {
-            throw DatasetError(.io, layerPath(name), "cannot create layer directory: \(error)")
+            throw DatasetError(.io, layerPath(name), "cannot create the layer directory", cause: error)
         }
-        properties.layers.append(layer)
-        try save()
+        let added = layer
+        let directory = layerPath(name)
+        do {
+            try modifyProperties { properties in
+                guard properties.layer(named: name) == nil else {
+                    throw DatasetError(.alreadyExists, directory, "layer already exists")
+                }
+                properties.layers.append(added)
+            }
+        } catch {
+            // A failed step leaves nothing behind: a retry must not find the directory.
+            try? PathOps.removeDirectory(layerPath(name))
+            throw error
+        }
         return layer
     }
 
@@ -125,31 +160,28 @@ public struct Dataset: Sendable {
             ? .int(Int64(id)) : .object([("customJsonEncoding", .string("bigint")), ("value", .string(String(id)))])
     }
 
-    mutating func updateLayer(_ name: String, _ change: (inout LayerProperties) -> Void) throws {
-        guard let i = properties.layers.firstIndex(where: { $0.name == name }) else {
-            throw DatasetError(.notFound, "layer '\(name)'", "no such layer")
+    /// Changes one layer's entry as it is on disk now (see `modifyProperties`).
+    mutating func updateLayer(_ name: String, _ change: (inout LayerProperties) throws -> Void) throws {
+        try modifyProperties { properties in
+            guard let i = properties.layers.firstIndex(where: { $0.name == name }) else {
+                throw DatasetError(.notFound, "layer '\(name)'", "no such layer")
+            }
+            try change(&properties.layers[i])
         }
-        change(&properties.layers[i])
-        try save()
     }
 
     // MARK: Mags
 
-    /// The places a mag's directory may be, most likely first.
-    func magCandidates(_ layer: LayerProperties, _ mag: MagProperties) -> [String] {
-        var result: [String] = []
-        if let p = mag.path {
-            result.append(p.hasPrefix("/") ? p : path + "/" + (p.hasPrefix("./") ? String(p.dropFirst(2)) : p))
-        }
-        result.append(layerPath(layer.name) + "/" + mag.mag.shortName)
-        result.append(layerPath(layer.name) + "/" + mag.mag.longName)
-        return result
-    }
-
-    /// The directory holding a mag's data.
+    /// The directory holding a mag's data: the entry's `path` where it has one (relative to the
+    /// dataset, or absolute, as the reference resolves it), else `LAYER/MAG` (short name such as
+    /// `2-2-1`, or the long `2-2-1` form of older datasets, whichever exists).
     public func magPath(_ layer: LayerProperties, _ mag: MagProperties) -> String {
-        let candidates = magCandidates(layer, mag)
-        return candidates.first { PathOps.exists($0 + "/header.wkw") } ?? candidates[0]
+        if let p = mag.path {
+            return p.hasPrefix("/") ? p : path + "/" + (p.hasPrefix("./") ? String(p.dropFirst(2)) : p)
+        }
+        let short = layerPath(layer.name) + "/" + mag.mag.shortName
+        let long = layerPath(layer.name) + "/" + mag.mag.longName
+        return !PathOps.exists(short + "/header.wkw") && PathOps.exists(long + "/header.wkw") ? long : short
     }
 
     /// Opens a mag of a layer.
@@ -161,7 +193,15 @@ public struct Dataset: Sendable {
             let names = layer.mags.map(\.mag.shortName).joined(separator: ", ")
             throw DatasetError(.notFound, "mag '\(name)'", "layer '\(layerName)' has no such mag (mags: \(names.isEmpty ? "none" : names))")
         }
-        let directory = try MagDirectory.open(magPath(layer, entry))
+        let directory: MagDirectory
+        do {
+            directory = try MagDirectory.open(magPath(layer, entry))
+        } catch let error as WKWError {
+            let named = entry.path.map { "path '\($0)'" } ?? "directory"
+            throw DatasetError(.notFound, "layer '\(layerName)' mag \(name)", "its \(named) is not a usable WKW mag directory", cause: error)
+        }
+        // A write killed in the middle of patching raw files is undone before anything reads them.
+        try directory.rollBackInterruptedWrites()
         return MagView(layer: layer, mag: mag, directory: directory)
     }
 
@@ -190,12 +230,28 @@ public struct Dataset: Sendable {
         if PathOps.exists(directoryPath) {
             throw DatasetError(.alreadyExists, directoryPath, "mag directory already exists on disk")
         }
-        let directory = try MagDirectory.create(directoryPath, header: header)
+        let directory: MagDirectory
+        do {
+            directory = try MagDirectory.create(directoryPath, header: header)
+        } catch {
+            throw DatasetError(.io, directoryPath, "cannot create the mag directory", cause: error)
+        }
         var entry = MagProperties(mag: mag, path: "./\(layerName)/\(mag.shortName)", cubeLength: header.fileEdge)
         if layer.usesWkwResolutions { entry.path = nil }
-        try updateLayer(layerName) { layer in
-            layer.mags.append(entry)
-            layer.mags.sort { $0.mag < $1.mag }
+        let added = entry
+        do {
+            try updateLayer(layerName) { layer in
+                guard layer.mag(mag) == nil else {
+                    throw DatasetError(.alreadyExists, "mag '\(name)'", "layer '\(layerName)' already has this mag")
+                }
+                layer.mags.append(added)
+                layer.mags.sort { $0.mag < $1.mag }
+            }
+        } catch {
+            // A failed step leaves nothing behind: a retry must not find the directory.
+            PathOps.remove(directoryPath + "/header.wkw")
+            try? PathOps.removeDirectory(directoryPath)
+            throw error
         }
         return MagView(layer: try self.layer(layerName), mag: mag, directory: directory)
     }
@@ -203,9 +259,9 @@ public struct Dataset: Sendable {
     /// Grows a layer's bounding box to cover `box` (mag-1 voxels) and saves the properties.
     public mutating func growBoundingBox(_ layerName: String, toCover box: Box) throws {
         let current = try layer(layerName).boundingBox
-        let grown = current.union(box)
-        guard grown != current else { return }
-        try updateLayer(layerName) { $0.boundingBox = grown }
+        guard current.union(box) != current else { return }
+        // Grown from the box on disk now, which another writer may have grown meanwhile.
+        try updateLayer(layerName) { $0.boundingBox = $0.boundingBox.union(box) }
     }
 
     /// Writes voxels into a mag and grows the layer's bounding box.

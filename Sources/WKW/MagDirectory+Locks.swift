@@ -1,0 +1,47 @@
+/// Locks that serialize changes of one data file across threads, processes and machines.
+///
+/// Every change of a data file (a read-merge-rewrite of a compressed file, an in-place patch of a
+/// raw one, a whole-file replace) happens while its writer holds the file's lock: one byte of
+/// `header.wkw`, which is never replaced, locked with `FileLock`. The byte of file (x, y, z) is
+/// chosen from the low bits of its index; two files that share a byte only wait for each other.
+/// Whoever takes several locks takes them in ascending byte order, so writers cannot deadlock.
+extension MagDirectory {
+    /// The lock byte of data file `index` in `header.wkw`.
+    static func lockByte(_ index: Vec3) -> Int {
+        let mask = (1 << 13) - 1
+        return 1 << 40 | (index.x & mask) | (index.y & mask) << 13 | (index.z & mask) << 26
+    }
+
+    var lockFilePath: String { path + "/header.wkw" }
+
+    /// Takes the write locks of data files `indices`, waiting for other writers.
+    public func lockFiles(_ indices: [Vec3]) throws -> MagLock {
+        let bytes = Array(Set(indices.map(Self.lockByte))).sorted()
+        guard !bytes.isEmpty else { return MagLock(nil) }
+        return MagLock(try FileLock.lock(lockFilePath, ranges: bytes.map { ($0, 1) }, exclusive: true)!)
+    }
+
+    /// Takes the write locks of `indices` only when no one holds any of them (nil otherwise):
+    /// for finding what a dead writer left.
+    func tryLockFiles(_ indices: [Vec3]) throws -> MagLock? {
+        let bytes = Array(Set(indices.map(Self.lockByte))).sorted()
+        guard !bytes.isEmpty else { return MagLock(nil) }
+        return try FileLock.lock(lockFilePath, ranges: bytes.map { ($0, 1) }, exclusive: true, wait: false).map(MagLock.init)
+    }
+
+    /// Runs `body` holding the write locks of `indices`.
+    public func withFilesLocked<T>(_ indices: [Vec3], _ body: () throws -> T) throws -> T {
+        let lock = try lockFiles(indices)
+        defer { lock.unlock() }
+        return try body()
+    }
+}
+
+/// Held locks of data files of one mag; released by `unlock` or when dropped.
+public final class MagLock: Sendable {
+    private let lock: FileLock?
+
+    init(_ lock: FileLock?) { self.lock = lock }
+
+    public func unlock() { lock?.unlock() }
+}

@@ -1,0 +1,30 @@
+import WKW
+
+/// Changes of `datasource-properties.json` are serialized across threads, processes and mounts:
+/// each one takes the dataset's properties lock, reads the file again, applies its change to what
+/// is on disk now and saves, so two writers that grow the bounding box (or add layers) at once
+/// both keep their change. The lock is on the dataset's directory (the properties file itself is
+/// replaced at every save, so it cannot carry a lock); on NFS, on `.wkfs.lock` in it.
+extension Dataset {
+    static let lockFileName = ".wkfs.lock"
+
+    /// Waits for the dataset's properties lock.
+    func propertiesLock() throws -> DirectoryLock {
+        do {
+            return try DirectoryLock(path, fallbackName: Self.lockFileName)
+        } catch {
+            throw DatasetError(.io, path, "cannot take the properties lock", cause: error)
+        }
+    }
+
+    /// Applies `change` to the properties as they are on disk now and saves them, holding the
+    /// properties lock; `self` then holds the saved properties.
+    public mutating func modifyProperties(_ change: (inout DatasetProperties) throws -> Void) throws {
+        let lock = try propertiesLock()
+        defer { lock.unlock() }
+        var current = try Dataset.open(path).properties
+        try change(&current)
+        properties = current
+        try save()
+    }
+}
