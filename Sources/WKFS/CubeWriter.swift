@@ -38,6 +38,14 @@ struct CubeWriter {
     private var tick = 0
     /// The cube-local voxels written, for growing the bounding box.
     private(set) var written: Box?
+    /// Blocks loaded from the data file because a write covered them only partly, with a
+    /// checksum of what was loaded: at commit, under the file's lock, each must still be so on
+    /// disk, or another writer (`wkfs write`, another mount) changed it meanwhile and writing
+    /// the loaded bytes back would undo that change.
+    private var loadedFromFile: [Int: UInt64] = [:]
+    /// The data file's identity (inode, size, modification time) before the first of those loads:
+    /// when it is the same at commit, nothing changed and the blocks need no second look.
+    private var loadedIdentity: [Int64]?
 
     private struct Pending {
         var bytes: [UInt8]
@@ -132,7 +140,11 @@ struct CubeWriter {
     private mutating func touch(_ number: Int, cache: BlockCache, whole: Bool = false) throws {
         if dirty[number] == nil {
             let count = mag.header.blockByteCount
+            let fromFile: Bool
+            if !whole && !truncated, case .none = stored[number] { fromFile = true } else { fromFile = false }
+            if fromFile && loadedIdentity == nil { loadedIdentity = try cache.reader(mag, index)?.identity ?? [] }
             let bytes = whole ? [UInt8](unsafeUninitializedCapacity: count) { _, n in n = count } : try load(number, cache: cache)
+            if fromFile && loadedFromFile[number] == nil { loadedFromFile[number] = Checksum.words(bytes) }
             dirty[number] = Pending(bytes: bytes, written: 0, tick: tick)
             dirtyCount += 1
         }
@@ -260,10 +272,12 @@ struct CubeWriter {
             throw FUSEError(EINVAL, "a cube must be exactly \(geometry.cubeBytes) bytes, got \(size); nothing was written")
         }
         // The file's lock, held from reading the old blocks to the rename, keeps the changes of
-        // other writers (`wkfs write`, other mounts) of the same file.
+        // other writers (`wkfs write`, other mounts) of the same file; taking it also rolls back
+        // a patch a killed writer left in it.
         let lock = try mag.lockFiles([index])
         defer { lock.unlock() }
         let base = truncated ? nil : try cache.reader(mag, index)
+        try checkLoadedBlocksUnchanged(base)
         // Snapshots for the block closures (copies of the arrays only if a write came between).
         let dirtyBlocks = dirty
         let storedBlocks = stored
@@ -300,11 +314,34 @@ struct CubeWriter {
         discard()
     }
 
+    /// Throws when a block this writer loaded is no longer what the data file holds (`base`,
+    /// read under the file's lock): nothing is written then, rather than another writer's change
+    /// silently undone.
+    private func checkLoadedBlocksUnchanged(_ base: DataFileReader?) throws {
+        guard !loadedFromFile.isEmpty, (base?.identity ?? []) != loadedIdentity else { return }
+        let count = mag.header.blockByteCount
+        var current = [UInt8](repeating: 0, count: count)
+        for (number, loaded) in loadedFromFile {
+            if let base {
+                try current.withUnsafeMutableBytes { try base.decode(block: number, into: $0) }
+            } else {
+                current = [UInt8](repeating: 0, count: count)  // the file is gone: it reads as zeros
+            }
+            guard Checksum.words(current) == loaded else {
+                throw FUSEError(
+                    EAGAIN,
+                    "another writer changed block \(number) of this cube while this write was under way, and the write covered the block only partly; nothing was written: write the cube again")
+            }
+        }
+    }
+
     /// Drops every pending change.
     mutating func discard() {
         pendingRaw?.abandon()
         pendingRaw = nil
         written = nil
+        loadedFromFile = [:]
+        loadedIdentity = nil
         dirty = BlockTable(count: mag.header.blocksPerFile, empty: nil)
         dirtyCount = 0
         stored = BlockTable(count: mag.header.blocksPerFile, empty: .none)

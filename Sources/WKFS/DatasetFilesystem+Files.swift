@@ -55,14 +55,14 @@ extension DatasetFilesystem {
                 // The file on disk stays as it is until a valid version is complete.
                 var attributes = try attributes(.properties)
                 attributes.size = 0
-                return (Entry(attributes: attributes, attributeTimeout: 0), OpenResult(handle: handle, directIO: true))
+                return (Entry(attributes: attributes, attributeTimeout: 0, entryTimeout: 0), OpenResult(handle: handle, directIO: true))
             }
             if let why = scratchNameProblem(name) { throw refuse(EINVAL, "cannot create \(name) in the mount root: \(why)") }
             let handle = state.withLock { s in
                 if s.scratch[name] == nil || flags.truncate { s.scratch[name] = ScratchFile(bytes: [], modified: .now) }
                 return s.addHandle(.scratch(name))
             }
-            return (Entry(attributes: try attributes(.scratch(name))), OpenResult(handle: handle, directIO: true))
+            return (Entry(attributes: try attributes(.scratch(name)), entryTimeout: 0), OpenResult(handle: handle, directIO: true))
         case .yDirectory(let layer, let mag, let z, let y):
             guard let x = MagDirectory.nameIndex(name, "x", ".raw") else {
                 throw refuse(EINVAL, "\(layer)/\(mag)/z\(z)/y\(y)/\(name): only cubes named x{X}.raw can be created here")

@@ -10,8 +10,15 @@ extension DatasetFilesystem {
 
     public func lookup(parent: Inode, name: String) throws -> Entry {
         let child = try state.withLock { s in try Self.child(of: try node(parent), named: name, in: s) }
-        return Entry(attributes: try attributes(child))
+        return Entry(attributes: try attributes(child), entryTimeout: Self.entryTimeout(parent: parent))
     }
+
+    /// Names in the mount root change with the properties (layers come and go), and the kernel
+    /// is never asked to drop them (`invalidate` skips the root): a request that changes the root
+    /// (`sed -i`'s rename) holds the root's lock in the kernel, and a notification waiting for
+    /// that lock while the daemon is killed made the mount unkillable. So they are not cached
+    /// (one lookup of the layer's name per path opened); names below are cached for a second.
+    static func entryTimeout(parent: Inode) -> Double? { parent == .root ? 0 : nil }
 
     public func getattr(_ inode: Inode) throws -> Attributes {
         try attributes(try node(inode))

@@ -40,7 +40,7 @@ public final class DatasetFilesystem: FUSEFilesystem {
         self.options = options
         cache = BlockCache(cacheSize: options.cacheSize)
         errors = ErrorLog(log: log)
-        state = Mutex(ViewState(dataset: try Dataset.open(datasetPath)))
+        state = Mutex(ViewState(dataset: try Dataset.open(datasetPath), readOnly: options.readOnly))
         if !options.readOnly { removeLeftoversInBackground() }
     }
 
@@ -119,6 +119,7 @@ public final class DatasetFilesystem: FUSEFilesystem {
             case .invalidProperties, .invalidArgument: return EINVAL
             case .unsupported: return ENOTSUP
             case .io: return EIO
+            case .conflict: return EAGAIN
             }
         default:
             return EIO
@@ -131,8 +132,11 @@ public final class DatasetFilesystem: FUSEFilesystem {
 
     /// Tells the kernel to drop what it caches for `inode` (and names under `parent`), off the
     /// request thread: notifying from inside a request on the same node can deadlock.
+    /// Names in the root are never invalidated: they are not cached (`entryTimeout(parent:)`).
     func invalidate(_ inode: Inode?, entries: [(parent: Inode, name: String)] = []) {
         guard let notifier = notifier.withLock({ $0 }) else { return }
+        let entries = entries.filter { $0.parent != .root }
+        guard inode != nil || !entries.isEmpty else { return }
         DispatchQueue.global().async {
             if let inode { try? notifier.invalidateInode(inode) }
             for (parent, name) in entries { try? notifier.invalidateEntry(parent: parent, name: name) }
@@ -148,6 +152,8 @@ public final class DatasetFilesystem: FUSEFilesystem {
 /// The view's shared, mutable state.
 struct ViewState {
     var dataset: Dataset
+    /// A read-only mount: mags are opened so that nothing is written (`MagDirectory.repairsDisabled`).
+    var readOnly = false
     /// Opened mag directories by (layer, directory name).
     var mags: [String: MagDirectory] = [:]
     /// Editor files in the mount root, in memory only.
@@ -192,9 +198,9 @@ struct ViewState {
         let key = layer + "/" + mag
         if let known = mags[key] { return known }
         guard let path = magPath(layer, mag) else { throw FUSEError.noEntry }
-        let directory = try MagDirectory.open(path)
-        // A write killed in the middle of patching raw files is undone before anything reads them.
-        try directory.rollBackInterruptedWrites()
+        var directory = try MagDirectory.open(path)
+        // A read-only mount writes nothing, not even the rollback of a killed writer's patch.
+        directory.repairsDisabled = readOnly
         mags[key] = directory
         return directory
     }

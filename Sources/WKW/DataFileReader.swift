@@ -17,6 +17,8 @@ public final class DataFileReader: Sendable {
     /// Opens data file `index` of `mag`; nil when it does not exist.
     /// - Throws: `WKWError` when the file is corrupt.
     public static func open(_ mag: MagDirectory, _ index: Vec3) throws -> DataFileReader? {
+        // A raw file a killed writer left partly written is rolled back before it is read.
+        try mag.rollBackInterruptedWrites([index])
         guard let file = try OpenFile.openIfExists(mag.filePath(index)) else { return nil }
         let identity = try file.identity()
         return DataFileReader(file: file, layout: try DataFileLayout.read(file, magHeader: mag.header), identity: identity)

@@ -6,41 +6,64 @@
 /// journal not yet renamed into place) and undo journals of in-place patches (see `UndoJournal`).
 /// Only names that wkfs itself makes are ever touched.
 extension MagDirectory {
-    /// Temporary files in this mag (the root and its `z*/y*` rows), and undo journals.
+    /// Temporary files in this mag (the root and its `z*/y*` rows), and the data files that
+    /// have an undo journal (`UndoJournal`) beside them.
     /// - Throws: `WKWError` when a directory cannot be listed.
-    public func leftovers() throws -> (temporaries: [String], journals: [String]) {
+    public func leftovers() throws -> (temporaries: [String], journals: [Vec3]) {
         var temporaries: [String] = []
-        var journals: [String] = []
+        var journals: [Vec3] = []
         for name in try PathOps.listOrThrow(path) {
             if AtomicFile.temporaryOwner(name) != nil {
                 temporaries.append(path + "/" + name)
-            } else if UndoJournal.isJournalName(name) {
-                journals.append(path + "/" + name)
-            } else if Self.nameIndex(name, "z") != nil, PathOps.isDirectory(path + "/" + name) {
-                for yName in try PathOps.listOrThrow(path + "/" + name) where Self.nameIndex(yName, "y") != nil {
+            } else if let z = Self.nameIndex(name, "z"), PathOps.isDirectory(path + "/" + name) {
+                for yName in try PathOps.listOrThrow(path + "/" + name) {
+                    guard let y = Self.nameIndex(yName, "y") else { continue }
                     let row = path + "/" + name + "/" + yName
                     guard PathOps.isDirectory(row) else { continue }
-                    for xName in try PathOps.listOrThrow(row) where AtomicFile.temporaryOwner(xName) != nil {
-                        temporaries.append(row + "/" + xName)
+                    for xName in try PathOps.listOrThrow(row) {
+                        if AtomicFile.temporaryOwner(xName) != nil {
+                            temporaries.append(row + "/" + xName)
+                        } else if let x = Self.nameIndex(xName, "x", ".wkw" + UndoJournal.suffix) {
+                            journals.append(Vec3(x, y, z))
+                        }
                     }
                 }
             }
         }
-        return (temporaries.sorted(), journals.sorted())
+        return (temporaries.sorted(), journals)
     }
 
+    /// The path of data file `index`'s undo journal (see `leftovers`).
+    public func undoJournalPath(_ index: Vec3) -> String { journalPath(index) }
+
     /// Removes the temporary files whose writer is gone: its process (named in the file's name)
-    /// no longer runs on this machine. A writer on another machine sharing the storage cannot be
-    /// seen this way; run the repair when no writer runs elsewhere.
+    /// no longer runs on this machine, and no writer holds the lock of the data file it belongs
+    /// to. A writer in another PID namespace or on another machine that holds no lock (a mount's
+    /// cube being written) cannot be seen: run the repair while no such writer runs.
     /// - Returns: the paths removed.
     public func removeStaleTemporaries() throws -> [String] {
         var removed: [String] = []
         for file in try leftovers().temporaries {
             let name = String(file[file.index(after: file.lastIndex(of: "/")!)...])
             guard let owner = AtomicFile.temporaryOwner(name), !AtomicFile.processRuns(owner) else { continue }
+            var lock: MagLock?
+            if let index = dataFileIndex(ofTemporary: file) {
+                guard let free = try tryLockFiles([index]) else { continue }
+                lock = free
+            }
             if unlink(file) == 0 { removed.append(file) }
+            lock?.unlock()
         }
         return removed
+    }
+
+    /// The data file a temporary file in a row stands for (`zZ/yY/xX.wkw[.wkfs-undo].PID-R.tmp`).
+    private func dataFileIndex(ofTemporary file: String) -> Vec3? {
+        let parts = file.dropFirst(path.count + 1).split(separator: "/").map(String.init)
+        guard parts.count == 3, let z = Self.nameIndex(parts[0], "z"), let y = Self.nameIndex(parts[1], "y"),
+            let dot = parts[2].firstIndex(of: "."), let x = Self.nameIndex(String(parts[2][..<dot]), "x")
+        else { return nil }
+        return Vec3(x, y, z)
     }
 }
 

@@ -14,8 +14,22 @@ extension MagDirectory {
 
     var lockFilePath: String { path + "/header.wkw" }
 
-    /// Takes the write locks of data files `indices`, waiting for other writers.
+    /// Takes the write locks of data files `indices`, waiting for other writers, and rolls back
+    /// what a killed writer left half-patched in them (`UndoJournal`): whoever changes a file
+    /// starts from its old or its new content, never from a mix.
     public func lockFiles(_ indices: [Vec3]) throws -> MagLock {
+        let lock = try takeLocks(indices)
+        do {
+            if !header.blockType.isCompressed { for index in indices { try rollBackHoldingLock(index) } }
+        } catch {
+            lock.unlock()
+            throw error
+        }
+        return lock
+    }
+
+    /// Takes the write locks of data files `indices`, waiting for other writers.
+    func takeLocks(_ indices: [Vec3]) throws -> MagLock {
         let bytes = Array(Set(indices.map(Self.lockByte))).sorted()
         guard !bytes.isEmpty else { return MagLock(nil) }
         return MagLock(try FileLock.lock(lockFilePath, ranges: bytes.map { ($0, 1) }, exclusive: true)!)

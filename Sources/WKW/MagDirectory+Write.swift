@@ -53,7 +53,6 @@ extension MagDirectory {
             let files = part.cellRange(Vec3(repeating: header.fileEdge)).positions.filter { include?($0) ?? true }
             let job = WriteJob(mag: self, region: part, source: SendableConstAddress(try slab(part)), parallelBlocks: files.count == 1)
             try withFilesLocked(files) {
-                try rollBackInterruptedWrites(holding: Set(files))
                 let existing = files.filter { PathOps.exists(filePath($0)) }
                 try createRawFiles(files.filter { !PathOps.exists(filePath($0)) }, job: job)
                 try patchRawFiles(existing, job: job)
@@ -88,7 +87,7 @@ extension MagDirectory {
         try AtomicFile.putInPlace(created.withLock { $0 })
     }
 
-    /// Patches existing raw data files in place under an undo journal (see `UndoJournal`): the
+    /// Patches existing raw data files in place under undo journals (see `UndoJournal`): the
     /// bytes about to be overwritten are saved durably first, so a crash at any moment leaves
     /// every file its old content (after the rollback) or its new one. The caller holds the
     /// files' locks.
@@ -101,14 +100,16 @@ extension MagDirectory {
             }
             opened.append((index, file))
         }
-        var journal = UndoJournal()
+        var journals: [(index: Vec3, journal: UndoJournal)] = []
         for (index, file) in opened {
+            var journal = UndoJournal()
             for run in try job.runs(file, index) {
-                journal.entries.append(.init(file: index, offset: run.start, bytes: try file.read(at: run.start, count: run.blocks.count * header.blockByteCount)))
+                journal.entries.append(.init(offset: run.start, bytes: try file.read(at: run.start, count: run.blocks.count * header.blockByteCount)))
             }
+            journals.append((index, journal))
         }
-        let journalPath = try writeJournal(journal)
-        journal = UndoJournal()  // the old bytes are on disk now; free them
+        try writeJournals(journals)
+        journals = []  // the old bytes are on disk now; free them
         let files = opened
         do {
             try Parallel.forEach(files.count) { i in
@@ -117,10 +118,10 @@ extension MagDirectory {
             }
         } catch {
             // Put the old bytes back now rather than at the next open, if the disk lets us.
-            _ = try? rollBackInterruptedWrites(holding: Set(indices))
+            for index in indices { _ = try? rollBackHoldingLock(index) }
             throw error
         }
-        try retireJournal(journalPath)
+        try retireJournals(indices)
     }
 
     /// Checks the header and jump table of every existing data file that `box` meets, so that a

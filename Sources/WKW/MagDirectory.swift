@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+import SystemPackage
+
 /// One mag directory: `header.wkw` plus data files `z{Z}/y{Y}/x{X}.wkw`.
 ///
 /// Coordinates are voxels of this mag. Region reads and writes take and give bytes in C order
@@ -5,6 +10,9 @@
 public struct MagDirectory: Sendable {
     public let path: String
     public let header: WKWHeader
+    /// Whether a reader that finds a raw file left partly written by a killed writer refuses it
+    /// instead of rolling the write back (a read-only mount: it must not write).
+    public var repairsDisabled = false
 
     /// Opens a mag directory by reading its `header.wkw`.
     public static func open(_ path: String) throws -> MagDirectory {
@@ -23,13 +31,34 @@ public struct MagDirectory: Sendable {
         if PathOps.exists(headerPath) {
             throw WKWError(.alreadyExists, path: path, "mag directory already exists")
         }
-        let existed = PathOps.exists(path)
-        try PathOps.makeDirectories(path)
+        // The mag directory is claimed with an exclusive mkdir, so of two processes creating the
+        // same mag one fails, and nothing but what this call made is removed on failure.
+        var created = false
+        if !PathOps.isDirectory(path) {
+            try PathOps.makeDirectories(PathOps.dirname(path))
+            do {
+                try PathOps.makeDirectory(path)
+                created = true
+            } catch let error as WKWError where error.kind == .io(errno: EEXIST) {
+                throw WKWError(.alreadyExists, path: path, "mag directory already exists")
+            }
+        }
         do {
-            try AtomicFile.write(headerPath, header.encoded(dataOffset: 0))
+            let temporary = try AtomicFile.prepare(headerPath) { file in
+                try header.encoded(dataOffset: 0).withUnsafeBytes { try file.write(at: 0, $0) }
+            }
+            // link(2) fails when the name exists: a header another process wrote is never replaced.
+            defer { PathOps.remove(temporary) }
+            guard link(temporary, headerPath) == 0 else {
+                let code = errno
+                throw code == EEXIST
+                    ? WKWError(.alreadyExists, path: path, "mag directory already exists")
+                    : WKWError(.io(errno: code), path: headerPath, "cannot create: \(Errno(rawValue: code))")
+            }
+            try PathOps.syncDirectoryOrThrow(path)
         } catch {
             // A failed step leaves nothing behind: a retry must not find the directory.
-            if !existed { try? PathOps.removeDirectory(path) }
+            if created { try? PathOps.removeDirectory(path) }
             throw error
         }
         return MagDirectory(path: path, header: header)

@@ -3,45 +3,39 @@
 #endif
 import SystemPackage
 
-/// The undo journal of an in-place patch of raw data files (as SQLite's rollback journal).
+/// The undo journal of an in-place patch of one raw data file (as SQLite's rollback journal).
 ///
 /// Raw files are patched where their blocks lie, not rewritten whole (a 1 GiB file for a small
 /// patch). Before the first byte of a data file changes, the bytes about to be overwritten are
-/// written to a journal in the mag directory and made durable (file and directory fsynced). Then
-/// the files are patched and fsynced, and the journal is deleted (directory fsynced again). A
-/// journal that survives its writer (a kill, a power cut, a full disk) is rolled back: its old
-/// bytes are written back, so every file is its old content again. Its writer held the locks of
-/// every file it names until the journal was gone, so a journal whose files can all be locked
-/// is one nobody is writing.
+/// written to its journal beside it (`x1.wkw.wkfs-undo`: written whole under a temporary name,
+/// fsynced, renamed, directory fsynced). Then the file is patched and fsynced, and the journal is
+/// deleted (directory fsynced again). The writer holds the file's lock (`lockFiles`) from before
+/// the journal exists until it is gone, so whoever holds that lock and finds a journal knows its
+/// writer died (a kill, a power cut, a full disk): it writes the old bytes back, and the file is
+/// its old content again. Every writer of a raw file, every reader that opens one (`wkfs read`,
+/// the mount) and `wkfs check --repair` do that first; `wkfs check` reports a journal it finds.
 ///
 /// Layout (little-endian): magic `WKFSUNDO`, version u32 (1), entry count u32, then per entry the
-/// data file index (3 × i64), the offset (u64), the length (u64) and the old bytes; last an
-/// FNV-1a 64 checksum of everything before it. A journal whose checksum does not match was cut
-/// short before it was synced, so no data file was touched yet: it is only deleted.
+/// offset (u64), the length (u64) and the old bytes; last an FNV-1a 64 checksum of everything
+/// before it. A journal under its final name is always whole; a wrong checksum is damage.
 struct UndoJournal {
     struct Entry {
-        var file: Vec3
         var offset: Int
         var bytes: [UInt8]
     }
 
-    static let prefix = ".wkfs-undo-"
+    static let suffix = ".wkfs-undo"
     static let magic = Array("WKFSUNDO".utf8)
 
     var entries: [Entry] = []
 
-    /// Whether `name` (in a mag directory) is an undo journal's name.
-    static func isJournalName(_ name: String) -> Bool { name.hasPrefix(prefix) }
-
     func encoded() -> [UInt8] {
         var out = Self.magic
+        out.reserveCapacity(entries.reduce(32) { $0 + 16 + $1.bytes.count })
         func put<T: FixedWidthInteger>(_ value: T) { withUnsafeBytes(of: value.littleEndian) { out.append(contentsOf: $0) } }
         put(UInt32(1))
         put(UInt32(entries.count))
         for entry in entries {
-            put(Int64(entry.file.x))
-            put(Int64(entry.file.y))
-            put(Int64(entry.file.z))
             put(UInt64(entry.offset))
             put(UInt64(entry.bytes.count))
             out.append(contentsOf: entry.bytes)
@@ -67,107 +61,100 @@ struct UndoJournal {
         guard take(UInt32.self) == 1, let count = take(UInt32.self) else { return nil }
         var journal = UndoJournal()
         for _ in 0..<count {
-            guard let x = take(Int64.self), let y = take(Int64.self), let z = take(Int64.self),
-                let offset = take(UInt64.self), let length = take(UInt64.self),
-                offset <= UInt64(Int32.max) * 64, length <= UInt64(end - position)
+            guard let offset = take(UInt64.self), let length = take(UInt64.self),
+                offset <= UInt64(1 << 50), length <= UInt64(end - position)
             else { return nil }
             let start = position
             position += Int(length)
-            journal.entries.append(Entry(file: Vec3(Int(x), Int(y), Int(z)), offset: Int(offset), bytes: Array(bytes[start..<position])))
+            journal.entries.append(Entry(offset: Int(offset), bytes: Array(bytes[start..<position])))
         }
         return position == end ? journal : nil
     }
 
-    static func checksum(_ bytes: ArraySlice<UInt8>) -> UInt64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in bytes {
-            hash ^= UInt64(byte)
-            hash = hash &* 0x100_0000_01b3
-        }
-        return hash
-    }
+    static func checksum(_ bytes: ArraySlice<UInt8>) -> UInt64 { Checksum.fnv1a(bytes) }
 }
 
 extension MagDirectory {
-    /// The undo journals in this mag directory (names).
-    func journalNames() throws -> [String] {
-        try PathOps.listOrThrow(path).filter(UndoJournal.isJournalName).sorted()
-    }
+    /// The undo journal's path of data file `index`.
+    func journalPath(_ index: Vec3) -> String { filePath(index) + UndoJournal.suffix }
 
-    /// Writes `journal` durably under its final name (written whole to a temporary file first,
-    /// so a journal under a journal's name is always complete) and returns its path.
-    func writeJournal(_ journal: UndoJournal) throws -> String {
-        let journalPath = "\(path)/\(UndoJournal.prefix)\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
-        let temporary = try AtomicFile.prepare(journalPath) { file in
-            try journal.encoded().withUnsafeBytes { try file.write(at: 0, $0) }
-        }
+    /// Writes the journals of several files durably (each whole under a temporary name, all
+    /// fsynced, renamed, their directories fsynced). On failure none is left.
+    func writeJournals(_ journals: [(index: Vec3, journal: UndoJournal)]) throws {
+        var prepared: [(temporary: String, final: String)] = []
         do {
-            try PathOps.rename(temporary, to: journalPath)
+            for (index, journal) in journals {
+                prepared.append(
+                    (try AtomicFile.prepare(journalPath(index), sync: false) { file in
+                        try journal.encoded().withUnsafeBytes { try file.write(at: 0, $0) }
+                    }, journalPath(index)))
+            }
+            try AtomicFile.putInPlace(prepared)
         } catch {
-            PathOps.remove(temporary)
+            prepared.forEach { PathOps.remove($0.temporary) }
+            journals.forEach { PathOps.remove(journalPath($0.index)) }
             throw error
         }
-        do {
-            try PathOps.syncDirectoryOrThrow(path)
-        } catch {
-            PathOps.remove(journalPath)
-            throw error
-        }
-        return journalPath
     }
 
-    /// Deletes a journal whose patch is complete and durable, durably.
-    func retireJournal(_ journalPath: String) throws {
-        guard unlink(journalPath) == 0 else {
+    /// Deletes the journals of files whose patch is complete and fsynced, durably.
+    func retireJournals(_ indices: [Vec3]) throws {
+        for index in indices where unlink(journalPath(index)) != 0 && errno != ENOENT {
             let code = errno
-            throw WKWError(.io(errno: code), path: journalPath, "cannot delete the undo journal: \(Errno(rawValue: code))")
+            throw WKWError(.io(errno: code), path: journalPath(index), "cannot delete the undo journal: \(Errno(rawValue: code))")
         }
-        try PathOps.syncDirectoryOrThrow(path)
+        for directory in Set(indices.map { PathOps.dirname(filePath($0)) }) { try PathOps.syncDirectoryOrThrow(directory) }
     }
 
-    /// Rolls back every journal left by a writer that is gone (one whose files can all be locked,
-    /// besides `held`, the files the caller has locked itself).
-    /// - Returns: a line for each journal rolled back.
-    /// - Throws: `WKWError` when a journal is damaged (it is left for a person to look at) or a
-    ///   rollback fails.
+    /// Rolls back the interrupted patch of data file `index` when its journal is there. The
+    /// caller holds the file's lock, so the journal's writer is gone.
+    /// - Returns: whether there was one.
     @discardableResult
-    public func rollBackInterruptedWrites(holding held: Set<Vec3> = []) throws -> [String] {
-        var done: [String] = []
-        for name in try journalNames() where !name.hasSuffix(".tmp") {
-            let journalPath = path + "/" + name
-            guard let file = try OpenFile.openIfExists(journalPath) else { continue }
-            guard let journal = UndoJournal.decode(try file.read(at: 0, count: try file.size())) else {
-                throw WKWError(.corrupt, path: journalPath, "undo journal of an interrupted write is damaged; the data files it names may be partly written")
-            }
-            let files = Set(journal.entries.map(\.file))
-            guard let lock = try tryLockFiles(Array(files.subtracting(held))) else { continue }
-            defer { lock.unlock() }
-            guard PathOps.exists(journalPath) else { continue }  // its writer finished meanwhile
-            try rollBack(journal)
-            try retireJournal(journalPath)
-            done.append("\(journalPath): rolled back an interrupted write of \(files.count) data file(s)")
+    func rollBackHoldingLock(_ index: Vec3) throws -> Bool {
+        let path = journalPath(index)
+        guard let journalFile = try OpenFile.openIfExists(path) else { return false }
+        guard !repairsDisabled else {
+            throw WKWError(
+                .corrupt, path: filePath(index),
+                "an interrupted write left this file partly written (undo journal \(path)); run wkfs check --repair where the dataset is writable")
         }
-        return done
-    }
-
-    private func rollBack(_ journal: UndoJournal) throws {
-        var touched: [Vec3: OpenFile] = [:]
+        guard let journal = UndoJournal.decode(try journalFile.read(at: 0, count: try journalFile.size())) else {
+            throw WKWError(.corrupt, path: path, "undo journal of an interrupted write is damaged; \(filePath(index)) may be partly written")
+        }
+        guard let file = try OpenFile.openIfExists(filePath(index), writable: true) else {
+            throw WKWError(.notFound, path: filePath(index), "an undo journal (\(path)) names this data file, which is gone")
+        }
         for entry in journal.entries {
-            let file: OpenFile
-            if let open = touched[entry.file] {
-                file = open
-            } else {
-                guard let open = try OpenFile.openIfExists(filePath(entry.file), writable: true) else {
-                    throw WKWError(.notFound, path: filePath(entry.file), "an undo journal names this data file, which is gone")
-                }
-                touched[entry.file] = open
-                file = open
-            }
             // Zeros were most likely a hole of the sparse file: punching it again needs no free
             // space, which a rollback after ENOSPC may not have.
             if entry.bytes.allSatisfy({ $0 == 0 }), file.punchHole(entry.offset..<(entry.offset + entry.bytes.count)) { continue }
             try entry.bytes.withUnsafeBytes { try file.write(at: entry.offset, $0) }
         }
-        for file in touched.values { try file.sync() }
+        try file.sync()
+        try retireJournals([index])
+        return true
+    }
+
+    /// Rolls back the interrupted patches of the raw data files `indices`, taking each one's lock
+    /// only where a journal is there (one `stat` per file otherwise).
+    /// - Returns: the data files rolled back.
+    @discardableResult
+    public func rollBackInterruptedWrites(_ indices: [Vec3]) throws -> [String] {
+        guard !header.blockType.isCompressed else { return [] }
+        var done: [String] = []
+        for index in indices where PathOps.exists(journalPath(index)) {
+            if repairsDisabled {
+                // Wait for a running writer (a shared lock needs no write access), then refuse a
+                // journal that is still there.
+                let lock = try FileLock.lock(lockFilePath, ranges: [(Self.lockByte(index), 1)], exclusive: false)
+                defer { lock?.unlock() }
+                try rollBackHoldingLock(index)
+            } else {
+                let lock = try takeLocks([index])
+                defer { lock.unlock() }
+                if try rollBackHoldingLock(index) { done.append(filePath(index)) }
+            }
+        }
+        return done
     }
 }

@@ -74,28 +74,37 @@ extension Dataset {
         if let copy = unfinishedCopy() {
             problems.append("\(path): incomplete copy of \(copy) (interrupted); run the same wkfs copy again to finish it")
         }
-        for name in PathOps.list(path) {
-            guard let owner = AtomicFile.temporaryOwner(name) else { continue }
-            let file = path + "/" + name
-            if repair && !AtomicFile.processRuns(owner) {
-                PathOps.remove(file)
-                repaired("\(file): removed a temporary file left by an interrupted write")
-            } else {
-                problems.append("\(file): temporary file left by an interrupted write (wkfs check --repair removes it)")
-            }
+        if repair {
+            for file in removeStaleTemporaries() { repaired("\(file): removed a temporary file left by an interrupted write") }
+        }
+        for name in PathOps.list(path) where AtomicFile.temporaryOwner(name) != nil {
+            problems.append("\(path)/\(name): temporary file left by an interrupted write (wkfs check --repair removes it)")
         }
         return problems
+    }
+
+    /// Removes the temporary files at the dataset's root (a properties file or copy marker not
+    /// yet renamed into place) whose process no longer runs.
+    /// - Returns: the paths removed.
+    func removeStaleTemporaries() -> [String] {
+        PathOps.list(path).compactMap { name in
+            guard let owner = AtomicFile.temporaryOwner(name), !AtomicFile.processRuns(owner) else { return nil }
+            PathOps.remove(path + "/" + name)
+            return path + "/" + name
+        }
     }
 
     /// One mag's leftovers: undo journals and temporary files of killed writers.
     static func checkLeftovers(of mag: MagDirectory, repair: Bool, repaired: (String) -> Void) -> [String] {
         do {
             if repair {
-                for line in try mag.rollBackInterruptedWrites() { repaired(line) }
+                for file in try mag.rollBackInterruptedWrites(try mag.leftovers().journals) {
+                    repaired("\(file): rolled back a write that was interrupted (the file is its old content again)")
+                }
                 for file in try mag.removeStaleTemporaries() { repaired("\(file): removed a temporary file left by an interrupted write") }
             }
             let (temporaries, journals) = try mag.leftovers()
-            return journals.map { "\($0): undo journal of an interrupted write: its data files may be partly written until it is rolled back (wkfs check --repair)" }
+            return journals.map { "\(mag.filePath($0)): partly written by an interrupted write (undo journal \(mag.undoJournalPath($0))); wkfs check --repair rolls it back" }
                 + temporaries.map { "\($0): temporary file left by an interrupted write (wkfs check --repair removes it)" }
         } catch {
             return ["\(error)"]

@@ -44,22 +44,35 @@ extension Dataset {
             plans.append((checked, mags))
         }
 
-        // The destination says it is a copy in progress (`unfinishedCopy`) until the last file is
-        // in place: an interrupted copy is reported by `check` and finished by the same copy again.
+        // The destination says it is a copy in progress (`unfinishedCopy`) from before its
+        // properties exist until the last file is in place: an interrupted copy is reported by
+        // `check` and finished by the same copy again.
+        let destination = Self.normalize(destination)
+        let marker = destination + "/" + Self.unfinishedCopyName
         var copy: Dataset
-        if let started = try? Dataset.open(destination), let from = started.unfinishedCopy() ?? started.emptyCopy(of: path) {
+        if let from = Self.unfinishedCopy(at: destination) {
             guard Self.realPath(from) == Self.realPath(path) else {
                 throw DatasetError(.alreadyExists, destination, "holds an unfinished copy of \(from), not of \(path)")
             }
-            copy = started
+            copy = try (try? Dataset.open(destination))
+                ?? Dataset.create(destination, voxelSize: properties.voxelSize, unit: properties.unit, allowing: [Self.unfinishedCopyName])
+            _ = copy.removeStaleTemporaries()  // what the interrupted run left at the root
         } else {
-            copy = try Dataset.create(destination, voxelSize: properties.voxelSize, unit: properties.unit)
-        }
-        let marker = copy.path + "/" + Self.unfinishedCopyName
-        do {
-            try AtomicFile.write(marker, Array((Self.realPath(path) + "\n").utf8))
-        } catch {
-            throw DatasetError(.io, marker, "cannot mark the copy as in progress", cause: error)
+            if FileManager.default.fileExists(atPath: destination + "/" + DatasetProperties.fileName) {
+                throw DatasetError(.alreadyExists, destination, "a dataset already exists here")
+            }
+            do {
+                try PathOps.makeDirectories(destination)
+                try AtomicFile.write(marker, Array((Self.realPath(path) + "\n").utf8))
+            } catch {
+                throw DatasetError(.io, marker, "cannot mark the copy as in progress", cause: error)
+            }
+            do {
+                copy = try Dataset.create(destination, voxelSize: properties.voxelSize, unit: properties.unit, allowing: [Self.unfinishedCopyName])
+            } catch {
+                PathOps.remove(marker)
+                throw error
+            }
         }
         var newProperties = properties
         newProperties.id = copy.properties.id
@@ -127,16 +140,10 @@ extension Dataset {
     /// The file at a destination's root that marks a copy in progress; it holds the source path.
     static let unfinishedCopyName = ".wkfs-copy-in-progress"
 
-    /// `source` when this dataset is what a copy killed right after creating it leaves: no layers
-    /// and no file but the properties (and their lock); nil otherwise.
-    func emptyCopy(of source: String) -> String? {
-        let names = Set(PathOps.list(path).filter { AtomicFile.temporaryOwner($0) == nil })
-        guard properties.layers.isEmpty, names.isSubset(of: [DatasetProperties.fileName, Self.lockFileName]) else { return nil }
-        return source
-    }
-
     /// The source of an unfinished copy into this dataset; nil when it is not one.
-    public func unfinishedCopy() -> String? {
+    public func unfinishedCopy() -> String? { Self.unfinishedCopy(at: path) }
+
+    static func unfinishedCopy(at path: String) -> String? {
         guard let data = FileManager.default.contents(atPath: path + "/" + Self.unfinishedCopyName) else { return nil }
         let text = String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         return text.isEmpty ? "an unknown source" : text

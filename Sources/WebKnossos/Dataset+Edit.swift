@@ -59,6 +59,20 @@ extension Dataset {
         let new = try validateEdit(text)
         let lock = try propertiesLock()
         defer { lock.unlock() }
+        // A bounding box another writer grew since this view last read the file must not be
+        // shrunk back by an edit made from the older text: the box would stop covering voxels
+        // that were written. Refused (with this view brought up to date, so the edit can be
+        // made again from the new text).
+        let onDisk = try Dataset.open(path).properties
+        for layer in new.layers {
+            guard let disk = onDisk.layer(named: layer.name), let known = properties.layer(named: layer.name),
+                disk.boundingBox != known.boundingBox, layer.boundingBox.union(disk.boundingBox) != layer.boundingBox
+            else { continue }
+            properties = onDisk
+            throw DatasetError(
+                .conflict, propertiesPath,
+                "another writer changed the bounding box of layer '\(layer.name)' to \(disk.boundingBox) while this text was edited; edit the file again")
+        }
         do {
             try AtomicFile.write(propertiesPath, Array(text))
         } catch {

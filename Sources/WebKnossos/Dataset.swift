@@ -29,8 +29,9 @@ public struct Dataset: Sendable {
         return Dataset(path: path, properties: try DatasetProperties.decode(data, file: file))
     }
 
-    /// Creates a new, empty dataset; refuses a path that holds a dataset or other files.
-    public static func create(_ path: String, voxelSize: [Double], unit: String = "nanometer") throws -> Dataset {
+    /// Creates a new, empty dataset; refuses a path that holds a dataset or other files (but
+    /// the names in `allowing`).
+    public static func create(_ path: String, voxelSize: [Double], unit: String = "nanometer", allowing: Set<String> = []) throws -> Dataset {
         let path = Self.normalize(path)
         guard voxelSize.count == 3, voxelSize.allSatisfy({ $0 > 0 && $0.isFinite }) else {
             throw DatasetError(.invalidArgument, "--voxel-size", "expected three positive numbers")
@@ -40,7 +41,7 @@ public struct Dataset: Sendable {
         }
         // What an interrupted create left (a temporary properties file of a process that is gone)
         // does not count: the retry removes it.
-        let contents = PathOps.list(path)
+        let contents = PathOps.list(path).filter { !allowing.contains($0) }
         let leftovers = contents.filter { name in AtomicFile.temporaryOwner(name).map { !AtomicFile.processRuns($0) } ?? false }
         if contents.count > leftovers.count {
             throw DatasetError(.alreadyExists, path, "directory is not empty")
@@ -200,8 +201,6 @@ public struct Dataset: Sendable {
             let named = entry.path.map { "path '\($0)'" } ?? "directory"
             throw DatasetError(.notFound, "layer '\(layerName)' mag \(name)", "its \(named) is not a usable WKW mag directory", cause: error)
         }
-        // A write killed in the middle of patching raw files is undone before anything reads them.
-        try directory.rollBackInterruptedWrites()
         return MagView(layer: layer, mag: mag, directory: directory)
     }
 

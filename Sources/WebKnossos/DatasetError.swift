@@ -9,6 +9,8 @@ public struct DatasetError: Error, Sendable, CustomStringConvertible {
         case invalidArgument
         case unsupported
         case io
+        /// Another writer changed the same thing meanwhile; doing it again from the new state works.
+        case conflict
     }
 
     public var kind: Kind

@@ -52,8 +52,8 @@ import Testing
         var random = SeededRandom(seed: 3)
         var journal = UndoJournal()
         journal.entries = [
-            .init(file: Vec3(0, 1, 2), offset: 4096, bytes: pseudoRandomBytes(700, seed: 4)),
-            .init(file: Vec3(3, 0, 0), offset: 32, bytes: pseudoRandomBytes(64, seed: 5)),
+            .init(offset: 4096, bytes: pseudoRandomBytes(700, seed: 4)),
+            .init(offset: 32, bytes: pseudoRandomBytes(64, seed: 5)),
         ]
         let original = journal.encoded()
         #expect(UndoJournal.decode(original)?.entries.count == 2)

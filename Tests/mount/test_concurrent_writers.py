@@ -1,0 +1,199 @@
+"""A mount and `wkfs write` processes writing one dataset at once lose nothing silently, and a
+raw file a killed writer left half-patched is rolled back before the mount reads or writes it."""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+import struct
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import mounthelp as mh
+
+
+def _ok(*args, input: bytes = b""):
+    proc = mh.run([mh.WKFS_BIN, *args], input=input)
+    assert proc.returncode == 0, mh.describe(proc)
+
+
+def _raw_dataset(root, compress=False):
+    ds = root / "ds"
+    _ok("create", ds, "--voxel-size", "1,1,1")
+    _ok("add-layer", ds, "color", "--category", "color", "--dtype", "uint8")
+    _ok("add-mag", ds, "color", "1", "--block-len", "32", "--file-len", "2", "--compress" if compress else "--no-compress")
+    _ok("write", ds, "color", "1", "--offset", "0,0,0", "--size", "64,64,64", input=b"\x11" * 64 ** 3)
+    return ds
+
+
+def _journal(offset: int, old: bytes) -> bytes:
+    """An undo journal as a `wkfs write` killed after making it durable leaves it."""
+    body = b"WKFSUNDO" + struct.pack("<II", 1, 1) + struct.pack("<QQ", offset, len(old)) + old
+    h = 0xCBF29CE484222325
+    for byte in body:
+        h = ((h ^ byte) * 0x100000001B3) & 0xFFFFFFFFFFFFFFFF
+    return body + struct.pack("<Q", h)
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["raw", "lz4hc"])
+def test_cli_writes_into_cubes_the_mount_writes_survive(tmp_path, mounted, mountpoint, compress):
+    """`wkfs write` processes and whole-cube writes through the mount, into the same files at
+    once: every voxel is the last writer's, and the bounding box covers all."""
+    ds = _raw_dataset(tmp_path, compress)
+    rng = np.random.default_rng(3)
+    cli_parts = [((x, 0, 32), rng.integers(1, 255, size=(8, 8, 8), dtype=np.uint8)) for x in (0, 20, 40)]
+    with mounted(ds):
+        def cli():
+            for offset, part in cli_parts:
+                _ok("write", ds, "color", "1", "--offset", ",".join(map(str, offset)), "--size", "8,8,8", input=part.tobytes())
+        thread = threading.Thread(target=cli)
+        thread.start()
+        # Meanwhile the mount writes the cube beside (x1) whole, several times.
+        cube = mountpoint / "color" / "1" / "z0" / "y0" / "x1.raw"
+        for value in (0x21, 0x22, 0x23):
+            with open(cube, "wb") as f:
+                f.write(bytes([value]) * 64 ** 3)
+        thread.join(timeout=60)
+    got = mh.wkw_read_cube(ds / "color" / "1", (0, 0, 0)).reshape(64, 64, 64)
+    for (x, y, z), part in cli_parts:
+        assert np.array_equal(got[z:z + 8, y:y + 8, x:x + 8], part), f"the CLI's write at x={x} was lost"
+    assert (mh.wkw_read_cube(ds / "color" / "1", (1, 0, 0)) == 0x23).all()
+
+
+def test_partial_write_through_the_mount_never_undoes_a_cli_write(tmp_path, mounted, mountpoint):
+    """A program changes one voxel of a block through the mount and closes later; meanwhile
+    `wkfs write` changes another voxel of that block. The CLI's voxel must survive: the mount's
+    commit either keeps both or fails with EAGAIN (said in .wkfs/errors) instead of writing back
+    the block it had loaded."""
+    ds = _raw_dataset(tmp_path)
+    with mounted(ds):
+        cube = mountpoint / "color" / "1" / "z0" / "y0" / "x0.raw"
+        fd = os.open(cube, os.O_RDWR)
+        try:
+            os.pwrite(fd, b"\x22", 0)
+            _ok("write", ds, "color", "1", "--offset", "5,0,0", "--size", "1,1,1", input=b"\x33")
+            try:
+                os.fsync(fd)
+                refused = False
+            except OSError as failure:
+                assert failure.errno == errno.EAGAIN, failure
+                refused = True
+        finally:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if refused:
+            assert "another writer changed block" in (mountpoint / ".wkfs" / "errors").read_text()
+    row = bytes(mh.wkw_read_cube(ds / "color" / "1", (0, 0, 0)).reshape(-1)[:8])
+    assert row[5] == 0x33, row.hex(" ")
+    assert row[0] == (0x11 if refused else 0x22), row.hex(" ")
+
+
+def test_half_patched_raw_file_is_rolled_back_before_the_mount_uses_it(tmp_path, mounted, mountpoint):
+    """A journal beside a data file means its writer died in the middle of a patch: the mount
+    reads the old content, and a write through the mount starts from it."""
+    ds = _raw_dataset(tmp_path)
+    mag = ds / "color" / "1"
+    data_file = mag / "z0" / "y0" / "x0.wkw"
+    raw = bytearray(data_file.read_bytes())
+    offset = 16  # raw data starts right after the 16-byte header
+    count = 32 ** 3  # block 0
+    journal = mag / "z0" / "y0" / "x0.wkw.wkfs-undo"
+    journal.write_bytes(_journal(offset, bytes(raw[offset:offset + count])))
+    raw[offset:offset + count // 2] = b"\x99" * (count // 2)  # the half-done patch
+    data_file.write_bytes(bytes(raw))
+    with mounted(ds):
+        cube = mountpoint / "color" / "1" / "z0" / "y0" / "x0.raw"
+        assert set(mh.read_file_through_mount(cube)) == {0x11}
+        assert not journal.exists()
+    assert (mh.wkw_read_cube(mag, (0, 0, 0)) == 0x11).all()
+
+
+def test_read_only_mount_refuses_a_half_patched_file_without_writing(tmp_path, mounted, mountpoint):
+    ds = _raw_dataset(tmp_path)
+    mag = ds / "color" / "1"
+    data_file = mag / "z0" / "y0" / "x0.wkw"
+    raw = bytearray(data_file.read_bytes())
+    journal = mag / "z0" / "y0" / "x0.wkw.wkfs-undo"
+    journal.write_bytes(_journal(16, bytes(raw[16:16 + 512])))
+    raw[16:16 + 512] = b"\x99" * 512
+    data_file.write_bytes(bytes(raw))
+    before = mh.snapshot(ds)
+    with mounted(ds, options="ro"):
+        with pytest.raises(OSError) as failure:
+            mh.read_file_through_mount(mountpoint / "color" / "1" / "z0" / "y0" / "x0.raw")
+        assert failure.value.errno == errno.EIO
+        assert "interrupted write" in (mountpoint / ".wkfs" / "errors").read_text()
+    assert mh.snapshot(ds) == before
+
+
+SED_KILLS = int(os.environ.get("WKFS_SED_KILLS", "15"))
+
+
+def _abort_connection(mountpoint) -> None:
+    """Aborts the FUSE connection of a hung mount (fusectl), so that its waiters return."""
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split()
+        if fields[4] == str(mountpoint):
+            connections = Path("/sys/fs/fuse/connections")
+            if not any(connections.iterdir()):
+                subprocess.run(["mount", "-t", "fusectl", "none", str(connections)], check=False)
+            abort = connections / fields[2].split(":")[1] / "abort"
+            if abort.exists():
+                abort.write_text("1")
+
+
+@pytest.mark.limit(240)
+def test_daemon_killed_during_sed_edits_never_hangs(tmp_path):
+    """SIGKILL of the mount daemon while `sed -i` edits the properties in a loop: the daemon
+    dies, sed returns, the mount point unmounts; the properties on disk are valid and the old or a
+    new version. (A notification waiting for the root's lock once made the mount unkillable.)"""
+    import json
+    import random
+    import time
+
+    ds = _raw_dataset(tmp_path)
+    props = ds / "datasource-properties.json"
+    random.seed(5)
+    hung = 0
+    for kill in range(SED_KILLS):
+        mp = tmp_path / f"mnt{kill}"
+        m = mh.Mount(ds, mp)
+        with m:
+            script = (f"for i in $(seq 1 200); do sed -i 's/\"unit\": \"[a-z]*\"/\"unit\": \"nanometer\"/' "
+                      f"{mp}/datasource-properties.json || exit 0; done")
+            # Two editors and a lister keep requests on the root in flight at every moment.
+            editors = [subprocess.Popen(["bash", "-c", script], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                       for _ in range(2)]
+            editors.append(subprocess.Popen(["bash", "-c", f"for i in $(seq 1 2000); do ls {mp} >/dev/null || exit 0; done"],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            time.sleep(random.uniform(0.05, 0.4))
+            m.proc.kill()
+            stuck = False
+            try:
+                m.returncode = m.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                stuck = True
+            for editor in editors:
+                try:
+                    editor.wait(timeout=1 if stuck else 20)
+                except subprocess.TimeoutExpired:
+                    stuck = True
+            if stuck:
+                # Unstick it so the suite goes on, and count it.
+                hung += 1
+                _abort_connection(mp)
+                for editor in editors:
+                    editor.kill()
+                m.returncode = m.proc.wait(timeout=20)
+            mh.force_unmount(mp)
+        assert not mh.is_mounted(mp), f"kill {kill}: the mount point stays mounted"
+        json.loads(props.read_text())  # valid, whole
+    assert hung == 0, f"{hung} of {SED_KILLS} kills left a hung daemon or sed"
+    print(f"{SED_KILLS} daemon kills during sed -i: 0 hung")
