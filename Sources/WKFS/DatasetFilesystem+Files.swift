@@ -55,14 +55,14 @@ extension DatasetFilesystem {
                 // The file on disk stays as it is until a valid version is complete.
                 var attributes = try attributes(.properties)
                 attributes.size = 0
-                return (Entry(attributes: attributes, attributeTimeout: 0, entryTimeout: 0), OpenResult(handle: handle, directIO: true))
+                return (replying(Entry(attributes: attributes, attributeTimeout: 0, entryTimeout: 0), .properties), OpenResult(handle: handle, directIO: true))
             }
             if let why = scratchNameProblem(name) { throw refuse(EINVAL, "cannot create \(name) in the mount root: \(why)") }
             let handle = state.withLock { s in
                 if s.scratch[name] == nil || flags.truncate { s.scratch[name] = ScratchFile(bytes: [], modified: .now) }
                 return s.addHandle(.scratch(name))
             }
-            return (Entry(attributes: try attributes(.scratch(name)), entryTimeout: 0), OpenResult(handle: handle, directIO: true))
+            return (replying(Entry(attributes: try attributes(.scratch(name)), entryTimeout: 0), .scratch(name)), OpenResult(handle: handle, directIO: true))
         case .yDirectory(let layer, let mag, let z, let y):
             guard let x = MagDirectory.nameIndex(name, "x", ".raw") else {
                 throw refuse(EINVAL, "\(layer)/\(mag)/z\(z)/y\(y)/\(name): only cubes named x{X}.raw can be created here")
@@ -73,7 +73,7 @@ extension DatasetFilesystem {
                 s.pendingCubes[node, default: 0] += 1
                 return s.addHandle(.cube(cube))
             }
-            return (Entry(attributes: try attributes(node)), OpenResult(handle: handle))
+            return (replying(Entry(attributes: try attributes(node)), node), OpenResult(handle: handle))
         default:
             throw refuse(EPERM, "cannot create '\(name)' here: new files are cubes (LAYER/MAG/zZ/yY/xX.raw) or editor files in the root")
         }
@@ -275,6 +275,10 @@ extension DatasetFilesystem {
             }
         }
         invalidate(inodes.inode(.properties))
+        // Each mag.json of the layer states the box: its size changed.
+        for (name, _) in state.withLock({ $0.mags(layer) }) {
+            if let info = inodes.knownInode(.magInfo(layer: layer, mag: name)) { invalidate(info) }
+        }
     }
 
     /// Validates and applies a new properties text; an invalid one changes nothing.

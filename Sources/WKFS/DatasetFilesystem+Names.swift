@@ -40,7 +40,7 @@ extension DatasetFilesystem {
         default:
             throw refuse(EPERM, "mkdir \(name): only mags (in a layer) and z/y directories (in a mag) can be made; add layers through \(Self.propertiesName)")
         }
-        return Entry(attributes: try attributes(created))
+        return replying(Entry(attributes: try attributes(created)), created)
     }
 
     private func makeDiskDirectory(_ path: String?) throws {
@@ -125,7 +125,7 @@ extension DatasetFilesystem {
         if name.hasPrefix(".#") {
             // An editor's lock link (emacs): kept in memory like other editor files.
             state.withLock { $0.scratch[name] = ScratchFile(bytes: Array(target.utf8), modified: .now, isLink: true) }
-            return Entry(attributes: try attributes(.scratch(name)), entryTimeout: 0)
+            return replying(Entry(attributes: try attributes(.scratch(name)), entryTimeout: 0), .scratch(name))
         }
         try state.withLock { s in
             let resolved = target.hasPrefix("/") ? target : s.dataset.path + "/" + target
@@ -136,7 +136,7 @@ extension DatasetFilesystem {
             }
         }
         invalidate(inodes.inode(.properties))
-        return Entry(attributes: try attributes(.layer(name)), entryTimeout: 0)
+        return replying(Entry(attributes: try attributes(.layer(name)), entryTimeout: 0), .layer(name))
     }
 
     public func rename(parent: Inode, name: String, newParent: Inode, newName: String, flags: RenameFlags) throws {

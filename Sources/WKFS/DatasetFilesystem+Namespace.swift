@@ -10,7 +10,17 @@ extension DatasetFilesystem {
 
     public func lookup(parent: Inode, name: String) throws -> Entry {
         let child = try state.withLock { s in try Self.child(of: try node(parent), named: name, in: s) }
-        return Entry(attributes: try attributes(child), entryTimeout: Self.entryTimeout(parent: parent))
+        return replying(Entry(attributes: try attributes(child), entryTimeout: Self.entryTimeout(parent: parent)), child)
+    }
+
+    /// `entry` of `node` as it goes to the kernel, which counts it as one lookup of its inode.
+    func replying(_ entry: Entry, _ node: MountNode) -> Entry {
+        inodes.remember(entry.attributes.inode, node)
+        return entry
+    }
+
+    public func forget(_ inode: Inode, lookups: UInt64) {
+        inodes.forget(inode, lookups)
     }
 
     /// Names in the mount root change with the properties (layers come and go), and the kernel
@@ -199,8 +209,11 @@ extension DatasetFilesystem {
         case .yDirectory(let layer, let mag, let z, let y):
             return directory(state.withLock { $0.magPath(layer, mag) }.map { "\($0)/z\(z)/y\(y)" })
         case .magInfo(let layer, let mag):
+            // Made from the properties and the mag's header: it changes when they do.
             let text = try magInfo(layer, mag)
-            return file(text.count, mode: 0o444, time: .now)
+            let sources = [state.withLock { $0.dataset.propertiesPath }, state.withLock { $0.magPath(layer, mag) }.map { $0 + "/header.wkw" }]
+            let time = sources.compactMap { $0.flatMap { FileStatus.of($0, followLinks: true) }.map(Timestamp.init) }.max() ?? statistics.startedAt
+            return file(text.count, mode: 0o444, time: time)
         case .cube(let layer, let mag, let index):
             let directory = try magDirectory(layer, mag)
             let size = directory.header.fileByteCount
@@ -209,11 +222,13 @@ extension DatasetFilesystem {
             }
             return file(size, mode: fileMode, time: .now, allocated: 0)
         case .control, .links:
-            return directory(nil)
+            return Attributes(
+                inode: inode, kind: .directory, permissions: directoryMode, linkCount: 2, size: 4096,
+                accessTime: statistics.startedAt, modificationTime: statistics.startedAt, changeTime: statistics.startedAt)
         case .errors:
-            return file(errors.text.count, mode: 0o444, time: .now)
+            return file(errors.text.count, mode: 0o444, time: errors.modified)
         case .stats:
-            return file(statisticsText().count, mode: 0o444, time: .now)
+            return file(statisticsText().count, mode: 0o444, time: statistics.startedAt)
         case .scratch(let name):
             guard let scratch = state.withLock({ $0.scratch[name] }) else { throw FUSEError.noEntry }
             if scratch.isLink {

@@ -26,39 +26,93 @@ enum MountNode: Hashable, Sendable {
     static let controlName = ".wkfs"
 }
 
-/// Stable inode numbers for nodes, handed out on first sight and kept for the mount's life.
+/// Inode numbers for nodes. A node's number is derived from what it is (a hash), so listings
+/// can show numbers without keeping anything; only the numbers the kernel holds are kept, with
+/// how many lookups it counts (`remember`), and dropped when it forgets them all (`forget`): a
+/// walk over a million cubes does not keep a million entries.
 final class InodeTable: Sendable {
     private struct Tables {
-        var byNode: [MountNode: UInt64] = [.root: 1]
+        /// Nodes the kernel knows, by number.
         var byInode: [UInt64: MountNode] = [1: .root]
-        var next: UInt64 = 2
+        /// Numbers that are not the node's own hash: after a rename, or to step past a collision.
+        var moved: [MountNode: UInt64] = [:]
+        var lookups: [UInt64: UInt64] = [:]
     }
     private let tables = Mutex(Tables())
 
+    /// The number of `node`.
     func inode(_ node: MountNode) -> Inode {
-        tables.withLock { t in
-            if let known = t.byNode[node] { return Inode(known) }
-            let number = t.next
-            t.next += 1
-            t.byNode[node] = number
-            t.byInode[number] = node
-            return Inode(number)
+        tables.withLock { t in Inode(Self.number(node, in: &t)) }
+    }
+
+    private static func number(_ node: MountNode, in t: inout Tables) -> UInt64 {
+        if node == .root { return 1 }
+        if let moved = t.moved[node] { return moved }
+        var number = hash(node)
+        // Another node the kernel knows holds this number (a 63-bit hash: practically never).
+        while let other = t.byInode[number], other != node {
+            number = number == UInt64.max >> 1 ? 2 : number + 1
+            t.moved[node] = number
         }
+        return number
+    }
+
+    /// A hash of the node in 2 ..< 2^63 (Swift's hasher: the same all through one process,
+    /// which is as long as a mount's numbers must last).
+    private static func hash(_ node: MountNode) -> UInt64 {
+        max(2, UInt64(bitPattern: Int64(node.hashValue)) >> 1)
     }
 
     func node(_ inode: Inode) -> MountNode? {
         tables.withLock { $0.byInode[inode.rawValue] }
     }
 
-    /// After a rename the kernel keeps the source's inode under the new name: that inode now
-    /// means `new`, and `old` gets a fresh inode when it is next seen.
-    func rename(_ old: MountNode, to new: MountNode) {
+    /// The number of `node` if the kernel knows it; nil otherwise.
+    func knownInode(_ node: MountNode) -> Inode? {
         tables.withLock { t in
-            guard let number = t.byNode.removeValue(forKey: old) else { return }
-            t.byInode[number] = new
-            t.byNode[new] = number
+            let number = Self.number(node, in: &t)
+            return t.byInode[number] == node ? Inode(number) : nil
         }
     }
+
+    /// Counts one lookup of `node` (numbered `inode`) by the kernel: an entry replied to lookup,
+    /// create, mkdir or symlink.
+    func remember(_ inode: Inode, _ node: MountNode) {
+        tables.withLock { t in
+            t.byInode[inode.rawValue] = node
+            t.lookups[inode.rawValue, default: 0] += 1
+        }
+    }
+
+    /// The kernel forgot `count` lookups of `inode`; at none left, the number is dropped.
+    func forget(_ inode: Inode, _ count: UInt64) {
+        guard inode != .root else { return }
+        tables.withLock { t in
+            let held = t.lookups[inode.rawValue] ?? 0
+            guard held > count else {
+                t.lookups[inode.rawValue] = nil
+                if let node = t.byInode.removeValue(forKey: inode.rawValue), t.moved[node] == inode.rawValue {
+                    t.moved[node] = nil
+                }
+                return
+            }
+            t.lookups[inode.rawValue] = held - count
+        }
+    }
+
+    /// After a rename the kernel keeps the source's inode under the new name: that number now
+    /// means `new`, and `old` gets its own number again.
+    func rename(_ old: MountNode, to new: MountNode) {
+        tables.withLock { t in
+            let number = Self.number(old, in: &t)
+            t.moved[old] = nil
+            t.moved[new] = number
+            if t.byInode[number] != nil { t.byInode[number] = new }
+        }
+    }
+
+    /// How many numbers the kernel holds.
+    var count: Int { tables.withLock { $0.byInode.count } }
 }
 
 /// Recent errors, for `.wkfs/errors` and the log.
@@ -69,13 +123,19 @@ final class ErrorLog: Sendable {
 
     init(log: @escaping @Sendable (String) -> Void) { self.log = log }
 
+    /// When the last line was recorded (the mount's start before any): `.wkfs/errors`'s mtime.
+    private let changed = Mutex(Timestamp.now)
+
     func record(_ message: String) {
         log("wkfs: \(message)")
         lines.withLock { lines in
             lines.append(message)
             if lines.count > Self.keep { lines.removeFirst(lines.count - Self.keep) }
+            changed.withLock { $0 = .now }
         }
     }
+
+    var modified: Timestamp { changed.withLock { $0 } }
 
     /// A note for the log only (not an error).
     func note(_ message: String) { log("wkfs: \(message)") }

@@ -6,6 +6,8 @@ import WebKnossos
 /// Counters of what the mount did since it started, shown in `.wkfs/stats`.
 final class MountStatistics: Sendable {
     let started = ContinuousClock.now
+    /// The mount's start as a file time: the modification time of `.wkfs/stats`.
+    let startedAt = Timestamp.now
     let requests = FUSERequestCounts()
     let cubeBytesRead = Atomic<Int>(0)
     let cubeBytesWritten = Atomic<Int>(0)
@@ -38,12 +40,21 @@ extension DatasetFilesystem {
             "cache_zero_groups: \(cache.zeroGroups)",
             "decoded_bytes: \(cache.decodedBytes)",
             "open_handles: \(handles)",
+            "inodes_known: \(inodes.count)",
             "directories_awaiting_fsync: \(pendingDirectories.count)",
         ]
         for (operation, served, failed) in s.requests.snapshot() {
             lines.append("requests_\(operation): \(served)")
             if failed > 0 { lines.append("requests_\(operation)_failed: \(failed)") }
         }
-        return Array((lines.joined(separator: "\n") + "\n").utf8)
+        var text = Array(lines.joined(separator: "\n").utf8)
+        // A fixed size (padded with spaces): the counters change as the file is read, and a
+        // changing size makes archivers (tar) report the file as changed while they read it.
+        let size = max(Self.statsSize, (text.count + 1 + 4095) / 4096 * 4096)
+        text += [UInt8](repeating: 0x20, count: size - 1 - text.count) + [0x0A]
+        return text
     }
+
+    /// The size of `.wkfs/stats`.
+    static let statsSize = 8192
 }

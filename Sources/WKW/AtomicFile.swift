@@ -37,7 +37,7 @@ public enum AtomicFile {
     static func prepare(_ path: String, sync: Bool = true, fill: (OpenFile) throws -> Void) throws -> String {
         let temporary = temporaryPath(for: path)
         do {
-            let file = try OpenFile.createNew(temporary)
+            let file = try OpenFile.createNew(temporary, like: path)
             try fill(file)
             if sync { try file.sync() } else { file.startWriteback() }
         } catch {

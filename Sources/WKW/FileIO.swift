@@ -39,16 +39,21 @@ final class OpenFile: Sendable {
         }
     }
 
-    /// Creates a new file, failing if it exists.
-    static func createNew(_ path: String) throws -> OpenFile {
+    /// Creates a new file, failing if it exists. With `like`, the file it will replace: the new
+    /// one gets that file's mode, owner and group, or, when there is none yet, its directory's
+    /// owner and group and mode (without execute bits), not the process's umask.
+    static func createNew(_ path: String, like final: String? = nil) throws -> OpenFile {
+        let file: OpenFile
         do {
             let fd = try FileDescriptor.open(
                 FilePath(path), .readWrite, options: [.create, .exclusiveCreate, .closeOnExec],
                 permissions: [.ownerReadWrite, .groupRead, .otherRead])
-            return OpenFile(path: path, descriptor: fd)
+            file = OpenFile(path: path, descriptor: fd)
         } catch let errno as Errno {
             throw WKWError(.io(errno: errno.rawValue), path: path, "cannot create: \(errno)")
         }
+        if let final { PathOps.copyOwnership(to: file.descriptor.rawValue, like: final) }
+        return file
     }
 
     /// A second descriptor of this file whose writes go to the disk directly, past the page
@@ -239,14 +244,40 @@ public enum PathOps {
         return stat(path, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
     }
 
-    /// Creates a directory and its missing parents.
-    public static func makeDirectories(_ path: String) throws {
+    /// Creates a directory and its missing parents. Inside a dataset (`inherit`), each gets its
+    /// parent's mode, owner and group; a dataset's own directory gets the process's defaults
+    /// (its parent may be /tmp).
+    public static func makeDirectories(_ path: String, inherit: Bool = true) throws {
         if isDirectory(path) { return }
         let parent = dirname(path)
-        if parent != path, !parent.isEmpty { try makeDirectories(parent) }
-        if mkdir(path, 0o755) != 0, errno != EEXIST {
+        if parent != path, !parent.isEmpty { try makeDirectories(parent, inherit: inherit) }
+        if mkdir(path, 0o755) != 0 {
+            if errno == EEXIST { return }
             let code = errno
             throw WKWError(.io(errno: code), path: path, "cannot create directory: \(Errno(rawValue: code))")
+        }
+        if inherit { inheritOwnership(path) }
+    }
+
+    /// Gives a directory just made its parent's mode, owner and group (best effort: a user who
+    /// may not give a file away keeps it).
+    static func inheritOwnership(_ path: String) {
+        var parent = stat()
+        guard stat(dirname(path), &parent) == 0 else { return }
+        _ = chown(path, parent.st_uid, parent.st_gid)
+        _ = chmod(path, parent.st_mode & 0o2777)  // not the sticky bit
+    }
+
+    /// Gives the open file `fd` the mode, owner and group of `like` (the file it will replace),
+    /// or when that does not exist, of its directory without execute bits. Best effort.
+    static func copyOwnership(to fd: CInt, like: String) {
+        var info = stat()
+        if stat(like, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG {
+            _ = fchown(fd, info.st_uid, info.st_gid)
+            _ = fchmod(fd, info.st_mode & 0o7777)
+        } else if stat(dirname(like), &info) == 0 {
+            _ = fchown(fd, info.st_uid, info.st_gid)
+            _ = fchmod(fd, info.st_mode & 0o666)
         }
     }
 
@@ -318,12 +349,14 @@ extension PathOps {
         }
     }
 
-    /// Creates one directory. The corresponding C function is `mkdir`.
+    /// Creates one directory, with its parent's mode, owner and group. The corresponding C
+    /// function is `mkdir`.
     public static func makeDirectory(_ path: String) throws {
         guard mkdir(path, 0o755) == 0 else {
             let code = errno
             throw WKWError(.io(errno: code), path: path, "cannot create directory: \(Errno(rawValue: code))")
         }
+        inheritOwnership(path)
     }
 
     /// Space on the file system holding `path`. The corresponding C function is `statvfs`.

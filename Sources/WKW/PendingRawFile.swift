@@ -15,7 +15,7 @@ public final class PendingRawFile: Sendable {
         let path = mag.filePath(index)
         try PathOps.makeDirectories(PathOps.dirname(path))
         temporary = AtomicFile.temporaryPath(for: path)
-        file = try OpenFile.createNew(temporary)
+        file = try OpenFile.createNew(temporary, like: path)
         do {
             let header = mag.header
             try header.encoded(dataOffset: header.dataFileDataOffset).withUnsafeBytes { try file.write(at: 0, $0) }

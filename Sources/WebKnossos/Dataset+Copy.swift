@@ -62,7 +62,7 @@ extension Dataset {
                 throw DatasetError(.alreadyExists, destination, "a dataset already exists here")
             }
             do {
-                try PathOps.makeDirectories(destination)
+                try PathOps.makeDirectories(destination, inherit: false)
                 try AtomicFile.write(marker, Array((Self.realPath(path) + "\n").utf8))
             } catch {
                 throw DatasetError(.io, marker, "cannot mark the copy as in progress", cause: error)
@@ -95,17 +95,13 @@ extension Dataset {
             try PathOps.makeDirectories(copy.layerPath(layer.name))
             for (entry, source, header) in mags {
                 let targetPath = copy.layerPath(layer.name) + "/" + entry.mag.shortName
-                let target: MagDirectory
-                if let existing = try? MagDirectory.open(targetPath), existing.header == header {
-                    // Made by the interrupted run: its temporary files go.
-                    target = existing
-                    do {
-                        _ = try target.removeStaleTemporaries()
-                    } catch {
-                        throw DatasetError(.io, targetPath, "cannot clean up after the interrupted copy", cause: error)
-                    }
-                } else {
-                    target = try MagDirectory.create(targetPath, header: header)
+                // A mag the interrupted run made is written on (its temporary files go).
+                let existing = try? MagDirectory.open(targetPath)
+                let target = existing?.header == header ? existing! : try MagDirectory.create(targetPath, header: header)
+                do {
+                    _ = try target.removeStaleTemporaries()
+                } catch {
+                    throw DatasetError(.io, targetPath, "cannot clean up after an interrupted copy", cause: error)
                 }
                 let indices = try Self.destinationFiles(source, header, layer, entry)
                 if header == source.header || header.fileByteCount > Self.wholeFileCopyLimit {

@@ -49,7 +49,7 @@ public struct Dataset: Sendable {
         for name in leftovers { PathOps.remove(path + "/" + name) }
         let existed = PathOps.exists(path)
         do {
-            try PathOps.makeDirectories(path)
+            try PathOps.makeDirectories(path, inherit: false)
         } catch {
             throw DatasetError(.io, path, "cannot create directory", cause: error)
         }

@@ -1,0 +1,115 @@
+"""The mount behaves like a file system for archivers, sync tools and long walks:
+- `tar cf` of a whole mount exits 0: generated files have stable times and sizes;
+- `mag.json` states its new size as soon as the bounding box grows (rsync -a compares sizes);
+- inode numbers the kernel forgets are dropped (a walk does not keep every cube's number);
+- rewritten data files and the properties file keep their mode and owner, new ones take their
+  neighbours'.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+import pytest
+
+import mounthelp as mh
+
+RAW = "wk433_color_uint8_raw"
+LZ4HC = "wk433_color_uint8_lz4hc"
+
+
+def _stat_line(path) -> tuple:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+def test_tar_of_the_whole_mount_exits_0(dataset_copy, mounted, mountpoint, tmp_path):
+    ds = dataset_copy(RAW)
+    with mounted(ds):
+        first = {p: _stat_line(mountpoint / p) for p in (".wkfs/stats", ".wkfs/errors", "color/1/mag.json")}
+        time.sleep(1.1)
+        second = {p: _stat_line(mountpoint / p) for p in first}
+        assert first == second, "a generated file's size or mtime moved while nothing changed"
+        proc = subprocess.run(["tar", "cf", str(tmp_path / "all.tar"), "-C", str(mountpoint), "."],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+
+
+def test_mag_json_size_follows_the_bounding_box(dataset_copy, mounted, mountpoint):
+    ds = dataset_copy(RAW)
+    with mounted(ds):
+        info = mountpoint / "color" / "1" / "mag.json"
+        before = info.stat().st_size
+        assert len(info.read_bytes()) == before
+        # A cube far outside the box, written through the mount, grows the box.
+        cube = mountpoint / "color" / "1" / "z9" / "y9" / "x9.raw"
+        size = (mountpoint / "color" / "1" / mh.cube_rel(*mh.cube_files(ds / "color" / "1")[0])).stat().st_size
+        (mountpoint / "color" / "1" / "z9").mkdir()
+        (mountpoint / "color" / "1" / "z9" / "y9").mkdir()
+        cube.write_bytes(b"\x01" * size)
+        text = info.read_bytes()
+        assert info.stat().st_size == len(text), "mag.json's size is stale after the box grew"
+        assert len(text) != before or b"9" in text
+
+
+def test_forgotten_inodes_are_dropped(tmp_path, mounted, mountpoint):
+    ds = tmp_path / "ds"
+    mh.new_dataset(ds, "uint8", 4, 2)  # 8³ cubes: many small files
+    proc = mh.run([mh.WKFS_BIN, "write", ds, "color", "1", "--offset", "0,0,0", "--size", "96,96,64"],
+                  input=b"\x05" * (96 * 96 * 64))
+    assert proc.returncode == 0, mh.describe(proc)
+    with mounted(ds):
+        cubes = [p for p in mountpoint.rglob("*.raw")]
+        assert len(cubes) == 12 * 12 * 8
+        for cube in cubes:  # a lookup of each: the kernel holds every number
+            cube.stat()
+
+        def known() -> int:
+            for line in (mountpoint / ".wkfs" / "stats").read_text().splitlines():
+                if line.startswith("inodes_known:"):
+                    return int(line.split()[1])
+            raise AssertionError("no inodes_known in .wkfs/stats")
+
+        walked = known()
+        assert walked >= len(cubes)
+        # Make the kernel drop its dentries and inodes: it sends FORGET for each.
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("2\n")
+        assert mh.wait_until(lambda: known() < len(cubes) // 4, timeout=10), f"{known()} of {walked} inode numbers kept"
+        # Names still work after their numbers were dropped.
+        assert cubes[5].read_bytes() == b"\x05" * 512
+
+
+@pytest.mark.parametrize("name", [RAW, LZ4HC])
+def test_rewritten_files_keep_mode_and_owner(dataset_copy, mounted, mountpoint, name):
+    if os.geteuid() != 0:
+        pytest.skip("changing owners needs root")
+    ds = dataset_copy(name)
+    mag = ds / "color" / "1"
+    xyz = mh.cube_files(mag)[0]
+    data_file = mag / f"z{xyz[2]}" / f"y{xyz[1]}" / f"x{xyz[0]}.wkw"
+    props = ds / "datasource-properties.json"
+    for f in (data_file, props):
+        os.chown(f, 65534, 65534)
+        os.chmod(f, 0o640)
+    # The row directory's files are the neighbours of a new cube there.
+    for f in data_file.parent.iterdir():
+        os.chown(f, 65534, 65534)
+        os.chmod(f, 0o640)
+    os.chown(data_file.parent, 65534, 65534)
+    with mounted(ds):
+        cube = mountpoint / "color" / "1" / mh.cube_rel(*xyz)
+        size = cube.stat().st_size
+        cube.write_bytes(b"\x07" * size)
+        text = (mountpoint / "datasource-properties.json").read_text()
+        (mountpoint / "datasource-properties.json").write_text(text.replace('"nanometer"', '"nanometer"'))
+    # The CLI rewrites (LZ4HC) or patches (raw) the file too.
+    edge = round(size ** (1 / 3))
+    proc = mh.run([mh.WKFS_BIN, "write", ds, "color", "1", "--offset", ",".join(str(v * edge) for v in xyz),
+                   "--size", "1,1,1"], input=b"\x09")
+    assert proc.returncode == 0, mh.describe(proc)
+    for f in (data_file, props):
+        st = os.stat(f)
+        assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o640, 65534, 65534), f"{f}: {oct(st.st_mode)} {st.st_uid}:{st.st_gid}"
