@@ -81,6 +81,9 @@ struct CubeWriter {
 
     private var hasPendingBlocks: Bool { dirtyCount > 0 || storedCount > 0 }
 
+    /// Truncated and not yet written back to the full cube size: a commit now would be refused.
+    var isIncomplete: Bool { size != geometry.cubeBytes }
+
     /// Sets the size (truncate or extend); only 0 and the cube size are meaningful.
     mutating func resize(_ newSize: Int) throws {
         guard newSize <= geometry.cubeBytes else { throw FUSEError(EFBIG, "a cube holds \(geometry.cubeBytes) bytes") }

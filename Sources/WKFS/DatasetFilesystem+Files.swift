@@ -220,8 +220,13 @@ extension DatasetFilesystem {
         switch try item(handle) {
         case .cube(let cube):
             var grown: Box?
+            // Another handle still open on the cube (dd closing a duplicate descriptor, a program's
+            // second descriptor) may complete it: an incomplete cube at this close is not an error
+            // yet, and not logged as one; the last close decides.
+            let othersOpen = closing && !final && state.withLock { ($0.openCubes[cube.node]?.handles ?? 1) > 1 }
             try cube.writer.withLock { writer in
                 guard writer?.hasChanges == true else { return }
+                if othersOpen && writer!.isIncomplete { return }
                 if writer!.isUntouchedTruncation && !final { throw FUSEError.invalid }
                 let touched = writer!.written
                 do {
@@ -234,6 +239,9 @@ extension DatasetFilesystem {
                     if closing { forgetRefusedCube(cube) }
                     // The kernel may hold the refused bytes in its page cache: drop them.
                     invalidate(inode)
+                    // An incomplete cube at a close that is not the last (a duplicate descriptor)
+                    // fails that close, but is logged only if the last close finds it still so.
+                    if !final && writer!.isIncomplete { throw FUSEError.invalid }
                     throw translate(error, cubeName(cube))
                 }
                 grown = touched

@@ -96,6 +96,15 @@ public final class DatasetFilesystem: FUSEFilesystem {
         return refuse(code, "\(what): \(error)")
     }
 
+    /// The errno a failed request answers with. An error that no operation explained (`translate`
+    /// records those) is recorded here, so every failure a user meets is in `.wkfs/errors`;
+    /// names that do not exist (ENOENT) are not failures worth a line.
+    public func errorNumber(for error: any Error, operation: FUSEOperation) -> Int32 {
+        let code = Self.errorNumber(error)
+        if !(error is FUSEError) && code != ENOENT { errors.record("\(operation) failed: \(error)") }
+        return code
+    }
+
     /// The errno for an error of a lower layer: the one place that decides it. An error that
     /// keeps its cause answers with the cause's errno (a full disk stays ENOSPC).
     static func errorNumber(_ error: any Error) -> Int32 {

@@ -113,3 +113,50 @@ def test_rewritten_files_keep_mode_and_owner(dataset_copy, mounted, mountpoint, 
     for f in (data_file, props):
         st = os.stat(f)
         assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o640, 65534, 65534), f"{f}: {oct(st.st_mode)} {st.st_uid}:{st.st_gid}"
+
+
+def test_errors_log_only_real_failures(dataset_copy, mounted, mountpoint):
+    """A cube written through two descriptors, the first closed while it is incomplete: both
+    closes succeed and nothing is logged. A cube left incomplete at the last close: that close
+    fails (EINVAL) and the log says so once."""
+    import errno
+
+    ds = dataset_copy(RAW)
+    xyz = mh.cube_files(ds / "color" / "1")[0]
+    with mounted(ds):
+        cube = mountpoint / "color" / "1" / mh.cube_rel(*xyz)
+        size = cube.stat().st_size
+        a = os.open(cube, os.O_WRONLY | os.O_TRUNC)
+        b = os.open(cube, os.O_WRONLY)
+        os.pwrite(a, b"\x03" * (size // 2), 0)
+        os.close(a)
+        os.pwrite(b, b"\x04" * (size - size // 2), size // 2)
+        os.close(b)
+        assert (mountpoint / ".wkfs" / "errors").read_text() == ""
+        data = cube.read_bytes()
+        assert data == b"\x03" * (size // 2) + b"\x04" * (size - size // 2)
+        c = os.open(cube, os.O_WRONLY | os.O_TRUNC)
+        os.write(c, b"\x05" * 100)
+        with pytest.raises(OSError) as failure:
+            os.close(c)
+        assert failure.value.errno == errno.EINVAL
+        assert mh.wait_until(lambda: "must be exactly" in (mountpoint / ".wkfs" / "errors").read_text(), timeout=5)
+        assert (mountpoint / ".wkfs" / "errors").read_text().count("must be exactly") == 1
+    assert bytes(mh.wkw_read_cube(ds / "color" / "1", xyz).reshape(-1)[:4]) == b"\x03" * 4
+
+
+def test_corrupt_header_is_explained_in_the_errors_file(dataset_copy, mounted, mountpoint):
+    import errno
+
+    ds = dataset_copy(LZ4HC)
+    header = ds / "color" / "1" / "header.wkw"
+    raw = bytearray(header.read_bytes())
+    raw[0:3] = b"XXX"
+    header.write_bytes(bytes(raw))
+    xyz = mh.cube_files(ds / "color" / "1")[0]
+    with mounted(ds):
+        with pytest.raises(OSError) as failure:
+            (mountpoint / "color" / "1" / mh.cube_rel(*xyz)).read_bytes()
+        assert failure.value.errno == errno.EIO
+        log = (mountpoint / ".wkfs" / "errors").read_text()
+        assert str(header) in log and "magic" in log, log
