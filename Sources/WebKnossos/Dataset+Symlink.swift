@@ -40,19 +40,8 @@ extension Dataset {
         // Keep this dataset's schema for the new entry.
         entry.usesWkwResolutions = properties.layers.first?.usesWkwResolutions ?? false
         entry.usesSnakeNumChannels = properties.layers.first?.usesSnakeNumChannels ?? false
-        let added = entry
-        let linkPath = layerPath(newName)
-        do {
-            try modifyProperties { properties in
-                guard properties.layer(named: newName) == nil else {
-                    throw DatasetError(.alreadyExists, linkPath, "layer already exists")
-                }
-                properties.layers.append(added)
-            }
-        } catch {
-            PathOps.remove(layerPath(newName))
-            throw error
-        }
+        let link = layerPath(newName)
+        try appendLayer(entry) { PathOps.remove(link) }
         return entry
     }
 

@@ -138,21 +138,27 @@ public struct Dataset: Sendable {
         } catch {
             throw DatasetError(.io, layerPath(name), "cannot create the layer directory", cause: error)
         }
-        let added = layer
         let directory = layerPath(name)
+        try appendLayer(layer) { try? PathOps.removeDirectory(directory) }
+        return layer
+    }
+
+    /// Adds `layer`'s entry to the properties on disk (refused when another writer added a layer
+    /// of that name meanwhile); on failure `undo` removes what the caller made for it, so a
+    /// retry finds nothing in its way.
+    mutating func appendLayer(_ layer: LayerProperties, undo: () -> Void) throws {
+        let directory = layerPath(layer.name)
         do {
             try modifyProperties { properties in
-                guard properties.layer(named: name) == nil else {
+                guard properties.layer(named: layer.name) == nil else {
                     throw DatasetError(.alreadyExists, directory, "layer already exists")
                 }
-                properties.layers.append(added)
+                properties.layers.append(layer)
             }
         } catch {
-            // A failed step leaves nothing behind: a retry must not find the directory.
-            try? PathOps.removeDirectory(layerPath(name))
+            undo()
             throw error
         }
-        return layer
     }
 
     /// Segment ids above 2^53 - 1 are written as the reference's bigint object.
