@@ -43,48 +43,58 @@ extension MagDirectory {
             }
             return
         }
-        let planeBytes = box.size.x * box.size.y * header.voxelSize
-        let b = header.blockLength
-        let thickness = max(1, (64 << 20) / max(1, planeBytes * b)) * b
-        var z = box.offset.z
-        while z < box.end.z {
-            let next = min(box.end.z, (z / thickness + 1) * thickness)
-            let part = Box(offset: Vec3(box.offset.x, box.offset.y, z), size: Vec3(box.size.x, box.size.y, next - z))
-            let files = part.cellRange(Vec3(repeating: header.fileEdge)).positions.filter { include?($0) ?? true }
-            let job = WriteJob(mag: self, region: part, source: SendableConstAddress(try slab(part)), parallelBlocks: files.count == 1)
-            try withFilesLocked(files) {
-                let existing = files.filter { PathOps.exists(filePath($0)) }
-                try createRawFiles(files.filter { !PathOps.exists(filePath($0)) }, job: job)
-                try patchRawFiles(existing, job: job)
+        // Every file's lock is held for the whole write (as for compressed mags): a file that is
+        // new is built across the slabs in its temporary file and put in place once, at the end.
+        let allFiles = box.cellRange(Vec3(repeating: header.fileEdge)).positions.filter { include?($0) ?? true }
+        try withFilesLocked(allFiles) {
+            let new = Set(allFiles.filter { !PathOps.exists(filePath($0)) })
+            let temporaries = Mutex<[Vec3: String]>([:])
+            do {
+                let planeBytes = box.size.x * box.size.y * header.voxelSize
+                let b = header.blockLength
+                let thickness = max(1, (64 << 20) / max(1, planeBytes * b)) * b
+                var z = box.offset.z
+                while z < box.end.z {
+                    let next = min(box.end.z, (z / thickness + 1) * thickness)
+                    let part = Box(offset: Vec3(box.offset.x, box.offset.y, z), size: Vec3(box.size.x, box.size.y, next - z))
+                    let files = part.cellRange(Vec3(repeating: header.fileEdge)).positions.filter { include?($0) ?? true }
+                    let job = WriteJob(mag: self, region: part, source: SendableConstAddress(try slab(part)), parallelBlocks: files.count == 1)
+                    try fillNewRawFiles(files.filter(new.contains), job: job, temporaries: temporaries)
+                    try patchRawFiles(files.filter { !new.contains($0) }, job: job)
+                    z = next
+                }
+            } catch {
+                temporaries.withLock { $0 }.values.forEach(PathOps.remove)
+                throw error
             }
-            z = next
+            try AtomicFile.putInPlace(temporaries.withLock { $0 }.map { ($0.value, filePath($0.key)) })
         }
     }
 
-    /// Creates new raw data files (header, full length, sparse: zeros) for `indices` with the
-    /// region's blocks written into them, all written first and fsynced together before any is
-    /// renamed into place (about one journal commit for a layer of thousands of small files, not
-    /// two per file). A crash leaves each one missing or complete.
-    private func createRawFiles(_ indices: [Vec3], job: WriteJob) throws {
-        guard !indices.isEmpty else { return }
+    /// Writes a slab's blocks into new raw data files, each in its temporary file beside the
+    /// final one (header, full length, sparse: zeros), made at the first slab that meets it. The
+    /// caller puts them all in place at the end (fsynced together, then renamed: about one journal
+    /// commit for a layer of thousands of small files). A crash leaves each one missing or complete.
+    private func fillNewRawFiles(_ indices: [Vec3], job: WriteJob, temporaries: borrowing Mutex<[Vec3: String]>) throws {
         let header = self.header
-        let created = Mutex<[(temporary: String, final: String)]>([])
-        do {
-            try Parallel.forEach(indices.count) { i in
-                let path = self.filePath(indices[i])
-                try PathOps.makeDirectories(PathOps.dirname(path))
-                let temporary = try AtomicFile.prepare(path, sync: false) { file in
-                    try header.encoded(dataOffset: header.dataFileDataOffset).withUnsafeBytes { try file.write(at: 0, $0) }
-                    try file.resize(to: header.rawFileLength)
-                    try job.patch(file, indices[i])
+        try Parallel.forEach(indices.count) { i in
+            let index = indices[i]
+            if let temporary = temporaries.withLock({ $0[index] }) {
+                guard let file = try OpenFile.openIfExists(temporary, writable: true) else {
+                    throw WKWError(.notFound, path: temporary, "temporary file vanished during the write")
                 }
-                created.withLock { $0.append((temporary, path)) }
+                try job.patch(file, index)
+                return
             }
-        } catch {
-            created.withLock { $0 }.forEach { PathOps.remove($0.temporary) }
-            throw error
+            let path = self.filePath(index)
+            try PathOps.makeDirectories(PathOps.dirname(path))
+            let temporary = try AtomicFile.prepare(path, sync: false) { file in
+                try header.encoded(dataOffset: header.dataFileDataOffset).withUnsafeBytes { try file.write(at: 0, $0) }
+                try file.resize(to: header.rawFileLength)
+                try job.patch(file, index)
+            }
+            temporaries.withLock { $0[index] = temporary }
         }
-        try AtomicFile.putInPlace(created.withLock { $0 })
     }
 
     /// Patches existing raw data files in place under undo journals (see `UndoJournal`): the
@@ -104,7 +114,9 @@ extension MagDirectory {
         for (index, file) in opened {
             var journal = UndoJournal()
             for run in try job.runs(file, index) {
-                journal.entries.append(.init(offset: run.start, bytes: try file.read(at: run.start, count: run.blocks.count * header.blockByteCount)))
+                let range = run.start..<(run.start + run.blocks.count * header.blockByteCount)
+                journal.entries.append(
+                    file.isHole(range) ? .init(offset: run.start, holeOf: range.count) : .init(offset: run.start, bytes: try file.read(at: run.start, count: range.count)))
             }
             journals.append((index, journal))
         }

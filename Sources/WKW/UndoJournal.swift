@@ -15,13 +15,31 @@ import SystemPackage
 /// its old content again. Every writer of a raw file, every reader that opens one (`wkfs read`,
 /// the mount) and `wkfs check --repair` do that first; `wkfs check` reports a journal it finds.
 ///
-/// Layout (little-endian): magic `WKFSUNDO`, version u32 (1), entry count u32, then per entry the
-/// offset (u64), the length (u64) and the old bytes; last an FNV-1a 64 checksum of everything
-/// before it. A journal under its final name is always whole; a wrong checksum is damage.
+/// Layout (little-endian): magic `WKFSUNDO`, version u32 (2), entry count u32, then per entry the
+/// offset (u64), the length (u64), a kind byte (0: the old bytes follow; 1: the range was a hole of
+/// the sparse file, nothing follows); last an FNV-1a 64 checksum of everything before it. A
+/// journal under its final name is always whole; a wrong checksum is damage. Holes matter: the
+/// first writes into a new 1 GiB raw file would otherwise journal a gigabyte of zeros.
 struct UndoJournal {
     struct Entry {
         var offset: Int
+        /// The old bytes; for a hole, empty (the range read as zeros and took no space).
         var bytes: [UInt8]
+        /// Bytes in the range.
+        var length: Int
+        var isHole: Bool { bytes.isEmpty && length > 0 }
+
+        init(offset: Int, bytes: [UInt8]) {
+            self.offset = offset
+            self.bytes = bytes
+            length = bytes.count
+        }
+
+        init(offset: Int, holeOf length: Int) {
+            self.offset = offset
+            bytes = []
+            self.length = length
+        }
     }
 
     static let suffix = ".wkfs-undo"
@@ -33,11 +51,12 @@ struct UndoJournal {
         var out = Self.magic
         out.reserveCapacity(entries.reduce(32) { $0 + 16 + $1.bytes.count })
         func put<T: FixedWidthInteger>(_ value: T) { withUnsafeBytes(of: value.littleEndian) { out.append(contentsOf: $0) } }
-        put(UInt32(1))
+        put(UInt32(2))
         put(UInt32(entries.count))
         for entry in entries {
             put(UInt64(entry.offset))
-            put(UInt64(entry.bytes.count))
+            put(UInt64(entry.length))
+            put(UInt8(entry.isHole ? 1 : 0))
             out.append(contentsOf: entry.bytes)
         }
         put(Self.checksum(out[...]))
@@ -58,12 +77,18 @@ struct UndoJournal {
             position += MemoryLayout<T>.size
             return T(littleEndian: value)
         }
-        guard take(UInt32.self) == 1, let count = take(UInt32.self) else { return nil }
+        guard take(UInt32.self) == 2, let count = take(UInt32.self) else { return nil }
         var journal = UndoJournal()
         for _ in 0..<count {
-            guard let offset = take(UInt64.self), let length = take(UInt64.self),
-                offset <= UInt64(1 << 50), length <= UInt64(end - position)
+            guard let offset = take(UInt64.self), let length = take(UInt64.self), let kind = take(UInt8.self),
+                offset <= UInt64(1 << 50), length <= UInt64(1 << 50), kind <= 1
             else { return nil }
+            if kind == 1 {
+                guard length > 0 else { return nil }
+                journal.entries.append(Entry(offset: Int(offset), holeOf: Int(length)))
+                continue
+            }
+            guard length <= UInt64(end - position) else { return nil }
             let start = position
             position += Int(length)
             journal.entries.append(Entry(offset: Int(offset), bytes: Array(bytes[start..<position])))
@@ -125,10 +150,12 @@ extension MagDirectory {
             throw WKWError(.notFound, path: filePath(index), "an undo journal (\(path)) names this data file, which is gone")
         }
         for entry in journal.entries {
-            // Zeros were most likely a hole of the sparse file: punching it again needs no free
-            // space, which a rollback after ENOSPC may not have.
-            if entry.bytes.allSatisfy({ $0 == 0 }), file.punchHole(entry.offset..<(entry.offset + entry.bytes.count)) { continue }
-            try entry.bytes.withUnsafeBytes { try file.write(at: entry.offset, $0) }
+            // A hole is punched again, which needs no free space (a rollback after ENOSPC may
+            // have none); zeros where the file system cannot punch.
+            let range = entry.offset..<(entry.offset + entry.length)
+            if entry.isHole || entry.bytes.allSatisfy({ $0 == 0 }), file.punchHole(range) { continue }
+            let bytes = entry.isHole ? [UInt8](repeating: 0, count: entry.length) : entry.bytes
+            try bytes.withUnsafeBytes { try file.write(at: entry.offset, $0) }
         }
         try file.sync()
         try retireJournals([index])

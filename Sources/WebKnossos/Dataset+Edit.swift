@@ -73,20 +73,31 @@ extension Dataset {
                 .conflict, propertiesPath,
                 "another writer changed the bounding box of layer '\(layer.name)' to \(disk.boundingBox) while this text was edited; edit the file again")
         }
+        // The directories and mags new entries name are made first, and removed again when a
+        // later step fails: a refused edit leaves the dataset as it was, and a saved one never
+        // names a mag that could not be made.
+        var made: [String] = []
         do {
-            try AtomicFile.write(propertiesPath, Array(text))
-        } catch {
-            throw DatasetError(.io, propertiesPath, "cannot save", cause: error)
-        }
-        properties = new
-        for layer in new.layers where layer.dataFormat == "wkw" {
-            if !PathOps.exists(layerPath(layer.name)) { try? PathOps.makeDirectories(layerPath(layer.name)) }
-            for mag in layer.mags where !PathOps.exists(magPath(layer, mag) + "/header.wkw") {
-                if let header = Self.newMagHeader(layer, mag) {
-                    _ = try? MagDirectory.create(magPath(layer, mag), header: header)
+            for layer in new.layers where layer.dataFormat == "wkw" {
+                if !PathOps.exists(layerPath(layer.name)) {
+                    try PathOps.makeDirectory(layerPath(layer.name))
+                    made.append(layerPath(layer.name))
+                }
+                for mag in layer.mags where !PathOps.exists(magPath(layer, mag) + "/header.wkw") {
+                    guard let header = Self.newMagHeader(layer, mag) else { continue }
+                    if !PathOps.exists(magPath(layer, mag)) { made.append(magPath(layer, mag)) }
+                    _ = try MagDirectory.create(magPath(layer, mag), header: header)
+                    made.append(magPath(layer, mag) + "/header.wkw")
                 }
             }
+            try AtomicFile.write(propertiesPath, Array(text))
+        } catch {
+            for path in made.reversed() {
+                if PathOps.isDirectory(path) { try? PathOps.removeDirectory(path) } else { PathOps.remove(path) }
+            }
+            throw DatasetError(.io, propertiesPath, "cannot save the edit", cause: error)
         }
+        properties = new
     }
 
     /// The header of a mag that a hand-written entry asks for: raw, 32³ blocks (fewer for a small

@@ -9,7 +9,7 @@
   finishes it.
 
 Counts come from the environment so that `make stress` can run more of the same:
-WKFS_KILLS (per kill test, default 12) and WKFS_TRIALS (per concurrency test, default 8).
+WKFS_KILLS (per kill test, default 14; the copy test gets half) and WKFS_TRIALS (per concurrency test, default 8).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import pytest
 
 import wkfs_helpers as h
 
-KILLS = int(os.environ.get("WKFS_KILLS", "12"))
+KILLS = int(os.environ.get("WKFS_KILLS", "14"))
 TRIALS = int(os.environ.get("WKFS_TRIALS", "8"))
 
 
