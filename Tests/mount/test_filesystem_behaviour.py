@@ -160,3 +160,32 @@ def test_corrupt_header_is_explained_in_the_errors_file(dataset_copy, mounted, m
         assert failure.value.errno == errno.EIO
         log = (mountpoint / ".wkfs" / "errors").read_text()
         assert str(header) in log and "magic" in log, log
+
+
+def test_full_disk_reaches_the_editor_as_enospc(tmp_path, mounted, mountpoint):
+    """`sed -i` of the properties through a mount on a full disk fails with ENOSPC (not EIO), the
+    file on disk stays as it was, and the reason is in .wkfs/errors."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], check=True)
+    try:
+        ds = disk / "ds"
+        mh.new_dataset(ds, "uint8", 8, 2)
+        props = ds / "datasource-properties.json"
+        before = props.read_bytes()
+        with open(disk / "filler", "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"\1" * 4096)
+            except OSError:
+                pass
+        with mounted(ds):
+            proc = mh.run(["sed", "-i", "s/nanometer/nanometer /", mountpoint / "datasource-properties.json"])
+            assert proc.returncode != 0, mh.describe(proc)
+            assert b"No space left on device" in proc.stderr, proc.stderr
+            assert "No space left on device" in (mountpoint / ".wkfs" / "errors").read_text()
+        assert props.read_bytes() == before
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
