@@ -220,13 +220,8 @@ extension DatasetFilesystem {
         switch try item(handle) {
         case .cube(let cube):
             var grown: Box?
-            // Another handle still open on the cube (dd closing a duplicate descriptor, a program's
-            // second descriptor) may complete it: an incomplete cube at this close is not an error
-            // yet, and not logged as one; the last close decides.
-            let othersOpen = closing && !final && state.withLock { ($0.openCubes[cube.node]?.handles ?? 1) > 1 }
             try cube.writer.withLock { writer in
                 guard writer?.hasChanges == true else { return }
-                if othersOpen && writer!.isIncomplete { return }
                 if writer!.isUntouchedTruncation && !final { throw FUSEError.invalid }
                 let touched = writer!.written
                 do {

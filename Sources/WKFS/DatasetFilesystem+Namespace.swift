@@ -15,7 +15,8 @@ extension DatasetFilesystem {
 
     /// `entry` of `node` as it goes to the kernel, which counts it as one lookup of its inode.
     func replying(_ entry: Entry, _ node: MountNode) -> Entry {
-        inodes.remember(entry.attributes.inode, node)
+        var entry = entry
+        entry.attributes.inode = inodes.remember(node)
         return entry
     }
 

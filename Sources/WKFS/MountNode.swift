@@ -75,12 +75,15 @@ final class InodeTable: Sendable {
         }
     }
 
-    /// Counts one lookup of `node` (numbered `inode`) by the kernel: an entry replied to lookup,
-    /// create, mkdir or symlink.
-    func remember(_ inode: Inode, _ node: MountNode) {
+    /// Counts one lookup of `node` by the kernel (an entry replied to lookup, create, mkdir or
+    /// symlink) and returns its number, in one step: a FORGET of the same number in between
+    /// cannot drop what this reply hands out.
+    func remember(_ node: MountNode) -> Inode {
         tables.withLock { t in
-            t.byInode[inode.rawValue] = node
-            t.lookups[inode.rawValue, default: 0] += 1
+            let number = Self.number(node, in: &t)
+            t.byInode[number] = node
+            t.lookups[number, default: 0] += 1
+            return Inode(number)
         }
     }
 

@@ -49,6 +49,8 @@ extension MagDirectory {
         try withFilesLocked(allFiles) {
             let new = Set(allFiles.filter { !PathOps.exists(filePath($0)) })
             let temporaries = Mutex<[Vec3: String]>([:])
+            // Existing files patched so far, with the number of journal segments each has.
+            var patched = RawPatch(writeID: UInt64.random(in: 1...UInt64.max))
             do {
                 let planeBytes = box.size.x * box.size.y * header.voxelSize
                 let b = header.blockLength
@@ -60,15 +62,37 @@ extension MagDirectory {
                     let files = part.cellRange(Vec3(repeating: header.fileEdge)).positions.filter { include?($0) ?? true }
                     let job = WriteJob(mag: self, region: part, source: SendableConstAddress(try slab(part)), parallelBlocks: files.count == 1)
                     try fillNewRawFiles(files.filter(new.contains), job: job, temporaries: temporaries)
-                    try patchRawFiles(files.filter { !new.contains($0) }, job: job)
+                    try patchRawFiles(files.filter { !new.contains($0) }, job: job, patch: &patched)
                     z = next
                 }
+                // The commit point of the patched files: all fsynced, then their journals deleted.
+                let files = patched.files
+                try Parallel.forEach(files.count) { i in
+                    guard let file = try OpenFile.openIfExists(self.filePath(files[i]), writable: true) else {
+                        throw WKWError(.notFound, path: self.filePath(files[i]), "data file vanished during the write")
+                    }
+                    try file.sync()
+                }
+                try retireJournals(files)
             } catch {
                 temporaries.withLock { $0 }.values.forEach(PathOps.remove)
+                // Put the old bytes back now rather than at the next open, if the disk lets us.
+                for index in patched.files { _ = try? rollBackHoldingLock(index) }
                 throw error
             }
             try AtomicFile.putInPlace(temporaries.withLock { $0 }.map { ($0.value, filePath($0.key)) })
         }
+    }
+
+    /// The existing raw files one region write patches in place (opened slab by slab: a region
+    /// may meet more files than may be open at once), with the number of journal segments each
+    /// has so far, and the write's id that its segments carry.
+    private struct RawPatch {
+        let writeID: UInt64
+        var files: [Vec3] = []
+        var segments: [Vec3: Int] = [:]
+
+        init(writeID: UInt64) { self.writeID = writeID }
     }
 
     /// Writes a slab's blocks into new raw data files, each in its temporary file beside the
@@ -97,11 +121,12 @@ extension MagDirectory {
         }
     }
 
-    /// Patches existing raw data files in place under undo journals (see `UndoJournal`): the
-    /// bytes about to be overwritten are saved durably first, so a crash at any moment leaves
-    /// every file its old content (after the rollback) or its new one. The caller holds the
-    /// files' locks.
-    private func patchRawFiles(_ indices: [Vec3], job: WriteJob) throws {
+    /// Patches one slab into existing raw data files, in place, under undo journal segments (see
+    /// `UndoJournal`): the bytes about to be overwritten are saved durably first. The files are
+    /// fsynced and the journals deleted once every slab is in (the caller), so a crash at any
+    /// moment leaves every file its old content (after the rollback) or its new one. The caller
+    /// holds the files' locks.
+    private func patchRawFiles(_ indices: [Vec3], job: WriteJob, patch: inout RawPatch) throws {
         guard !indices.isEmpty else { return }
         var opened: [(index: Vec3, file: OpenFile)] = []
         for index in indices {
@@ -110,30 +135,40 @@ extension MagDirectory {
             }
             opened.append((index, file))
         }
-        var journals: [(index: Vec3, journal: UndoJournal)] = []
+        var segments: [(index: Vec3, segment: Int, journal: UndoJournal)] = []
         for (index, file) in opened {
             var journal = UndoJournal()
+            journal.writeID = patch.writeID
             for run in try job.runs(file, index) {
-                let range = run.start..<(run.start + run.blocks.count * header.blockByteCount)
-                journal.entries.append(
-                    file.isHole(range) ? .init(offset: run.start, holeOf: range.count) : .init(offset: run.start, bytes: try file.read(at: run.start, count: range.count)))
+                journal.entries += try Self.oldBytes(file, run.start..<(run.start + run.blocks.count * header.blockByteCount))
             }
-            journals.append((index, journal))
+            segments.append((index, patch.segments[index] ?? 0, journal))
         }
-        try writeJournals(journals)
-        journals = []  // the old bytes are on disk now; free them
+        try writeJournals(segments)
+        segments = []  // the old bytes are on disk now; free them
+        for index in indices where patch.segments[index] == nil { patch.files.append(index) }
+        for index in indices { patch.segments[index, default: 0] += 1 }
         let files = opened
-        do {
-            try Parallel.forEach(files.count) { i in
-                try job.patch(files[i].file, files[i].index)
-                try files[i].file.sync()
-            }
-        } catch {
-            // Put the old bytes back now rather than at the next open, if the disk lets us.
-            for index in indices { _ = try? rollBackHoldingLock(index) }
-            throw error
+        try Parallel.forEach(files.count) { i in try job.patch(files[i].file, files[i].index) }
+    }
+
+    /// The journal entries that save `range` of `file`: the whole pages inside it that are a hole
+    /// of the sparse file as a hole, the rest as bytes (a run of raw blocks starts 16 bytes into a
+    /// page, so its edges share pages with its neighbours).
+    private static func oldBytes(_ file: OpenFile, _ range: Range<Int>) throws -> [UndoJournal.Entry] {
+        let page = 4096
+        let innerStart = (range.lowerBound + page - 1) / page * page
+        let innerEnd = range.upperBound / page * page
+        guard innerStart < innerEnd, case let inner = innerStart..<innerEnd, file.isHole(inner) else { return [.init(offset: range.lowerBound, bytes: try file.read(at: range.lowerBound, count: range.count))] }
+        var entries: [UndoJournal.Entry] = []
+        if inner.lowerBound > range.lowerBound {
+            entries.append(.init(offset: range.lowerBound, bytes: try file.read(at: range.lowerBound, count: inner.lowerBound - range.lowerBound)))
         }
-        try retireJournals(indices)
+        entries.append(.init(offset: inner.lowerBound, holeOf: inner.count))
+        if range.upperBound > inner.upperBound {
+            entries.append(.init(offset: inner.upperBound, bytes: try file.read(at: inner.upperBound, count: range.upperBound - inner.upperBound)))
+        }
+        return entries
     }
 
     /// Checks the header and jump table of every existing data file that `box` meets, so that a

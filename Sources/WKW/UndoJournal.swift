@@ -6,20 +6,26 @@ import SystemPackage
 /// The undo journal of an in-place patch of one raw data file (as SQLite's rollback journal).
 ///
 /// Raw files are patched where their blocks lie, not rewritten whole (a 1 GiB file for a small
-/// patch). Before the first byte of a data file changes, the bytes about to be overwritten are
-/// written to its journal beside it (`x1.wkw.wkfs-undo`: written whole under a temporary name,
-/// fsynced, renamed, directory fsynced). Then the file is patched and fsynced, and the journal is
-/// deleted (directory fsynced again). The writer holds the file's lock (`lockFiles`) from before
-/// the journal exists until it is gone, so whoever holds that lock and finds a journal knows its
-/// writer died (a kill, a power cut, a full disk): it writes the old bytes back, and the file is
-/// its old content again. Every writer of a raw file, every reader that opens one (`wkfs read`,
-/// the mount) and `wkfs check --repair` do that first; `wkfs check` reports a journal it finds.
+/// patch). A region write comes in slabs; before a slab changes the first byte of a data file, the
+/// bytes about to be overwritten are saved in a journal segment beside the file (`x1.wkw.wkfs-undo`
+/// for the write's first slab of that file, `x1.wkw.wkfs-undo.K` for later ones; each written whole
+/// under a temporary name, fsynced, renamed, directory fsynced). After the last slab the files are
+/// fsynced and segment 0 is deleted (directory fsynced): that is the write's commit point; the other
+/// segments are deleted after it. Each segment carries the write's random id, so a segment left by
+/// an earlier write is never applied.
 ///
-/// Layout (little-endian): magic `WKFSUNDO`, version u32 (2), entry count u32, then per entry the
-/// offset (u64), the length (u64), a kind byte (0: the old bytes follow; 1: the range was a hole of
-/// the sparse file, nothing follows); last an FNV-1a 64 checksum of everything before it. A
-/// journal under its final name is always whole; a wrong checksum is damage. Holes matter: the
-/// first writes into a new 1 GiB raw file would otherwise journal a gigabyte of zeros.
+/// The writer holds the file's lock (`lockFiles`) from before segment 0 exists until it is gone,
+/// so whoever holds that lock and finds segment 0 knows its writer died (a kill, a power cut, a full
+/// disk): it writes back the old bytes of every segment of that write, and the file is its old
+/// content again. Every writer of a raw file, every reader that opens one (`wkfs read`, the mount)
+/// and `wkfs check --repair` do that first; `wkfs check` reports a journal it finds.
+///
+/// Layout (little-endian): magic `WKFSUNDO`, version u32 (3), the write's id u64, entry count u32,
+/// then per entry the offset (u64), the length (u64), a kind byte (0: the old bytes follow; 1: the
+/// range was a hole of the sparse file, nothing follows); last an FNV-1a 64 checksum of everything
+/// before it. Versions 1 (no kind byte, no id) and 2 (no id) are still read. A journal under its
+/// final name is always whole; a wrong checksum is damage. Holes matter: the first writes into a
+/// new 1 GiB raw file would otherwise journal a gigabyte of zeros.
 struct UndoJournal {
     struct Entry {
         var offset: Int
@@ -46,12 +52,15 @@ struct UndoJournal {
     static let magic = Array("WKFSUNDO".utf8)
 
     var entries: [Entry] = []
+    /// The region write this segment belongs to (0 in journals older than version 3).
+    var writeID: UInt64 = 0
 
     func encoded() -> [UInt8] {
         var out = Self.magic
         out.reserveCapacity(entries.reduce(32) { $0 + 16 + $1.bytes.count })
         func put<T: FixedWidthInteger>(_ value: T) { withUnsafeBytes(of: value.littleEndian) { out.append(contentsOf: $0) } }
-        put(UInt32(2))
+        put(UInt32(3))
+        put(writeID)
         put(UInt32(entries.count))
         for entry in entries {
             put(UInt64(entry.offset))
@@ -77,10 +86,15 @@ struct UndoJournal {
             position += MemoryLayout<T>.size
             return T(littleEndian: value)
         }
-        guard take(UInt32.self) == 2, let count = take(UInt32.self) else { return nil }
+        guard let version = take(UInt32.self), (1...3).contains(version) else { return nil }
         var journal = UndoJournal()
+        if version >= 3 {
+            guard let id = take(UInt64.self) else { return nil }
+            journal.writeID = id
+        }
+        guard let count = take(UInt32.self) else { return nil }
         for _ in 0..<count {
-            guard let offset = take(UInt64.self), let length = take(UInt64.self), let kind = take(UInt8.self),
+            guard let offset = take(UInt64.self), let length = take(UInt64.self), let kind = version == 1 ? 0 : take(UInt8.self),
                 offset <= UInt64(1 << 50), length <= UInt64(1 << 50), kind <= 1
             else { return nil }
             if kind == 1 {
@@ -100,35 +114,56 @@ struct UndoJournal {
 }
 
 extension MagDirectory {
-    /// The undo journal's path of data file `index`.
-    func journalPath(_ index: Vec3) -> String { filePath(index) + UndoJournal.suffix }
+    /// The path of segment 0 of data file `index`'s undo journal: while it exists, a write of the
+    /// file is under way or was interrupted.
+    func journalPath(_ index: Vec3) -> String { segmentPath(index, 0) }
 
-    /// Writes the journals of several files durably (each whole under a temporary name, all
-    /// fsynced, renamed, their directories fsynced). On failure none is left.
-    func writeJournals(_ journals: [(index: Vec3, journal: UndoJournal)]) throws {
+    /// The path of segment `k` of data file `index`'s undo journal.
+    func segmentPath(_ index: Vec3, _ k: Int) -> String {
+        k == 0 ? filePath(index) + UndoJournal.suffix : filePath(index) + UndoJournal.suffix + ".\(k)"
+    }
+
+    /// Writes journal segments of several files durably (each whole under a temporary name, all
+    /// fsynced, renamed, their directories fsynced). On failure none of them is left.
+    func writeJournals(_ segments: [(index: Vec3, segment: Int, journal: UndoJournal)]) throws {
         var prepared: [(temporary: String, final: String)] = []
         do {
-            for (index, journal) in journals {
+            for (index, k, journal) in segments {
                 prepared.append(
-                    (try AtomicFile.prepare(journalPath(index), sync: false) { file in
+                    (try AtomicFile.prepare(segmentPath(index, k), sync: false) { file in
                         try journal.encoded().withUnsafeBytes { try file.write(at: 0, $0) }
-                    }, journalPath(index)))
+                    }, segmentPath(index, k)))
             }
             try AtomicFile.putInPlace(prepared)
         } catch {
             prepared.forEach { PathOps.remove($0.temporary) }
-            journals.forEach { PathOps.remove(journalPath($0.index)) }
+            segments.forEach { PathOps.remove(segmentPath($0.index, $0.segment)) }
             throw error
         }
     }
 
-    /// Deletes the journals of files whose patch is complete and fsynced, durably.
+    /// Deletes the journals of files whose patch is complete and fsynced: segment 0 of each,
+    /// durably (the commit point), then the later segments (left over, they are never applied).
     func retireJournals(_ indices: [Vec3]) throws {
         for index in indices where unlink(journalPath(index)) != 0 && errno != ENOENT {
             let code = errno
             throw WKWError(.io(errno: code), path: journalPath(index), "cannot delete the undo journal: \(Errno(rawValue: code))")
         }
         for directory in Set(indices.map { PathOps.dirname(filePath($0)) }) { try PathOps.syncDirectoryOrThrow(directory) }
+        for index in indices { removeLaterSegments(index) }
+    }
+
+    /// The later segments (1, 2, …) of file `index`'s journal that are on disk, by number.
+    private func laterSegments(_ index: Vec3) -> [(k: Int, path: String)] {
+        let prefix = "x\(index.x).wkw" + UndoJournal.suffix + "."
+        return PathOps.list(PathOps.dirname(filePath(index))).compactMap { name in
+            guard name.hasPrefix(prefix), let k = Int(name.dropFirst(prefix.count)), k > 0, String(k) == name.dropFirst(prefix.count) else { return nil }
+            return (k, PathOps.dirname(filePath(index)) + "/" + name)
+        }
+    }
+
+    private func removeLaterSegments(_ index: Vec3) {
+        for (_, path) in laterSegments(index) { PathOps.remove(path) }
     }
 
     /// Rolls back the interrupted patch of data file `index` when its journal is there. The
@@ -143,13 +178,24 @@ extension MagDirectory {
                 .corrupt, path: filePath(index),
                 "an interrupted write left this file partly written (undo journal \(path)); run wkfs check --repair where the dataset is writable")
         }
-        guard let journal = UndoJournal.decode(try journalFile.read(at: 0, count: try journalFile.size())) else {
-            throw WKWError(.corrupt, path: path, "undo journal of an interrupted write is damaged; \(filePath(index)) may be partly written")
+        func decode(_ file: OpenFile, _ path: String) throws -> UndoJournal {
+            guard let journal = UndoJournal.decode(try file.read(at: 0, count: try file.size())) else {
+                throw WKWError(.corrupt, path: path, "undo journal of an interrupted write is damaged; \(filePath(index)) may be partly written")
+            }
+            return journal
+        }
+        let first = try decode(journalFile, path)
+        var journals = [first]
+        for (_, segment) in laterSegments(index).sorted(by: { $0.k > $1.k }) {
+            guard let file = try OpenFile.openIfExists(segment) else { continue }
+            let journal = try decode(file, segment)
+            if journal.writeID == first.writeID && first.writeID != 0 { journals.insert(journal, at: 0) }
         }
         guard let file = try OpenFile.openIfExists(filePath(index), writable: true) else {
             throw WKWError(.notFound, path: filePath(index), "an undo journal (\(path)) names this data file, which is gone")
         }
-        for entry in journal.entries {
+        // Latest segment first, segment 0 last (their ranges do not overlap: slabs are block aligned).
+        for entry in journals.flatMap(\.entries) {
             // A hole is punched again, which needs no free space (a rollback after ENOSPC may
             // have none); zeros where the file system cannot punch.
             let range = entry.offset..<(entry.offset + entry.length)

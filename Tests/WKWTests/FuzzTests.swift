@@ -115,3 +115,32 @@ struct SeededRandom {
         return bytes
     }
 }
+
+/// The journal format: older versions still read, new fields round-trip.
+@Suite struct UndoJournalTests {
+    /// A journal a build before holes and write ids wrote (version 1) is still rolled back.
+    @Test func versionOneStillReads() {
+        var bytes = Array("WKFSUNDO".utf8)
+        func put<T: FixedWidthInteger>(_ value: T) { withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) } }
+        put(UInt32(1))
+        put(UInt32(1))
+        put(UInt64(16))
+        put(UInt64(3))
+        bytes += [7, 8, 9]
+        put(Checksum.fnv1a(bytes))
+        let journal = UndoJournal.decode(bytes)
+        #expect(journal?.entries.count == 1)
+        #expect(journal?.entries.first?.bytes == [7, 8, 9])
+        #expect(journal?.entries.first?.offset == 16)
+    }
+
+    @Test func holesAndWriteIDsRoundTrip() {
+        var journal = UndoJournal()
+        journal.writeID = 0xABCD
+        journal.entries = [.init(offset: 16, bytes: [1, 2]), .init(offset: 4096, holeOf: 1 << 20)]
+        let decoded = UndoJournal.decode(journal.encoded())
+        #expect(decoded?.writeID == 0xABCD)
+        #expect(decoded?.entries.map(\.length) == [2, 1 << 20])
+        #expect(decoded?.entries.map(\.isHole) == [false, true])
+    }
+}

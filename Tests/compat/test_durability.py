@@ -172,6 +172,45 @@ def test_kill_during_write_leaves_each_file_old_or_new(tmp_path, compress):
     print(f"{KILLS} kills of wkfs write ({'lz4hc' if compress else 'raw'}): {outcomes}")
 
 
+def test_kill_during_a_write_of_several_slabs_leaves_each_file_old_or_new(tmp_path):
+    """A raw write into existing files that each take several slabs (64 MiB of region at a time):
+    a kill or a failure in a later slab must not leave the earlier slabs written."""
+    rng = np.random.default_rng(31)
+    random.seed(32)
+    ds = _dataset(tmp_path, compress=False, block_len=32, file_len=4)  # 128³ files
+    size = (1024, 256, 192)  # 8 × 2 × 2 files; slabs of 64 planes: each file spans 2 or 3 slabs
+    old = np.full(size[::-1], 7, dtype=np.uint8)
+    h.wkfs_ok("write", ds, "color", "1", "--offset", "0,0,0", "--size", h.csv(size), input=old.tobytes())
+    new = rng.integers(0, 255, size=size[::-1], dtype=np.uint8)
+    start = time.monotonic()
+    scratch = _dataset(tmp_path / "timing", compress=False, block_len=32, file_len=4)
+    h.wkfs_ok("write", scratch, "color", "1", "--offset", "0,0,0", "--size", h.csv(size), input=old.tobytes())
+    start = time.monotonic()
+    h.wkfs_ok("write", scratch, "color", "1", "--offset", "0,0,0", "--size", h.csv(size), input=new.tobytes())
+    duration = time.monotonic() - start
+    outcomes = {"old": 0, "new": 0, "mixed files": 0}
+    for kill in range(max(2, KILLS // 2)):
+        _kill_during(["write", ds, "color", "1", "--offset", "0,0,0", "--size", h.csv(size)], new.tobytes(),
+                     random.uniform(0.0, duration))
+        after = _read_zyx(ds, (0, 0, 0), size)  # the read rolls back first
+        kinds = set()
+        for fz in range(2):
+            for fy in range(2):
+                for fx in range(8):
+                    sl = np.s_[fz * 128:(fz + 1) * 128, fy * 128:(fy + 1) * 128, fx * 128:(fx + 1) * 128]
+                    if np.array_equal(after[sl], old[sl]):
+                        kinds.add("old")
+                    elif np.array_equal(after[sl], new[sl]):
+                        kinds.add("new")
+                    else:
+                        pytest.fail(f"kill {kill}: file x{fx} y{fy} z{fz} is neither old nor new")
+        outcomes["mixed files" if len(kinds) > 1 else kinds.pop()] += 1
+        h.wkfs_ok("check", "--repair", ds)
+        h.wkfs_ok("check", ds)
+        h.wkfs_ok("write", ds, "color", "1", "--offset", "0,0,0", "--size", h.csv(size), input=old.tobytes())
+    print(f"{max(2, KILLS // 2)} kills of a several-slab raw write: {outcomes}")
+
+
 def test_kill_during_copy_is_reported_and_finished_by_copying_again(tmp_path):
     """SIGKILL of `wkfs copy`: check says the copy is incomplete; the same copy again finishes it."""
     rng = np.random.default_rng(21)

@@ -116,9 +116,9 @@ def test_rewritten_files_keep_mode_and_owner(dataset_copy, mounted, mountpoint, 
 
 
 def test_errors_log_only_real_failures(dataset_copy, mounted, mountpoint):
-    """A cube written through two descriptors, the first closed while it is incomplete: both
-    closes succeed and nothing is logged. A cube left incomplete at the last close: that close
-    fails (EINVAL) and the log says so once."""
+    """A cube written through two descriptors, the first closed while it is incomplete: that
+    close fails (EINVAL: the cube is not complete yet), the second completes it, and nothing is
+    logged. A cube left incomplete at the last close: that close fails and the log says so once."""
     import errno
 
     ds = dataset_copy(RAW)
@@ -129,7 +129,9 @@ def test_errors_log_only_real_failures(dataset_copy, mounted, mountpoint):
         a = os.open(cube, os.O_WRONLY | os.O_TRUNC)
         b = os.open(cube, os.O_WRONLY)
         os.pwrite(a, b"\x03" * (size // 2), 0)
-        os.close(a)
+        with pytest.raises(OSError) as early:
+            os.close(a)
+        assert early.value.errno == errno.EINVAL
         os.pwrite(b, b"\x04" * (size - size // 2), size // 2)
         os.close(b)
         assert (mountpoint / ".wkfs" / "errors").read_text() == ""
