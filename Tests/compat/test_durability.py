@@ -192,7 +192,8 @@ def test_kill_during_a_write_of_several_slabs_leaves_each_file_old_or_new(tmp_pa
     for kill in range(max(2, KILLS // 2)):
         _kill_during(["write", ds, "color", "1", "--offset", "0,0,0", "--size", h.csv(size)], new.tobytes(),
                      random.uniform(0.0, duration))
-        after = _read_zyx(ds, (0, 0, 0), size)  # the read rolls back first
+        h.wkfs_ok("check", "--repair", ds)  # rolls back what the kill left
+        after = _read_zyx(ds, (0, 0, 0), size)  # the reference's read
         kinds = set()
         for fz in range(2):
             for fy in range(2):
@@ -205,7 +206,6 @@ def test_kill_during_a_write_of_several_slabs_leaves_each_file_old_or_new(tmp_pa
                     else:
                         pytest.fail(f"kill {kill}: file x{fx} y{fy} z{fz} is neither old nor new")
         outcomes["mixed files" if len(kinds) > 1 else kinds.pop()] += 1
-        h.wkfs_ok("check", "--repair", ds)
         h.wkfs_ok("check", ds)
         h.wkfs_ok("write", ds, "color", "1", "--offset", "0,0,0", "--size", h.csv(size), input=old.tobytes())
     print(f"{max(2, KILLS // 2)} kills of a several-slab raw write: {outcomes}")
