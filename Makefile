@@ -92,7 +92,7 @@ FUZZ_ITERATIONS ?= 30000
 stress: deps build
 	WKFS_KILLS=$(STRESS_KILLS) WKFS_TRIALS=$(STRESS_TRIALS) WKFS_BIN="$(CURDIR)/$(WKFS)" \
 	  $(VENV)/bin/pytest -q -s Tests/compat/test_durability.py Tests/compat/test_full_disk.py
-	WKFS_SED_KILLS=200 WKFS_BIN="$(CURDIR)/$(WKFS)" \
+	WKFS_SED_KILLS=200 WKFS_DAEMON_KILLS=50 WKFS_BIN="$(CURDIR)/$(WKFS)" \
 	  $(VENV)/bin/pytest -q -s Tests/mount/test_concurrent_writers.py
 
 fuzz: build
