@@ -38,10 +38,14 @@ struct CubeWriter {
     private var tick = 0
     /// The cube-local voxels written, for growing the bounding box.
     private(set) var written: Box?
-    /// Blocks loaded from the data file because a write covered them only partly, with a
-    /// checksum of what was loaded: at commit, under the file's lock, each must still be so on
-    /// disk, or another writer (`wkfs write`, another mount) changed it meanwhile and writing
-    /// the loaded bytes back would undo that change.
+    /// Blocks loaded from the data file because a write covered them only partly, as loaded. At
+    /// commit, under the file's lock, a block that another writer (`wkfs write`, another mount)
+    /// changed meanwhile is merged byte by byte: this writer's bytes where it changed them, the
+    /// file's current bytes elsewhere, so neither change is lost. Kept up to the memory budget.
+    private var loadedOriginals: [Int: [UInt8]] = [:]
+    private var originalBytes = 0
+    /// Past the budget, only a checksum of what was loaded: such a block changed on disk makes
+    /// the commit fail (EAGAIN) rather than undo the other writer's change.
     private var loadedFromFile: [Int: UInt64] = [:]
     /// The data file's identity (inode, size, modification time) before the first of those loads:
     /// when it is the same at commit, nothing changed and the blocks need no second look.
@@ -147,7 +151,14 @@ struct CubeWriter {
             if !whole && !truncated, case .none = stored[number] { fromFile = true } else { fromFile = false }
             if fromFile && loadedIdentity == nil { loadedIdentity = try cache.reader(mag, index)?.identity ?? [] }
             let bytes = whole ? [UInt8](unsafeUninitializedCapacity: count) { _, n in n = count } : try load(number, cache: cache)
-            if fromFile && loadedFromFile[number] == nil { loadedFromFile[number] = Checksum.words(bytes) }
+            if fromFile && loadedOriginals[number] == nil && loadedFromFile[number] == nil {
+                if originalBytes + count <= memoryBudget {
+                    loadedOriginals[number] = bytes  // shares storage until the block is written
+                    originalBytes += count
+                } else {
+                    loadedFromFile[number] = Checksum.words(bytes)
+                }
+            }
             dirty[number] = Pending(bytes: bytes, written: 0, tick: tick)
             dirtyCount += 1
         }
@@ -280,7 +291,7 @@ struct CubeWriter {
         let lock = try mag.lockFiles([index])
         defer { lock.unlock() }
         let base = truncated ? nil : try cache.reader(mag, index)
-        try checkLoadedBlocksUnchanged(base)
+        try mergeBlocksChangedOnDisk(base)
         // Snapshots for the block closures (copies of the arrays only if a write came between).
         let dirtyBlocks = dirty
         let storedBlocks = stored
@@ -317,24 +328,62 @@ struct CubeWriter {
         discard()
     }
 
-    /// Throws when a block this writer loaded is no longer what the data file holds (`base`,
-    /// read under the file's lock): nothing is written then, rather than another writer's change
-    /// silently undone.
-    private func checkLoadedBlocksUnchanged(_ base: DataFileReader?) throws {
-        guard !loadedFromFile.isEmpty, (base?.identity ?? []) != loadedIdentity else { return }
+    /// Brings in what other writers changed, since it was loaded, in the blocks this writer
+    /// loaded from the file (`base`, read under the file's lock): merged where the original is
+    /// kept, refused (EAGAIN, nothing written) where only its checksum is.
+    private mutating func mergeBlocksChangedOnDisk(_ base: DataFileReader?) throws {
+        guard !loadedOriginals.isEmpty || !loadedFromFile.isEmpty, (base?.identity ?? []) != loadedIdentity else { return }
         let count = mag.header.blockByteCount
-        var current = [UInt8](repeating: 0, count: count)
-        for (number, loaded) in loadedFromFile {
-            if let base {
-                try current.withUnsafeMutableBytes { try base.decode(block: number, into: $0) }
-            } else {
-                current = [UInt8](repeating: 0, count: count)  // the file is gone: it reads as zeros
-            }
-            guard Checksum.words(current) == loaded else {
-                throw FUSEError(
-                    EAGAIN,
-                    "another writer changed block \(number) of this cube while this write was under way, and the write covered the block only partly; nothing was written: write the cube again")
-            }
+        func current(_ number: Int) throws -> [UInt8] {
+            var bytes = [UInt8](repeating: 0, count: count)  // a file that is gone reads as zeros
+            if let base { try bytes.withUnsafeMutableBytes { try base.decode(block: number, into: $0) } }
+            return bytes
+        }
+        for (number, loaded) in loadedFromFile where Checksum.words(try current(number)) != loaded {
+            throw FUSEError(
+                EAGAIN,
+                "another writer changed block \(number) of this cube while this write was under way, and the write covered the block only partly; nothing was written: write the cube again")
+        }
+        for (number, original) in loadedOriginals {
+            let theirs = try current(number)
+            guard theirs != original else { continue }
+            guard var merged = try pendingContent(number) else { continue }
+            for i in 0..<count where merged[i] == original[i] { merged[i] = theirs[i] }
+            try replacePending(number, merged)
+        }
+    }
+
+    /// The pending content of block `number`, wherever it is held; nil when it has none.
+    private func pendingContent(_ number: Int) throws -> [UInt8]? {
+        if let pending = dirty[number] { return pending.bytes }
+        switch stored[number] {
+        case .placed: return try pendingRaw!.readBlock(number)
+        case .encoded(let bytes): return try mag.decodeBlock(bytes, origin: "pending block")
+        case .spilled(let offset, let count): return try mag.decodeBlock(try spill!.read(at: offset, count: count), origin: "spill file")
+        case .none: return nil
+        }
+    }
+
+    /// Replaces the pending content of block `number`, where it is held.
+    private mutating func replacePending(_ number: Int, _ bytes: [UInt8]) throws {
+        if dirty[number] != nil {
+            dirty[number]!.bytes = bytes
+            return
+        }
+        switch stored[number] {
+        case .placed:
+            try pendingRaw!.writeBlock(number, bytes)
+        case .encoded(let old):
+            encodedBytes -= old.count
+            let new = mag.encodeBlock(bytes)
+            encodedBytes += new.count
+            stored[number] = .encoded(new)
+        case .spilled:
+            let new = mag.encodeBlock(bytes)
+            encodedBytes += new.count
+            stored[number] = .encoded(new)
+        case .none:
+            break
         }
     }
 
@@ -344,6 +393,8 @@ struct CubeWriter {
         pendingRaw = nil
         written = nil
         loadedFromFile = [:]
+        loadedOriginals = [:]
+        originalBytes = 0
         loadedIdentity = nil
         dirty = BlockTable(count: mag.header.blocksPerFile, empty: nil)
         dirtyCount = 0
