@@ -279,3 +279,66 @@ def test_daemon_killed_during_cp_or_dd_leaves_every_cube_old_or_new(tmp_path, to
             patched = before[c][:7 * 4096] + patch.read_bytes() + before[c][7 * 4096 + 8192:]
             allowed = [before[c], new_cube.read_bytes()] if tool == "cp" else [before[c], patched]
             assert got in allowed, f"kill {kill}: cube {c} is neither its old nor its new content"
+
+
+@pytest.mark.limit(180)
+@pytest.mark.parametrize("compress", [False, True], ids=["raw", "lz4hc"])
+def test_cli_processes_and_a_mount_writing_at_once_match_a_model(tmp_path, mounted, mountpoint, compress):
+    """Three `wkfs write` processes at a time and a program writing through the mount, all into
+    the same cubes and blocks at once, each into its own voxels (x stripes of 4, interleaved, so
+    every block is shared): the result equals a model of every write."""
+    rng = np.random.default_rng(77 + compress)
+    ds = _raw_dataset(tmp_path, compress)  # 64³ cube of 0x11 at the origin, 32³ blocks
+    side = 64
+    model = np.full((side, side, side), 0x11, dtype=np.uint8)  # (z, y, x)
+    owner = (np.arange(side) // 4) % 4  # the writer of each x column
+    plans = []
+    for writer in range(3):
+        writes = []
+        for _ in range(12):
+            stripe = rng.choice(np.nonzero(owner == writer)[0][::4])
+            y0, z0 = rng.integers(0, side - 8, size=2)
+            sy, sz = rng.integers(1, 9, size=2)
+            data = rng.integers(0, 255, size=(sz, sy, 4), dtype=np.uint8)
+            writes.append(((int(stripe), int(y0), int(z0)), data))
+            model[z0:z0 + sz, y0:y0 + sy, stripe:stripe + 4] = data
+        plans.append(writes)
+    mount_writes = []
+    for _ in range(8):
+        batch = []
+        for _ in range(40):
+            stripe = int(rng.choice(np.nonzero(owner == 3)[0][::4]))
+            y, z = (int(v) for v in rng.integers(0, side, size=2))
+            data = rng.integers(0, 255, size=4, dtype=np.uint8)
+            batch.append(((stripe, y, z), data))
+            model[z, y, stripe:stripe + 4] = data
+        mount_writes.append(batch)
+    failures = []
+    with mounted(ds):
+        cube = mountpoint / "color" / "1" / "z0" / "y0" / "x0.raw"
+
+        def cli(writes):
+            for (x, y, z), data in writes:
+                proc = mh.run([mh.WKFS_BIN, "write", ds, "color", "1", "--offset", f"{x},{y},{z}",
+                               "--size", f"4,{data.shape[1]},{data.shape[0]}"], input=data.tobytes())
+                if proc.returncode != 0:
+                    failures.append(mh.describe(proc))
+
+        def through_mount():
+            for batch in mount_writes:
+                fd = os.open(cube, os.O_RDWR)
+                try:
+                    for (x, y, z), data in batch:
+                        os.pwrite(fd, data.tobytes(), (z * side + y) * side + x)
+                finally:
+                    os.close(fd)
+
+        threads = [threading.Thread(target=cli, args=(plan,)) for plan in plans] + [threading.Thread(target=through_mount)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+    assert not failures, failures[0]
+    got = mh.wkw_read_cube(ds / "color" / "1", (0, 0, 0)).reshape(side, side, side)
+    wrong = np.argwhere(got != model)
+    assert len(wrong) == 0, f"{len(wrong)} voxels differ from the model, first at (z, y, x) {tuple(wrong[0])}"
