@@ -191,3 +191,36 @@ def test_full_disk_reaches_the_editor_as_enospc(tmp_path, mounted, mountpoint):
         assert props.read_bytes() == before
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_mkdir_of_a_mag_on_a_full_disk_leaves_nothing(tmp_path, mounted, mountpoint):
+    """`mkdir LAYER/2` through a mount on a full disk fails with ENOSPC and leaves no directory,
+    so the same mkdir succeeds once there is room."""
+    import errno
+
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], check=True)
+    try:
+        ds = disk / "ds"
+        mh.new_dataset(ds, "uint8", 8, 2)
+        before = mh.snapshot(ds)
+        filler = disk / "filler"
+        with open(filler, "wb", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"\1" * 4096)
+            except OSError:
+                pass
+        with mounted(ds):
+            with pytest.raises(OSError) as failure:
+                (mountpoint / "color" / "2").mkdir()
+            assert failure.value.errno == errno.ENOSPC, failure.value
+            assert mh.snapshot(ds) == before
+            filler.unlink()
+            (mountpoint / "color" / "2").mkdir()
+            assert (ds / "color" / "2" / "header.wkw").is_file()
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
