@@ -101,6 +101,23 @@ def test_concurrent_writes_into_different_files_grow_one_bounding_box(tmp_path):
             assert np.array_equal(_read_zyx(ds, o, (8, 8, 8)), p)
 
 
+def _old_or_new(after: np.ndarray, old: np.ndarray, new: np.ndarray, edge: int, what: str) -> str:
+    """Whether every data file (an `edge`³ part of the (z, y, x) arrays) is old, new, or some of
+    each ("mixed files"); fails the test for a file that is neither."""
+    kinds = set()
+    for fz in range(after.shape[0] // edge):
+        for fy in range(after.shape[1] // edge):
+            for fx in range(after.shape[2] // edge):
+                part = np.s_[fz * edge:(fz + 1) * edge, fy * edge:(fy + 1) * edge, fx * edge:(fx + 1) * edge]
+                if np.array_equal(after[part], old[part]):
+                    kinds.add("old")
+                elif np.array_equal(after[part], new[part]):
+                    kinds.add("new")
+                else:
+                    pytest.fail(f"{what}: file x{fx} y{fy} z{fz} is neither old nor new")
+    return "mixed files" if len(kinds) > 1 else kinds.pop()
+
+
 def _file_contents(mag: Path) -> dict[str, bytes]:
     return {str(f.relative_to(mag)): f.read_bytes() for f in h.data_files(mag)}
 
@@ -146,26 +163,15 @@ def test_kill_during_write_leaves_each_file_old_or_new(tmp_path, compress):
         _kill_during(["write", ds, "color", "1", "--offset", h.csv(new_offset), "--size", h.csv(new_size)],
                      new.tobytes(), delay)
         check = subprocess.run([str(h.WKFS_BIN), "check", str(ds)], capture_output=True, text=True, timeout=h.TIMEOUT)
-        leftovers = sorted(p.name for p in mag.rglob("*") if ".wkfs-undo-" in p.name or p.name.endswith(".tmp"))
+        leftovers = sorted(p.name for p in mag.rglob("*") if ".wkfs-undo" in p.name or p.name.endswith(".tmp"))
         if leftovers:
             assert check.returncode == 1, f"kill {kill}: check passed with leftovers {leftovers}"
         repair = subprocess.run([str(h.WKFS_BIN), "check", "--repair", str(ds)], capture_output=True, text=True,
                                 timeout=h.TIMEOUT)
         assert repair.returncode == 0, f"kill {kill} after {delay:.3f}s: repair failed:\n{repair.stdout}{repair.stderr}"
-        assert not [p for p in mag.rglob("*") if ".wkfs-undo-" in p.name or p.name.endswith(".tmp")]
+        assert not [p for p in mag.rglob("*") if ".wkfs-undo" in p.name or p.name.endswith(".tmp")]
         after = _read_zyx(ds, (0, 0, 0), size)
-        kinds = set()
-        for fz in range(1):
-            for fy in range(4):
-                for fx in range(4):
-                    sl = np.s_[fz * 64:(fz + 1) * 64, fy * 64:(fy + 1) * 64, fx * 64:(fx + 1) * 64]
-                    if np.array_equal(after[sl], state[sl]):
-                        kinds.add("old")
-                    elif np.array_equal(after[sl], expected_new[sl]):
-                        kinds.add("new")
-                    else:
-                        pytest.fail(f"kill {kill} after {delay:.3f}s: file x{fx} y{fy} is neither old nor new")
-        outcomes["mixed files" if len(kinds) > 1 else kinds.pop()] += 1
+        outcomes[_old_or_new(after, state, expected_new, 64, f"kill {kill} after {delay:.3f}s")] += 1
         outcomes["rolled back"] += repair.stdout.count("rolled back")
         # Start the next kill from the old content again.
         h.wkfs_ok("write", ds, "color", "1", "--offset", "0,0,0", "--size", h.csv(size), input=old.tobytes())
@@ -194,18 +200,7 @@ def test_kill_during_a_write_of_several_slabs_leaves_each_file_old_or_new(tmp_pa
                      random.uniform(0.0, duration))
         h.wkfs_ok("check", "--repair", ds)  # rolls back what the kill left
         after = _read_zyx(ds, (0, 0, 0), size)  # the reference's read
-        kinds = set()
-        for fz in range(2):
-            for fy in range(2):
-                for fx in range(8):
-                    sl = np.s_[fz * 128:(fz + 1) * 128, fy * 128:(fy + 1) * 128, fx * 128:(fx + 1) * 128]
-                    if np.array_equal(after[sl], old[sl]):
-                        kinds.add("old")
-                    elif np.array_equal(after[sl], new[sl]):
-                        kinds.add("new")
-                    else:
-                        pytest.fail(f"kill {kill}: file x{fx} y{fy} z{fz} is neither old nor new")
-        outcomes["mixed files" if len(kinds) > 1 else kinds.pop()] += 1
+        outcomes[_old_or_new(after, old, new, 128, f"kill {kill}")] += 1
         h.wkfs_ok("check", ds)
         h.wkfs_ok("write", ds, "color", "1", "--offset", "0,0,0", "--size", h.csv(size), input=old.tobytes())
     print(f"{max(2, KILLS // 2)} kills of a several-slab raw write: {outcomes}")

@@ -164,49 +164,17 @@ def test_corrupt_header_is_explained_in_the_errors_file(dataset_copy, mounted, m
         assert str(header) in log and "magic" in log, log
 
 
-def test_full_disk_reaches_the_editor_as_enospc(tmp_path, mounted, mountpoint):
-    """`sed -i` of the properties through a mount on a full disk fails with ENOSPC (not EIO), the
-    file on disk stays as it was, and the reason is in .wkfs/errors."""
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 2 MiB tmpfs, unmounted after the test: `full_disk()` fills what is left of it and returns
+    the filler file (remove it to make room again)."""
     if os.geteuid() != 0:
         pytest.skip("mounting a small tmpfs needs root")
     disk = tmp_path / "disk"
     disk.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], check=True)
-    try:
-        ds = disk / "ds"
-        mh.new_dataset(ds, "uint8", 8, 2)
-        props = ds / "datasource-properties.json"
-        before = props.read_bytes()
-        with open(disk / "filler", "wb", buffering=0) as f:
-            try:
-                while True:
-                    f.write(b"\1" * 4096)
-            except OSError:
-                pass
-        with mounted(ds):
-            proc = mh.run(["sed", "-i", "s/nanometer/nanometer /", mountpoint / "datasource-properties.json"])
-            assert proc.returncode != 0, mh.describe(proc)
-            assert b"No space left on device" in proc.stderr, proc.stderr
-            assert "No space left on device" in (mountpoint / ".wkfs" / "errors").read_text()
-        assert props.read_bytes() == before
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
 
-
-def test_mkdir_of_a_mag_on_a_full_disk_leaves_nothing(tmp_path, mounted, mountpoint):
-    """`mkdir LAYER/2` through a mount on a full disk fails with ENOSPC and leaves no directory,
-    so the same mkdir succeeds once there is room."""
-    import errno
-
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], check=True)
-    try:
-        ds = disk / "ds"
-        mh.new_dataset(ds, "uint8", 8, 2)
-        before = mh.snapshot(ds)
+    def fill():
         filler = disk / "filler"
         with open(filler, "wb", buffering=0) as f:
             try:
@@ -214,13 +182,45 @@ def test_mkdir_of_a_mag_on_a_full_disk_leaves_nothing(tmp_path, mounted, mountpo
                     f.write(b"\1" * 4096)
             except OSError:
                 pass
-        with mounted(ds):
-            with pytest.raises(OSError) as failure:
-                (mountpoint / "color" / "2").mkdir()
-            assert failure.value.errno == errno.ENOSPC, failure.value
-            assert mh.snapshot(ds) == before
-            filler.unlink()
-            (mountpoint / "color" / "2").mkdir()
-            assert (ds / "color" / "2" / "header.wkw").is_file()
+        return filler
+
+    fill.root = disk
+    try:
+        yield fill
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_full_disk_reaches_the_editor_as_enospc(full_disk, mounted, mountpoint):
+    """`sed -i` of the properties through a mount on a full disk fails with ENOSPC (not EIO), the
+    file on disk stays as it was, and the reason is in .wkfs/errors."""
+    ds = full_disk.root / "ds"
+    mh.new_dataset(ds, "uint8", 8, 2)
+    props = ds / "datasource-properties.json"
+    before = props.read_bytes()
+    full_disk()
+    with mounted(ds):
+        proc = mh.run(["sed", "-i", "s/nanometer/nanometer /", mountpoint / "datasource-properties.json"])
+        assert proc.returncode != 0, mh.describe(proc)
+        assert b"No space left on device" in proc.stderr, proc.stderr
+        assert "No space left on device" in (mountpoint / ".wkfs" / "errors").read_text()
+    assert props.read_bytes() == before
+
+
+def test_mkdir_of_a_mag_on_a_full_disk_leaves_nothing(full_disk, mounted, mountpoint):
+    """`mkdir LAYER/2` through a mount on a full disk fails with ENOSPC and leaves no directory,
+    so the same mkdir succeeds once there is room."""
+    import errno
+
+    ds = full_disk.root / "ds"
+    mh.new_dataset(ds, "uint8", 8, 2)
+    before = mh.snapshot(ds)
+    filler = full_disk()
+    with mounted(ds):
+        with pytest.raises(OSError) as failure:
+            (mountpoint / "color" / "2").mkdir()
+        assert failure.value.errno == errno.ENOSPC, failure.value
+        assert mh.snapshot(ds) == before
+        filler.unlink()
+        (mountpoint / "color" / "2").mkdir()
+        assert (ds / "color" / "2" / "header.wkw").is_file()
