@@ -173,7 +173,8 @@ extension DatasetFilesystem {
         let directoryMode: UInt16 = writable ? 0o755 : 0o555
         let fileMode: UInt16 = writable ? 0o644 : 0o444
         func directory(_ path: String?) -> Attributes {
-            let time = path.flatMap { FileStatus.of($0, followLinks: true) }.map(Timestamp.init) ?? .now
+            // No directory on disk (the control directories): the mount's start, a stable time.
+            let time = path.flatMap { FileStatus.of($0, followLinks: true) }.map(Timestamp.init) ?? statistics.startedAt
             return Attributes(
                 inode: inode, kind: .directory, permissions: directoryMode, linkCount: 2, size: 4096,
                 accessTime: time, modificationTime: time, changeTime: time)
@@ -223,9 +224,7 @@ extension DatasetFilesystem {
             }
             return file(size, mode: fileMode, time: .now, allocated: 0)
         case .control, .links:
-            return Attributes(
-                inode: inode, kind: .directory, permissions: directoryMode, linkCount: 2, size: 4096,
-                accessTime: statistics.startedAt, modificationTime: statistics.startedAt, changeTime: statistics.startedAt)
+            return directory(nil)
         case .errors:
             return file(errors.text.count, mode: 0o444, time: errors.modified)
         case .stats:

@@ -46,8 +46,8 @@ public final class DatasetFilesystem: FUSEFilesystem {
 
     /// Removes the temporary files that killed writers left in the mags (their names say which
     /// process made them; a running one's stay), off the mount's threads: the walk lists every
-    /// row of every mag. Interrupted in-place writes are rolled back earlier, when a mag is first
-    /// opened.
+    /// row of every mag. Interrupted in-place writes are rolled back when their file is first
+    /// opened or locked (`DataFileReader.open`, `MagDirectory.lockFiles`).
     private func removeLeftoversInBackground() {
         let dataset = state.withLock { $0.dataset }
         let errors = self.errors

@@ -120,28 +120,27 @@ final class InodeTable: Sendable {
 
 /// Recent errors, for `.wkfs/errors` and the log.
 final class ErrorLog: Sendable {
-    private let lines = Mutex<[String]>([])
+    /// The recent lines, and when the last was recorded (the mount's start before any):
+    /// `.wkfs/errors`'s modification time.
+    private let recent = Mutex<(lines: [String], modified: Timestamp)>(([], .now))
     private let log: @Sendable (String) -> Void
     static let keep = 200
 
     init(log: @escaping @Sendable (String) -> Void) { self.log = log }
 
-    /// When the last line was recorded (the mount's start before any): `.wkfs/errors`'s mtime.
-    private let changed = Mutex(Timestamp.now)
-
     func record(_ message: String) {
         log("wkfs: \(message)")
-        lines.withLock { lines in
-            lines.append(message)
-            if lines.count > Self.keep { lines.removeFirst(lines.count - Self.keep) }
-            changed.withLock { $0 = .now }
+        recent.withLock { recent in
+            recent.lines.append(message)
+            if recent.lines.count > Self.keep { recent.lines.removeFirst(recent.lines.count - Self.keep) }
+            recent.modified = .now
         }
     }
 
-    var modified: Timestamp { changed.withLock { $0 } }
+    var modified: Timestamp { recent.withLock { $0.modified } }
 
     /// A note for the log only (not an error).
     func note(_ message: String) { log("wkfs: \(message)") }
 
-    var text: [UInt8] { Array(lines.withLock { $0.map { $0 + "\n" }.joined() }.utf8) }
+    var text: [UInt8] { Array(recent.withLock { $0.lines.map { $0 + "\n" }.joined() }.utf8) }
 }

@@ -33,9 +33,6 @@ extension MagDirectory {
         return (temporaries.sorted(), journals)
     }
 
-    /// The path of data file `index`'s undo journal (see `leftovers`).
-    public func undoJournalPath(_ index: Vec3) -> String { journalPath(index) }
-
     /// Removes the temporary files whose writer is gone: its process (named in the file's name)
     /// no longer runs on this machine, and no writer holds the lock of the data file it belongs
     /// to. A writer in another PID namespace or on another machine that holds no lock (a mount's

@@ -14,6 +14,11 @@ extension MagDirectory {
 
     var lockFilePath: String { path + "/header.wkw" }
 
+    /// The lock ranges of data files `indices` in `header.wkw`: one byte each, ascending.
+    static func lockRanges(_ indices: [Vec3]) -> [(start: Int, length: Int)] {
+        Array(Set(indices.map(lockByte))).sorted().map { ($0, 1) }
+    }
+
     /// Takes the write locks of data files `indices`, waiting for other writers, and rolls back
     /// what a killed writer left half-patched in them (`UndoJournal`): whoever changes a file
     /// starts from its old or its new content, never from a mix.
@@ -30,17 +35,15 @@ extension MagDirectory {
 
     /// Takes the write locks of data files `indices`, waiting for other writers.
     func takeLocks(_ indices: [Vec3]) throws -> MagLock {
-        let bytes = Array(Set(indices.map(Self.lockByte))).sorted()
-        guard !bytes.isEmpty else { return MagLock(nil) }
-        return MagLock(try FileLock.lock(lockFilePath, ranges: bytes.map { ($0, 1) }, exclusive: true)!)
+        guard !indices.isEmpty else { return MagLock(nil) }
+        return MagLock(try FileLock.lock(lockFilePath, ranges: Self.lockRanges(indices), exclusive: true)!)
     }
 
     /// Takes the write locks of `indices` only when no one holds any of them (nil otherwise):
     /// for finding what a dead writer left.
     func tryLockFiles(_ indices: [Vec3]) throws -> MagLock? {
-        let bytes = Array(Set(indices.map(Self.lockByte))).sorted()
-        guard !bytes.isEmpty else { return MagLock(nil) }
-        return try FileLock.lock(lockFilePath, ranges: bytes.map { ($0, 1) }, exclusive: true, wait: false).map(MagLock.init)
+        guard !indices.isEmpty else { return MagLock(nil) }
+        return try FileLock.lock(lockFilePath, ranges: Self.lockRanges(indices), exclusive: true, wait: false).map(MagLock.init)
     }
 
     /// Runs `body` holding the write locks of `indices`.

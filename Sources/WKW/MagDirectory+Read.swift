@@ -42,18 +42,16 @@ extension MagDirectory {
 
     private func readOnce(_ box: Box, into destination: UnsafeMutableRawBufferPointer) throws {
         let base = destination.baseAddress!
-        // Raw files are patched in place: a patch a killed writer left is rolled back first, and
-        // a shared lock of the files keeps a running patch out while they are read (best effort:
-        // a file system without locks reads unlocked).
+        // Raw files are patched in place: a shared lock of the files keeps a running patch out
+        // while they are read (best effort: a file system without locks reads unlocked). A journal
+        // found under it is a dead writer's: rolled back, and the read starts again.
         var sharedLock: FileLock?
         if !header.blockType.isCompressed {
             let files = box.cellRange(Vec3(repeating: header.fileEdge)).positions
-            try rollBackInterruptedWrites(files)
-            sharedLock = try? FileLock.lock(
-                lockFilePath, ranges: Array(Set(files.map(Self.lockByte))).sorted().map { ($0, 1) }, exclusive: false)
-            // A writer may have died between the rollback and the lock.
+            sharedLock = try? FileLock.lock(lockFilePath, ranges: Self.lockRanges(files), exclusive: false)
             if let file = files.first(where: { PathOps.exists(journalPath($0)) }) {
                 sharedLock?.unlock()
+                try rollBackInterruptedWrites(files)
                 throw WKWError(.changed, path: filePath(file), "an interrupted write was found during the read")
             }
         }

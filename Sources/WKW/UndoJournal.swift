@@ -68,7 +68,7 @@ struct UndoJournal {
             put(UInt8(entry.isHole ? 1 : 0))
             out.append(contentsOf: entry.bytes)
         }
-        put(Self.checksum(out[...]))
+        put(Checksum.fnv1a(out))
         return out
     }
 
@@ -77,7 +77,7 @@ struct UndoJournal {
         guard bytes.count >= magic.count + 16, Array(bytes.prefix(magic.count)) == magic else { return nil }
         let end = bytes.count - 8
         let sum = bytes[end...].withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
-        guard sum == checksum(bytes[..<end]) else { return nil }
+        guard sum == Checksum.fnv1a(bytes[..<end]) else { return nil }
         var position = magic.count
         func take<T: FixedWidthInteger>(_: T.Type) -> T? {
             guard position + MemoryLayout<T>.size <= end else { return nil }
@@ -109,14 +109,12 @@ struct UndoJournal {
         }
         return position == end ? journal : nil
     }
-
-    static func checksum(_ bytes: ArraySlice<UInt8>) -> UInt64 { Checksum.fnv1a(bytes) }
 }
 
 extension MagDirectory {
     /// The path of segment 0 of data file `index`'s undo journal: while it exists, a write of the
     /// file is under way or was interrupted.
-    func journalPath(_ index: Vec3) -> String { segmentPath(index, 0) }
+    public func journalPath(_ index: Vec3) -> String { segmentPath(index, 0) }
 
     /// The path of segment `k` of data file `index`'s undo journal.
     func segmentPath(_ index: Vec3, _ k: Int) -> String {
@@ -186,15 +184,15 @@ extension MagDirectory {
         }
         let first = try decode(journalFile, path)
         var journals = [first]
-        for (_, segment) in laterSegments(index).sorted(by: { $0.k > $1.k }) {
+        for (_, segment) in laterSegments(index) {
             guard let file = try OpenFile.openIfExists(segment) else { continue }
             let journal = try decode(file, segment)
-            if journal.writeID == first.writeID && first.writeID != 0 { journals.insert(journal, at: 0) }
+            if journal.writeID == first.writeID && first.writeID != 0 { journals.append(journal) }
         }
         guard let file = try OpenFile.openIfExists(filePath(index), writable: true) else {
             throw WKWError(.notFound, path: filePath(index), "an undo journal (\(path)) names this data file, which is gone")
         }
-        // Latest segment first, segment 0 last (their ranges do not overlap: slabs are block aligned).
+        // In any order: the segments' ranges do not overlap (slabs are block aligned).
         for entry in journals.flatMap(\.entries) {
             // A hole is punched again, which needs no free space (a rollback after ENOSPC may
             // have none); zeros where the file system cannot punch.

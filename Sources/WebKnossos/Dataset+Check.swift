@@ -86,12 +86,19 @@ extension Dataset {
     /// Removes the temporary files at the dataset's root (a properties file or copy marker not
     /// yet renamed into place) whose process no longer runs.
     /// - Returns: the paths removed.
-    func removeStaleTemporaries() -> [String] {
-        PathOps.list(path).compactMap { name in
-            guard let owner = AtomicFile.temporaryOwner(name), !AtomicFile.processRuns(owner) else { return nil }
-            PathOps.remove(path + "/" + name)
-            return path + "/" + name
+    func removeStaleTemporaries() -> [String] { Self.removeStaleTemporaries(in: path) }
+
+    /// `removeStaleTemporaries()` for a directory that need not hold a dataset yet.
+    static func removeStaleTemporaries(in directory: String) -> [String] {
+        staleTemporaries(in: directory).map { name in
+            PathOps.remove(directory + "/" + name)
+            return directory + "/" + name
         }
+    }
+
+    /// The names of temporary files in `directory` whose process no longer runs.
+    static func staleTemporaries(in directory: String) -> [String] {
+        PathOps.list(directory).filter { name in AtomicFile.temporaryOwner(name).map { !AtomicFile.processRuns($0) } ?? false }
     }
 
     /// One mag's leftovers: undo journals and temporary files of killed writers.
@@ -104,7 +111,7 @@ extension Dataset {
                 for file in try mag.removeStaleTemporaries() { repaired("\(file): removed a temporary file left by an interrupted write") }
             }
             let (temporaries, journals) = try mag.leftovers()
-            return journals.map { "\(mag.filePath($0)): partly written by an interrupted write (undo journal \(mag.undoJournalPath($0))); wkfs check --repair rolls it back" }
+            return journals.map { "\(mag.filePath($0)): partly written by an interrupted write (undo journal \(mag.journalPath($0))); wkfs check --repair rolls it back" }
                 + temporaries.map { "\($0): temporary file left by an interrupted write (wkfs check --repair removes it)" }
         } catch {
             return ["\(error)"]

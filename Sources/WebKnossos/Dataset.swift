@@ -41,12 +41,11 @@ public struct Dataset: Sendable {
         }
         // What an interrupted create left (a temporary properties file of a process that is gone)
         // does not count: the retry removes it.
-        let contents = PathOps.list(path).filter { !allowing.contains($0) }
-        let leftovers = contents.filter { name in AtomicFile.temporaryOwner(name).map { !AtomicFile.processRuns($0) } ?? false }
-        if contents.count > leftovers.count {
+        let stale = Set(staleTemporaries(in: path))
+        if PathOps.list(path).contains(where: { !allowing.contains($0) && !stale.contains($0) }) {
             throw DatasetError(.alreadyExists, path, "directory is not empty")
         }
-        for name in leftovers { PathOps.remove(path + "/" + name) }
+        _ = removeStaleTemporaries(in: path)
         let existed = PathOps.exists(path)
         do {
             try PathOps.makeDirectories(path, inherit: false)
