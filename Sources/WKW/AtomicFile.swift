@@ -27,7 +27,7 @@ public enum AtomicFile {
             PathOps.remove(temporary)
             throw error
         }
-        directories.renamed(into: PathOps.dirname(path))
+        try directories.renamed(into: PathOps.dirname(path))
     }
 
     /// Writes a new version of `path` into a temporary file beside it and fsyncs it (unless
@@ -72,6 +72,6 @@ public enum AtomicFile {
                 throw error
             }
         }
-        for directory in Set(prepared.map { PathOps.dirname($0.final) }) { PathOps.syncDirectory(directory) }
+        for directory in Set(prepared.map { PathOps.dirname($0.final) }) { try PathOps.syncDirectoryOrThrow(directory) }
     }
 }

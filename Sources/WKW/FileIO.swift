@@ -207,13 +207,8 @@ public enum PathOps {
         }
     }
 
-    /// Flushes a directory entry change (a rename or a new file) to stable storage, ignoring
-    /// failures (for writers whose durability is best effort).
-    public static func syncDirectory(_ path: String) {
-        try? syncDirectoryOrThrow(path)
-    }
-
-    /// `syncDirectory`, failing with the reason when the directory cannot be opened or synced.
+    /// Flushes a directory entry change (a rename or a new file) to stable storage.
+    /// - Throws: `WKWError` when the directory cannot be opened or synced.
     public static func syncDirectoryOrThrow(_ path: String) throws {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else {

@@ -46,8 +46,9 @@ public final class PendingDirectorySyncs: Sendable {
 }
 
 extension PendingDirectorySyncs? {
-    /// A rename into `directory` happened: sync it now, or remember it when syncs are deferred.
-    func renamed(into directory: String) {
-        if let self { self.add(directory) } else { PathOps.syncDirectory(directory) }
+    /// A rename into `directory` happened: sync it now (a failure is the caller's: the rename
+    /// may not survive a crash), or remember it when syncs are deferred.
+    func renamed(into directory: String) throws {
+        if let self { self.add(directory) } else { try PathOps.syncDirectoryOrThrow(directory) }
     }
 }

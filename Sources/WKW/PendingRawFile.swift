@@ -53,7 +53,7 @@ public final class PendingRawFile: Sendable {
         }
         try file.sync()
         try PathOps.rename(temporary, to: mag.filePath(index))
-        directories.renamed(into: PathOps.dirname(mag.filePath(index)))
+        try directories.renamed(into: PathOps.dirname(mag.filePath(index)))
     }
 
     /// Removes the temporary file.
