@@ -81,27 +81,51 @@ extension DatasetFilesystem {
 
     /// The one open cube of `node`, shared by every handle on it, so that changes made through
     /// several descriptors (a program's `write` and its `mmap` writeback, two programs) all land.
+    ///
+    /// A cube is replaced whole (`truncate`: O_TRUNC, or a new cube) only while no other handle
+    /// has it open, and nothing else opens it until that replacement is committed: the kernel
+    /// shrinks a file opened with O_TRUNC for every reader of it (a mapped reader dies of SIGBUS,
+    /// others read a short or half-new cube), so readers see the old or the new cube, whole.
+    /// Handles closed just before are released asynchronously: wait a little for them first.
     func openCube(_ node: MountNode, truncate: Bool) throws -> CubeHandle {
         guard case .cube(let layer, let mag, let index) = node else { throw FUSEError.invalid }
         let directory = try magDirectory(layer, mag)
-        let cube = state.withLock { s in
-            if let shared = s.openCubes[node] {
-                s.openCubes[node]!.handles += 1
-                return shared.cube
+        var busy: String?
+        for attempt in 0...Self.busyAttempts {
+            if attempt > 0 { usleep(Self.busyPause) }
+            let cube: CubeHandle? = state.withLock { s in
+                if let shared = s.openCubes[node] {
+                    if truncate {
+                        busy = "open elsewhere; a cube is replaced whole (O_TRUNC) only when nothing else has it open"
+                        return nil
+                    }
+                    if shared.cube.replacing.load(ordering: .acquiring) {
+                        busy = "being replaced whole by another program (opened with O_TRUNC); open it when that program has closed it"
+                        return nil
+                    }
+                    s.openCubes[node]!.handles += 1
+                    return shared.cube
+                }
+                let cube = CubeHandle(node: node, layer: layer, magName: mag, mag: directory, index: index, writer: nil)
+                if truncate { cube.replacing.store(true, ordering: .releasing) }
+                s.openCubes[node] = (cube, 1)
+                return cube
             }
-            let cube = CubeHandle(node: node, layer: layer, magName: mag, mag: directory, index: index, writer: nil)
-            s.openCubes[node] = (cube, 1)
+            guard let cube else { continue }
+            if truncate {
+                let budget = writeBudget(directory)
+                cube.writer.withLock { writer in
+                    writer = CubeWriter(mag: directory, index: index, truncated: true, memoryBudget: budget)
+                }
+            }
             return cube
         }
-        if truncate {
-            let budget = writeBudget(directory)
-            try cube.writer.withLock { writer in
-                if writer == nil { writer = CubeWriter(mag: directory, index: index, truncated: true, memoryBudget: budget) }
-                try writer!.resize(0)
-            }
-        }
-        return cube
+        throw refuse(EBUSY, "\(layer)/\(mag)/z\(index.z)/y\(index.y)/x\(index.x).raw: \(busy ?? "busy")")
     }
+
+    /// How long `openCube` waits for a cube that is busy: up to 1 s in 10 ms steps.
+    static let busyAttempts = 100
+    static let busyPause: UInt32 = 10_000
 
     /// The properties file and editor files live in memory while they are edited: keep them small.
     static let largestTextFile = 64 << 20
@@ -144,6 +168,7 @@ extension DatasetFilesystem {
                 guard let w = writer, w.hasChanges, w.size == w.geometry.cubeBytes else { return }
                 do {
                     try writer!.commit(cache: cache, directories: pendingDirectories)
+                    cube.replacing.store(false, ordering: .releasing)
                 } catch {
                     throw translate(error, cube.mag.filePath(cube.index))
                 }
@@ -226,6 +251,7 @@ extension DatasetFilesystem {
                 let touched = writer!.written
                 do {
                     try writer!.commit(cache: cache, directories: pendingDirectories)
+                    cube.replacing.store(false, ordering: .releasing)
                     MountStatistics.add(statistics.cubesCommitted, 1)
                 } catch {
                     // Counted where a program sees the error (close, fsync), not again at release.
@@ -363,6 +389,18 @@ extension DatasetFilesystem {
         switch node {
         case .cube(let layer, let mag, let index):
             if let handle, case .cube(let cube) = try item(handle) {
+                if size64 == 0 {
+                    // Emptying the cube replaces it whole: as for O_TRUNC (`openCube`), only
+                    // when no other handle has it open.
+                    let alone = state.withLock { s in
+                        guard (s.openCubes[node]?.handles ?? 1) <= 1 else { return false }
+                        cube.replacing.store(true, ordering: .releasing)
+                        return true
+                    }
+                    guard alone else {
+                        throw refuse(EBUSY, "\(cubeName(cube)): open elsewhere; a cube is emptied (truncated to 0) only when nothing else has it open")
+                    }
+                }
                 try cube.writer.withLock { writer in
                     if writer == nil {
                         writer = CubeWriter(mag: cube.mag, index: index, truncated: false, memoryBudget: writeBudget(cube.mag))

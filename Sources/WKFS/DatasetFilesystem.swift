@@ -247,6 +247,9 @@ final class CubeHandle: Sendable {
     let mag: MagDirectory
     let index: Vec3
     let writer: Mutex<CubeWriter?>
+    /// A handle replaces the cube whole (opened with O_TRUNC, or truncated to 0) and has not
+    /// committed yet: no other handle may open the cube meanwhile (`DatasetFilesystem.openCube`).
+    let replacing = Atomic<Bool>(false)
 
     init(node: MountNode, layer: String, magName: String, mag: MagDirectory, index: Vec3, writer: CubeWriter?) {
         self.node = node

@@ -342,3 +342,98 @@ def test_cli_processes_and_a_mount_writing_at_once_match_a_model(tmp_path, mount
     got = mh.wkw_read_cube(ds / "color" / "1", (0, 0, 0)).reshape(side, side, side)
     wrong = np.argwhere(got != model)
     assert len(wrong) == 0, f"{len(wrong)} voxels differ from the model, first at (z, y, x) {tuple(wrong[0])}"
+
+
+def _replace_in_child(cube: Path, value: int) -> subprocess.CompletedProcess:
+    """`cp`-like whole replacement (open with O_TRUNC, write, close) by another process."""
+    code = (f"import sys\nwith open(sys.argv[1], 'wb') as f:\n    f.write(bytes([{value}]) * {64 ** 3})\n")
+    return subprocess.run([sys.executable, "-c", code, str(cube)], capture_output=True, text=True, timeout=60)
+
+
+def test_cube_open_for_reading_is_not_replaced_under_the_reader(tmp_path, mounted, mountpoint):
+    """A cube mapped by a reader cannot be replaced whole meanwhile (the kernel would shrink it
+    for the reader: SIGBUS); the replacement is refused with EBUSY, named in `.wkfs/errors`, and
+    works once the reader closes."""
+    ds = _raw_dataset(tmp_path)
+    with mounted(ds):
+        cube = mountpoint / "color" / "1" / "z0" / "y0" / "x0.raw"
+        with open(cube, "rb") as f:
+            mapped = np.memmap(f, dtype=np.uint8, mode="r")
+            refused = _replace_in_child(cube, 0x22)
+            assert refused.returncode != 0 and "Device or resource busy" in refused.stderr, refused.stderr
+            # The whole cube, still the old one, through the mapping (no SIGBUS) and read().
+            assert mapped.size == 64 ** 3 and np.all(mapped == 0x11)
+            f.seek(0)
+            assert f.read() == b"\x11" * 64 ** 3
+            del mapped
+        errors = (mountpoint / ".wkfs" / "errors").read_text()
+        assert "x0.raw: open elsewhere" in errors, errors
+        # Closed: the release reaches the daemon asynchronously; the replacement waits for it.
+        done = _replace_in_child(cube, 0x22)
+        assert done.returncode == 0, done.stderr
+        assert cube.read_bytes() == b"\x22" * 64 ** 3
+
+
+def test_cube_being_replaced_is_not_opened_until_committed(tmp_path, mounted, mountpoint):
+    """While a program replaces a cube whole, other opens wait briefly and then get EBUSY
+    instead of a short or half-new cube; after its close they read the new cube whole."""
+    ds = _raw_dataset(tmp_path)
+    with mounted(ds):
+        cube = mountpoint / "color" / "1" / "z0" / "y0" / "x0.raw"
+        with open(cube, "wb") as writer:
+            writer.write(b"\x33" * (64 ** 3 // 2))
+            writer.flush()
+            for flags in (os.O_RDONLY, os.O_RDWR):
+                with pytest.raises(OSError) as caught:
+                    os.close(os.open(cube, flags))
+                assert caught.value.errno == errno.EBUSY
+            writer.write(b"\x33" * (64 ** 3 // 2))
+        assert cube.read_bytes() == b"\x33" * 64 ** 3
+        assert "being replaced whole" in (mountpoint / ".wkfs" / "errors").read_text()
+
+
+@pytest.mark.limit(120)
+def test_readers_of_a_cube_replaced_in_a_loop_see_it_whole(tmp_path, mounted, mountpoint):
+    """Readers (whole reads and maps) in a loop while another process replaces the cube in a
+    loop: every read is the old or a new cube whole, or EBUSY; no reader dies, no replacement
+    is lost once the reader is gone."""
+    ds = _raw_dataset(tmp_path)
+    with mounted(ds):
+        cube = mountpoint / "color" / "1" / "z0" / "y0" / "x0.raw"
+        whole = {bytes([v]) * 64 ** 3 for v in (0x11, *range(0x40, 0x40 + 30))}
+        stop = threading.Event()
+        replaced = []
+
+        def replace():
+            for value in range(0x40, 0x40 + 30):
+                if _replace_in_child(cube, value).returncode == 0:
+                    replaced.append(value)
+            stop.set()
+
+        thread = threading.Thread(target=replace)
+        thread.start()
+        reads = busy = 0
+        # Maps in a child: a SIGBUS kills the child, not the test.
+        mapper = subprocess.Popen([sys.executable, "-c",
+            "import sys, numpy as np\n"
+            "for _ in range(300):\n"
+            "    try:\n"
+            "        m = np.memmap(sys.argv[1], dtype=np.uint8, mode='r')\n"
+            "    except OSError:\n"
+            "        continue\n"
+            "    v = int(m[0]); assert m.size == 64 ** 3 and bool(np.all(m == v)), 'mixed map'\n"
+            "    del m\n", str(cube)], stderr=subprocess.PIPE, text=True)
+        while not stop.is_set():
+            try:
+                data = cube.read_bytes()
+            except OSError as e:
+                assert e.errno == errno.EBUSY, e
+                busy += 1
+                continue
+            assert data in whole, f"read {len(data)} bytes, not a whole cube"
+            reads += 1
+        thread.join()
+        _, err = mapper.communicate(timeout=60)
+        assert mapper.returncode == 0, err
+        assert reads > 0 and replaced, (reads, busy, replaced)
+        assert cube.read_bytes() == bytes([replaced[-1]]) * 64 ** 3
