@@ -13,7 +13,7 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .executable(name: "wkfs", targets: ["WKFSCommand"]),
-        .library(name: "WKW", targets: ["WKW"]),
+        .library(name: "Formats", targets: ["Formats"]),
         .library(name: "WebKnossos", targets: ["WebKnossos"]),
     ],
     dependencies: [
@@ -31,28 +31,28 @@ let package = Package(
 
         // format -> dataset -> filesystem -> command line
         .target(
-            name: "WKW",
+            name: "Formats",
             dependencies: ["CLZ4", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: strictSettings),
         .target(
             name: "WebKnossos",
-            dependencies: ["WKW"],
+            dependencies: ["Formats"],
             swiftSettings: strictSettings),
         .target(
             name: "WKFS",
-            dependencies: ["WebKnossos", "WKW", "CFUSE"],
+            dependencies: ["WebKnossos", "Formats", "CFUSE"],
             swiftSettings: strictSettings),
         .executableTarget(
             name: "WKFSCommand",
             dependencies: [
-                "WKFS", "WebKnossos", "WKW",
+                "WKFS", "WebKnossos", "Formats",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strictSettings),
 
-        .testTarget(name: "WKWTests", dependencies: ["WKW"], swiftSettings: strictSettings),
+        .testTarget(name: "FormatsTests", dependencies: ["Formats"], swiftSettings: strictSettings),
         .testTarget(
-            name: "WebKnossosTests", dependencies: ["WebKnossos", "WKW"],
+            name: "WebKnossosTests", dependencies: ["WebKnossos", "Formats"],
             swiftSettings: strictSettings),
     ]
 )

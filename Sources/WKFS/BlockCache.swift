@@ -3,7 +3,7 @@
 #endif
 import Foundation
 import Synchronization
-import WKW
+import Formats
 
 /// Decoded blocks shared by every open cube, bounded in bytes, recently used ones kept.
 /// Also keeps the open data files (with their checked jump tables) that blocks come from.

@@ -1,4 +1,4 @@
-import WKW
+import Formats
 
 /// Where bytes of a raw cube (C order z, y, x, channel) lie in voxel space.
 struct CubeGeometry: Sendable {

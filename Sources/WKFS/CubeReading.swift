@@ -1,4 +1,4 @@
-import WKW
+import Formats
 
 /// Reads of raw cubes: decoded blocks come from the shared cache and are copied row by row.
 extension BlockCache {

@@ -1,4 +1,4 @@
-import WKW
+import Formats
 
 #if canImport(Glibc)
     import Glibc

@@ -1,6 +1,6 @@
 import Dispatch
 import Synchronization
-import WKW
+import Formats
 
 /// Reads ahead the small data files of cubes a program is about to open.
 ///

@@ -1,6 +1,6 @@
 import Foundation
 import Synchronization
-import WKW
+import Formats
 import WebKnossos
 
 /// Opening, reading and writing files of the view.

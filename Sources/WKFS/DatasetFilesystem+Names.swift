@@ -1,6 +1,6 @@
 import Foundation
 import Synchronization
-import WKW
+import Formats
 import WebKnossos
 
 /// Making and removing names: mags, z/y directories, linked layers, editor files.

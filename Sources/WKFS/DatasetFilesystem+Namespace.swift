@@ -1,6 +1,6 @@
 import Foundation
 import Synchronization
-import WKW
+import Formats
 import WebKnossos
 
 /// Names, attributes and listings of the view.

@@ -1,7 +1,7 @@
 import Dispatch
 import Foundation
 import Synchronization
-import WKW
+import Formats
 import WebKnossos
 
 /// The mounted view of one dataset (SPEC section 3): layers, mags, raw cubes, editable properties,
@@ -111,7 +111,7 @@ public final class DatasetFilesystem: FUSEFilesystem {
         switch error {
         case let e as FUSEError:
             return e.code
-        case let e as WKWError:
+        case let e as FormatError:
             switch e.kind {
             case .io(let errno): return errno
             case .corrupt: return EIO

@@ -1,5 +1,5 @@
 import Synchronization
-import WKW
+import Formats
 
 /// Everything the mounted view shows, by what it is rather than by path.
 enum MountNode: Hashable, Sendable {

@@ -1,6 +1,6 @@
 import Foundation
 import Synchronization
-import WKW
+import Formats
 import WebKnossos
 
 /// Counters of what the mount did since it started, shown in `.wkfs/stats`.

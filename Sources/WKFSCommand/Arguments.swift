@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import WKW
+import Formats
 import WebKnossos
 
 /// Three integers written `X,Y,Z`.

@@ -1,5 +1,5 @@
 import ArgumentParser
-import WKW
+import Formats
 import WebKnossos
 
 struct CreateCommand: ParsableCommand {

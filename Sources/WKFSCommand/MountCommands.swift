@@ -1,7 +1,7 @@
 import ArgumentParser
 import Foundation
 import WKFS
-import WKW
+import Formats
 
 struct MountCommand: ParsableCommand {
     static let configuration = CommandConfiguration(

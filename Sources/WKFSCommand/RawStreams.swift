@@ -1,5 +1,5 @@
 import Foundation
-import WKW
+import Formats
 
 #if canImport(Glibc)
     import Glibc

@@ -1,6 +1,6 @@
 import ArgumentParser
 import Foundation
-import WKW
+import Formats
 import WebKnossos
 
 /// DATASET LAYER MAG, the place `read`, `write` and `add-mag` work on.

@@ -1,5 +1,5 @@
 import Foundation
-import WKW
+import Formats
 
 /// `wkfs check`: every header, jump table and block, every layer and link.
 extension Dataset {

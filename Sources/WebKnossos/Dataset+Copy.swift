@@ -1,5 +1,5 @@
 import Foundation
-import WKW
+import Formats
 
 /// `copy_dataset`: the same voxels under new block length, file length and compression.
 extension Dataset {
@@ -36,7 +36,7 @@ extension Dataset {
                         fileLength: options.fileLength ?? header.fileLength,
                         blockType: options.compress.map { $0 ? .lz4hc : .raw } ?? header.blockType,
                         voxelType: header.voxelType, channels: header.channels)
-                } catch let error as WKWError {
+                } catch let error as FormatError {
                     throw DatasetError(.invalidArgument, options.blockLength.map { _ in "--block-len" } ?? "--file-len", error.reason)
                 }
                 mags.append((entry, source, header))

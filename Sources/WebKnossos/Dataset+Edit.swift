@@ -1,5 +1,5 @@
 public import Foundation
-import WKW
+import Formats
 
 /// Changes that the mounted view makes: hand-edited properties, removed links and mags.
 extension Dataset {

@@ -1,4 +1,4 @@
-import WKW
+import Formats
 
 /// Changes of `datasource-properties.json` are serialized across threads, processes and mounts:
 /// each one takes the dataset's properties lock, reads the file again, applies its change to what

@@ -1,5 +1,5 @@
 import Foundation
-import WKW
+import Formats
 
 /// Symbolic-link layers: a layer directory that is a link to another dataset's layer.
 extension Dataset {

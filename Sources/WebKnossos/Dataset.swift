@@ -1,5 +1,5 @@
 import Foundation
-public import WKW
+public import Formats
 
 /// A webknossos dataset on disk: a directory with `datasource-properties.json`, one directory per
 /// layer and one WKW mag directory per mag. Every change to the properties is saved atomically.
@@ -202,7 +202,7 @@ public struct Dataset: Sendable {
         let directory: MagDirectory
         do {
             directory = try MagDirectory.open(magPath(layer, entry))
-        } catch let error as WKWError {
+        } catch let error as FormatError {
             let named = entry.path.map { "path '\($0)'" } ?? "directory"
             throw DatasetError(.notFound, "layer '\(layerName)' mag \(name)", "its \(named) is not a usable WKW mag directory", cause: error)
         }
@@ -227,7 +227,7 @@ public struct Dataset: Sendable {
             header = try WKWHeader(
                 blockLength: blockLength, fileLength: fileLength, blockType: compress ? .lz4hc : .raw,
                 voxelType: voxelType, channels: layer.numChannels)
-        } catch let error as WKWError {
+        } catch let error as FormatError {
             throw DatasetError(.invalidArgument, blockLength & (blockLength - 1) != 0 || blockLength < 1 || blockLength > 128 ? "--block-len" : "--file-len", error.reason)
         }
         let directoryPath = layerPath(layerName) + "/" + mag.shortName

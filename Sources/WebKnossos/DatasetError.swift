@@ -1,4 +1,4 @@
-import WKW
+import Formats
 
 /// An error of the dataset layer, naming the file, layer or argument concerned and the reason.
 public struct DatasetError: Error, Sendable, CustomStringConvertible {
@@ -31,7 +31,7 @@ public struct DatasetError: Error, Sendable, CustomStringConvertible {
         let text = subject.isEmpty ? reason : "\(subject): \(reason)"
         guard let cause else { return text }
         // A format error names its own file; keep its words, not a second copy of the path.
-        if let wkw = cause as? WKWError { return "\(text): \(wkw.path == subject ? wkw.reason : wkw.description)" }
+        if let wkw = cause as? FormatError { return "\(text): \(wkw.path == subject ? wkw.reason : wkw.description)" }
         return "\(text): \(cause)"
     }
 }

@@ -1,5 +1,5 @@
 public import Foundation
-public import WKW
+public import Formats
 
 /// `datasource-properties.json`: every schema the reference has written, read and written back
 /// in the spelling it came in, with unknown fields kept.

@@ -1,4 +1,4 @@
-public import WKW
+public import Formats
 
 /// The `elementClass` of the properties: the per-channel type with its bits multiplied by the channel count.
 public enum ElementClass {

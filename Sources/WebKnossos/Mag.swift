@@ -1,4 +1,4 @@
-public import WKW
+public import Formats
 
 /// A magnification: how many mag-1 voxels one voxel of this mag covers along x, y and z.
 public struct Mag: Hashable, Sendable, Comparable, CustomStringConvertible {

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import WKW
+import Formats
 
 /// The reference-written fixtures in the repository (`Tests/fixtures`, or `$WKFS_FIXTURES`).
 enum Fixtures {

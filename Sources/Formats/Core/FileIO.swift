@@ -20,7 +20,7 @@ final class OpenFile: Sendable {
     }
 
     /// Opens an existing regular file; nil when it does not exist.
-    /// - Throws: `WKWError` when it cannot be opened or is not a regular file: a FIFO or device
+    /// - Throws: `FormatError` when it cannot be opened or is not a regular file: a FIFO or device
     ///   in a data file's place is opened without waiting (`O_NONBLOCK`) and refused, never read.
     static func openIfExists(_ path: String, writable: Bool = false) throws -> OpenFile? {
         do {
@@ -29,13 +29,13 @@ final class OpenFile: Sendable {
             var info = stat()
             guard fstat(fd.rawValue, &info) == 0 else { throw file.error("cannot stat") }
             guard (info.st_mode & S_IFMT) == S_IFREG else {
-                throw WKWError(.corrupt, path: path, (info.st_mode & S_IFMT) == S_IFDIR ? "is a directory, not a file" : "is not a regular file")
+                throw FormatError(.corrupt, path: path, (info.st_mode & S_IFMT) == S_IFDIR ? "is a directory, not a file" : "is not a regular file")
             }
             return file
         } catch Errno.noSuchFileOrDirectory {
             return nil
         } catch let errno as Errno {
-            throw WKWError(.io(errno: errno.rawValue), path: path, "cannot open: \(errno)")
+            throw FormatError(.io(errno: errno.rawValue), path: path, "cannot open: \(errno)")
         }
     }
 
@@ -50,7 +50,7 @@ final class OpenFile: Sendable {
                 permissions: [.ownerReadWrite, .groupRead, .otherRead])
             file = OpenFile(path: path, descriptor: fd)
         } catch let errno as Errno {
-            throw WKWError(.io(errno: errno.rawValue), path: path, "cannot create: \(errno)")
+            throw FormatError(.io(errno: errno.rawValue), path: path, "cannot create: \(errno)")
         }
         if let final { PathOps.copyOwnership(to: file.descriptor.rawValue, like: final) }
         return file
@@ -118,10 +118,10 @@ final class OpenFile: Sendable {
                     fromAbsoluteOffset: Int64(offset + done), into: UnsafeMutableRawBufferPointer(rebasing: buffer[done...]),
                     retryOnInterrupt: true)
             } catch let errno as Errno {
-                throw WKWError(.io(errno: errno.rawValue), path: path, "cannot read at offset \(offset + done): \(errno)")
+                throw FormatError(.io(errno: errno.rawValue), path: path, "cannot read at offset \(offset + done): \(errno)")
             }
             guard n > 0 else {
-                throw WKWError(.corrupt, path: path, "file ends at offset \(offset + done), expected \(buffer.count) bytes at offset \(offset)")
+                throw FormatError(.corrupt, path: path, "file ends at offset \(offset + done), expected \(buffer.count) bytes at offset \(offset)")
             }
             done += n
         }
@@ -148,7 +148,7 @@ final class OpenFile: Sendable {
         do {
             _ = try descriptor.writeAll(toAbsoluteOffset: Int64(offset), bytes)
         } catch let errno as Errno {
-            throw WKWError(.io(errno: errno.rawValue), path: path, "cannot write at offset \(offset): \(errno)")
+            throw FormatError(.io(errno: errno.rawValue), path: path, "cannot write at offset \(offset): \(errno)")
         }
     }
 
@@ -157,7 +157,7 @@ final class OpenFile: Sendable {
         do {
             try descriptor.resize(to: Int64(length), retryOnInterrupt: true)
         } catch let errno as Errno {
-            throw WKWError(.io(errno: errno.rawValue), path: path, "cannot set length to \(length): \(errno)")
+            throw FormatError(.io(errno: errno.rawValue), path: path, "cannot set length to \(length): \(errno)")
         }
     }
 
@@ -175,9 +175,9 @@ final class OpenFile: Sendable {
         guard fsync(descriptor.rawValue) == 0 else { throw error("cannot fsync") }
     }
 
-    fileprivate func error(_ what: String) -> WKWError {
+    fileprivate func error(_ what: String) -> FormatError {
         let code = errno
-        return WKWError(.io(errno: code), path: path, "\(what): \(Errno(rawValue: code))")
+        return FormatError(.io(errno: code), path: path, "\(what): \(Errno(rawValue: code))")
     }
 }
 
@@ -203,22 +203,22 @@ public enum PathOps {
     public static func rename(_ source: String, to destination: String) throws {
         guard Glibc.rename(source, destination) == 0 else {
             let code = errno
-            throw WKWError(.io(errno: code), path: destination, "cannot rename \(source) over it: \(Errno(rawValue: code))")
+            throw FormatError(.io(errno: code), path: destination, "cannot rename \(source) over it: \(Errno(rawValue: code))")
         }
     }
 
     /// Flushes a directory entry change (a rename or a new file) to stable storage.
-    /// - Throws: `WKWError` when the directory cannot be opened or synced.
+    /// - Throws: `FormatError` when the directory cannot be opened or synced.
     public static func syncDirectoryOrThrow(_ path: String) throws {
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else {
             let code = errno
-            throw WKWError(.io(errno: code), path: path, "cannot open the directory to sync it: \(Errno(rawValue: code))")
+            throw FormatError(.io(errno: code), path: path, "cannot open the directory to sync it: \(Errno(rawValue: code))")
         }
         defer { close(fd) }
         guard fsync(fd) == 0 else {
             let code = errno
-            throw WKWError(.io(errno: code), path: path, "cannot fsync the directory: \(Errno(rawValue: code))")
+            throw FormatError(.io(errno: code), path: path, "cannot fsync the directory: \(Errno(rawValue: code))")
         }
     }
 
@@ -249,7 +249,7 @@ public enum PathOps {
         if mkdir(path, 0o755) != 0 {
             if errno == EEXIST { return }
             let code = errno
-            throw WKWError(.io(errno: code), path: path, "cannot create directory: \(Errno(rawValue: code))")
+            throw FormatError(.io(errno: code), path: path, "cannot create directory: \(Errno(rawValue: code))")
         }
         if inherit { inheritOwnership(path) }
     }
@@ -282,11 +282,11 @@ public enum PathOps {
     }
 
     /// The names in a directory, without `.` and `..`.
-    /// - Throws: `WKWError` when the directory cannot be opened (a missing one included).
+    /// - Throws: `FormatError` when the directory cannot be opened (a missing one included).
     public static func listOrThrow(_ path: String) throws -> [String] {
         guard let dir = opendir(path) else {
             let code = errno
-            throw WKWError(code == ENOENT ? .notFound : .io(errno: code), path: path, "cannot list the directory: \(Errno(rawValue: code))")
+            throw FormatError(code == ENOENT ? .notFound : .io(errno: code), path: path, "cannot list the directory: \(Errno(rawValue: code))")
         }
         defer { closedir(dir) }
         var names: [String] = []
@@ -340,7 +340,7 @@ extension PathOps {
     public static func removeDirectory(_ path: String) throws {
         guard Glibc.rmdir(path) == 0 else {
             let code = errno
-            throw WKWError(.io(errno: code), path: path, "cannot remove directory: \(Errno(rawValue: code))")
+            throw FormatError(.io(errno: code), path: path, "cannot remove directory: \(Errno(rawValue: code))")
         }
     }
 
@@ -349,7 +349,7 @@ extension PathOps {
     public static func makeDirectory(_ path: String) throws {
         guard mkdir(path, 0o755) == 0 else {
             let code = errno
-            throw WKWError(.io(errno: code), path: path, "cannot create directory: \(Errno(rawValue: code))")
+            throw FormatError(.io(errno: code), path: path, "cannot create directory: \(Errno(rawValue: code))")
         }
         inheritOwnership(path)
     }

@@ -1,11 +1,11 @@
 /// An error of the format layer: what went wrong, with the file it concerns.
 ///
 /// Bad input (a corrupt file, an out-of-range region) throws this; impossible states trap.
-public struct WKWError: Error, Sendable, CustomStringConvertible {
+public struct FormatError: Error, Sendable, CustomStringConvertible {
     public enum Kind: Sendable, Equatable {
         /// The file system refused an operation; `errno` is the C error number.
         case io(errno: Int32)
-        /// A file's bytes do not follow the WKW format.
+        /// A file's bytes do not follow its format (WKW, Zarr3).
         case corrupt
         /// The caller asked for something the format cannot do (bad lengths, bad region).
         case invalidArgument

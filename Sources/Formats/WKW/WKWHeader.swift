@@ -19,13 +19,13 @@ public struct WKWHeader: Hashable, Sendable {
         channels: Int = 1
     ) throws {
         guard let b = Self.log2(blockLength) else {
-            throw WKWError(.invalidArgument, path: "", "block length \(blockLength) is not a power of two from 1 to 128")
+            throw FormatError(.invalidArgument, path: "", "block length \(blockLength) is not a power of two from 1 to 128")
         }
         guard let f = Self.log2(fileLength) else {
-            throw WKWError(.invalidArgument, path: "", "file length \(fileLength) is not a power of two from 1 to 128")
+            throw FormatError(.invalidArgument, path: "", "file length \(fileLength) is not a power of two from 1 to 128")
         }
         guard channels >= 1, channels * voxelType.size <= 255 else {
-            throw WKWError(.invalidArgument, path: "", "\(channels) channels of \(voxelType) do not fit in a WKW voxel (at most 255 bytes)")
+            throw FormatError(.invalidArgument, path: "", "\(channels) channels of \(voxelType) do not fit in a WKW voxel (at most 255 bytes)")
         }
         self.blockLengthLog2 = b
         self.fileLengthLog2 = f
@@ -79,9 +79,9 @@ public struct WKWHeader: Hashable, Sendable {
 
     /// Decodes header bytes field by field.
     /// - Returns: the header and the data offset it holds.
-    /// - Throws: `WKWError.corrupt` naming `path` when any field is invalid.
+    /// - Throws: `FormatError.corrupt` naming `path` when any field is invalid.
     public static func decode(_ bytes: [UInt8], path: String) throws -> (header: WKWHeader, dataOffset: Int) {
-        func corrupt(_ why: String) -> WKWError { WKWError(.corrupt, path: path, "invalid WKW header: \(why)") }
+        func corrupt(_ why: String) -> FormatError { FormatError(.corrupt, path: path, "invalid WKW header: \(why)") }
         guard bytes.count >= byteCount else {
             throw corrupt("file is \(bytes.count) bytes long, a header needs 16")
         }

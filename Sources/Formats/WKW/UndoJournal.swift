@@ -145,7 +145,7 @@ extension MagDirectory {
     func retireJournals(_ indices: [Vec3]) throws {
         for index in indices where unlink(journalPath(index)) != 0 && errno != ENOENT {
             let code = errno
-            throw WKWError(.io(errno: code), path: journalPath(index), "cannot delete the undo journal: \(Errno(rawValue: code))")
+            throw FormatError(.io(errno: code), path: journalPath(index), "cannot delete the undo journal: \(Errno(rawValue: code))")
         }
         for directory in Set(indices.map { PathOps.dirname(filePath($0)) }) { try PathOps.syncDirectoryOrThrow(directory) }
         for index in indices { removeLaterSegments(index) }
@@ -172,13 +172,13 @@ extension MagDirectory {
         let path = journalPath(index)
         guard let journalFile = try OpenFile.openIfExists(path) else { return false }
         guard !repairsDisabled else {
-            throw WKWError(
+            throw FormatError(
                 .corrupt, path: filePath(index),
                 "an interrupted write left this file partly written (undo journal \(path)); run wkfs check --repair where the dataset is writable")
         }
         func decode(_ file: OpenFile, _ path: String) throws -> UndoJournal {
             guard let journal = UndoJournal.decode(try file.read(at: 0, count: try file.size())) else {
-                throw WKWError(.corrupt, path: path, "undo journal of an interrupted write is damaged; \(filePath(index)) may be partly written")
+                throw FormatError(.corrupt, path: path, "undo journal of an interrupted write is damaged; \(filePath(index)) may be partly written")
             }
             return journal
         }
@@ -190,7 +190,7 @@ extension MagDirectory {
             if journal.writeID == first.writeID && first.writeID != 0 { journals.append(journal) }
         }
         guard let file = try OpenFile.openIfExists(filePath(index), writable: true) else {
-            throw WKWError(.notFound, path: filePath(index), "an undo journal (\(path)) names this data file, which is gone")
+            throw FormatError(.notFound, path: filePath(index), "an undo journal (\(path)) names this data file, which is gone")
         }
         // In any order: the segments' ranges do not overlap (slabs are block aligned).
         for entry in journals.flatMap(\.entries) {

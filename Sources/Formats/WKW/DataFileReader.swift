@@ -15,7 +15,7 @@ public final class DataFileReader: Sendable {
     public var storedSize: Int { layout.fileSize }
 
     /// Opens data file `index` of `mag`; nil when it does not exist.
-    /// - Throws: `WKWError` when the file is corrupt.
+    /// - Throws: `FormatError` when the file is corrupt.
     public static func open(_ mag: MagDirectory, _ index: Vec3) throws -> DataFileReader? {
         // A raw file a killed writer left partly written is rolled back before it is read.
         try mag.rollBackInterruptedWrites([index])
@@ -40,7 +40,7 @@ public final class DataFileReader: Sendable {
     }
 
     /// Decodes block `n` into `destination` (one decoded block).
-    /// - Throws: `WKWError.corrupt` naming the file and block when it does not decode.
+    /// - Throws: `FormatError.corrupt` naming the file and block when it does not decode.
     public func decode(block n: Int, into destination: UnsafeMutableRawBufferPointer) throws {
         let stored = try storedBlock(n)
         try stored.withUnsafeBytes { try layout.decode(block: n, stored: $0, into: destination) }
@@ -65,7 +65,7 @@ public final class DataFileReader: Sendable {
 
     /// Decodes the blocks `numbers` (consecutive Morton numbers, stored together) into one
     /// buffer, one after another; one read.
-    /// - Throws: `WKWError.corrupt` naming the file and block when one does not decode.
+    /// - Throws: `FormatError.corrupt` naming the file and block when one does not decode.
     public func decode(consecutive numbers: Range<Int>) throws -> [UInt8] {
         let blockBytes = layout.header.blockByteCount
         let start = layout.range(ofBlock: numbers.lowerBound).lowerBound
@@ -94,10 +94,10 @@ public struct ClosedDataFile: Sendable {
     let identity: [Int64]
 
     /// Opens the file again.
-    /// - Throws: `WKWError` naming the file when it is gone or changed since its layout was read.
+    /// - Throws: `FormatError` naming the file when it is gone or changed since its layout was read.
     public func open() throws -> DataFileReader {
         guard let file = try OpenFile.openIfExists(path), try file.identity() == identity else {
-            throw WKWError(.changed, path: path, "the data file changed during the write; nothing was written, write again")
+            throw FormatError(.changed, path: path, "the data file changed during the write; nothing was written, write again")
         }
         return DataFileReader(file: file, layout: layout, identity: identity)
     }
@@ -136,7 +136,7 @@ extension MagDirectory {
         let count = header.blockByteCount
         return try [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
             let ok = encoded.withUnsafeBytes { LZ4Block.decompress($0, into: UnsafeMutableRawBufferPointer(buffer)) }
-            guard ok else { throw WKWError(.corrupt, path: origin, "block is not valid LZ4 data of \(count) bytes") }
+            guard ok else { throw FormatError(.corrupt, path: origin, "block is not valid LZ4 data of \(count) bytes") }
             initialized = count
         }
     }

@@ -18,7 +18,7 @@ public struct MagDirectory: Sendable {
     public static func open(_ path: String) throws -> MagDirectory {
         let headerPath = path + "/header.wkw"
         guard let file = try OpenFile.openIfExists(headerPath) else {
-            throw WKWError(.notFound, path: path, "not a WKW mag directory (no header.wkw)")
+            throw FormatError(.notFound, path: path, "not a WKW mag directory (no header.wkw)")
         }
         let bytes = try file.read(at: 0, count: min(try file.size(), WKWHeader.byteCount))
         let (header, _) = try WKWHeader.decode(bytes, path: headerPath)
@@ -29,7 +29,7 @@ public struct MagDirectory: Sendable {
     public static func create(_ path: String, header: WKWHeader) throws -> MagDirectory {
         let headerPath = path + "/header.wkw"
         if PathOps.exists(headerPath) {
-            throw WKWError(.alreadyExists, path: path, "mag directory already exists")
+            throw FormatError(.alreadyExists, path: path, "mag directory already exists")
         }
         // The mag directory is claimed with an exclusive mkdir, so of two processes creating the
         // same mag one fails, and nothing but what this call made is removed on failure.
@@ -39,8 +39,8 @@ public struct MagDirectory: Sendable {
             do {
                 try PathOps.makeDirectory(path)
                 created = true
-            } catch let error as WKWError where error.kind == .io(errno: EEXIST) {
-                throw WKWError(.alreadyExists, path: path, "mag directory already exists")
+            } catch let error as FormatError where error.kind == .io(errno: EEXIST) {
+                throw FormatError(.alreadyExists, path: path, "mag directory already exists")
             }
         }
         do {
@@ -52,8 +52,8 @@ public struct MagDirectory: Sendable {
             guard link(temporary, headerPath) == 0 else {
                 let code = errno
                 throw code == EEXIST
-                    ? WKWError(.alreadyExists, path: path, "mag directory already exists")
-                    : WKWError(.io(errno: code), path: headerPath, "cannot create: \(Errno(rawValue: code))")
+                    ? FormatError(.alreadyExists, path: path, "mag directory already exists")
+                    : FormatError(.io(errno: code), path: headerPath, "cannot create: \(Errno(rawValue: code))")
             }
             try PathOps.syncDirectoryOrThrow(path)
         } catch {
@@ -92,7 +92,7 @@ public struct MagDirectory: Sendable {
     }
 
     /// The indices of the data files that exist, sorted by z, y, x.
-    /// - Throws: `WKWError` when a directory cannot be listed, or a `z*`/`y*` name is not a
+    /// - Throws: `FormatError` when a directory cannot be listed, or a `z*`/`y*` name is not a
     ///   directory or an `x*.wkw` name not a regular file (the data under it would be missed).
     public func fileIndicesOrThrow() throws -> [Vec3] {
         var result: [Vec3] = []
@@ -100,7 +100,7 @@ public struct MagDirectory: Sendable {
             guard let status = FileStatus.of(path, followLinks: true), status.isDirectory == directory,
                 directory || status.isRegularFile
             else {
-                throw WKWError(.corrupt, path: path, directory ? "is not a directory" : "is not a regular file")
+                throw FormatError(.corrupt, path: path, directory ? "is not a directory" : "is not a regular file")
             }
         }
         for zName in try PathOps.listOrThrow(path) {
@@ -123,15 +123,15 @@ public struct MagDirectory: Sendable {
 
     func checkRegion(_ box: Box, byteCount: Int) throws {
         guard box.offset.x >= 0, box.offset.y >= 0, box.offset.z >= 0 else {
-            throw WKWError(.invalidArgument, path: path, "region offset \(box.offset) is negative")
+            throw FormatError(.invalidArgument, path: path, "region offset \(box.offset) is negative")
         }
         guard box.size.x >= 0, box.size.y >= 0, box.size.z >= 0 else {
-            throw WKWError(.invalidArgument, path: path, "region size \(box.size) is negative")
+            throw FormatError(.invalidArgument, path: path, "region size \(box.size) is negative")
         }
         // Keep every coordinate far from overflow: WKW file indices are small decimal numbers.
         let limit = 1 << 40
         for v in [box.offset, box.size] where v.x > limit || v.y > limit || v.z > limit {
-            throw WKWError(.invalidArgument, path: path, "region \(v) is beyond the largest coordinate wkfs accepts (2^40)")
+            throw FormatError(.invalidArgument, path: path, "region \(v) is beyond the largest coordinate wkfs accepts (2^40)")
         }
         let (xy, overflowXY) = box.size.x.multipliedReportingOverflow(by: box.size.y)
         let (xyz, overflowXYZ) = xy.multipliedReportingOverflow(by: box.size.z)
@@ -139,12 +139,12 @@ public struct MagDirectory: Sendable {
         guard !overflowXY, !overflowXYZ, !overflowBytes, box.end.x < Int(Int32.max), box.end.y < Int(Int32.max),
             box.end.z < Int(Int32.max)
         else {
-            throw WKWError(.invalidArgument, path: path, "region \(box) is too large")
+            throw FormatError(.invalidArgument, path: path, "region \(box) is too large")
         }
         _ = bytes
         let expected = box.voxelCount * header.voxelSize
         guard byteCount == expected else {
-            throw WKWError(
+            throw FormatError(
                 .invalidArgument, path: path,
                 "region \(box) holds \(expected) bytes of \(header.channels)×\(header.voxelType), got \(byteCount)")
         }

@@ -56,7 +56,7 @@ public enum AtomicFile {
         do {
             for (temporary, _) in prepared {
                 guard let file = try OpenFile.openIfExists(temporary) else {
-                    throw WKWError(.notFound, path: temporary, "temporary file vanished before it was synced")
+                    throw FormatError(.notFound, path: temporary, "temporary file vanished before it was synced")
                 }
                 try file.sync()
             }

@@ -8,7 +8,7 @@
 extension MagDirectory {
     /// Temporary files in this mag (the root and its `z*/y*` rows), and the data files that
     /// have an undo journal (`UndoJournal`) beside them.
-    /// - Throws: `WKWError` when a directory cannot be listed.
+    /// - Throws: `FormatError` when a directory cannot be listed.
     public func leftovers() throws -> (temporaries: [String], journals: [Vec3]) {
         var temporaries: [String] = []
         var journals: [Vec3] = []

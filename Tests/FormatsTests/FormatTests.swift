@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import WKW
+@testable import Formats
 
 /// A fresh temporary directory, removed by the caller.
 func temporaryDirectory() -> String {
@@ -63,15 +63,15 @@ func overlay(_ bytes: [UInt8], _ box: Box, onto target: inout [UInt8], layout: B
         #expect {
             try WKWHeader.decode(bytes, path: "some/header.wkw")
         } throws: { error in
-            let e = error as! WKWError
+            let e = error as! FormatError
             return e.kind == .corrupt && e.description.contains("some/header.wkw") && e.description.contains(reason)
         }
     }
 
     @Test func refusesLengthsTheReferenceCannotHold() {
-        #expect(throws: WKWError.self) { try WKWHeader(blockLength: 256, blockType: .raw, voxelType: .uint8) }
-        #expect(throws: WKWError.self) { try WKWHeader(blockLength: 3, blockType: .raw, voxelType: .uint8) }
-        #expect(throws: WKWError.self) { try WKWHeader(fileLength: 0, blockType: .raw, voxelType: .uint8) }
+        #expect(throws: FormatError.self) { try WKWHeader(blockLength: 256, blockType: .raw, voxelType: .uint8) }
+        #expect(throws: FormatError.self) { try WKWHeader(blockLength: 3, blockType: .raw, voxelType: .uint8) }
+        #expect(throws: FormatError.self) { try WKWHeader(fileLength: 0, blockType: .raw, voxelType: .uint8) }
     }
 }
 
@@ -129,8 +129,8 @@ func overlay(_ bytes: [UInt8], _ box: Box, onto target: inout [UInt8], layout: B
         let root = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: root) }
         let mag = try MagDirectory.create(root + "/1", header: try WKWHeader(blockLength: 4, fileLength: 2, blockType: .raw, voxelType: .uint8))
-        #expect(throws: WKWError.self) { try mag.write(Box(offset: .zero, size: Vec3(2, 2, 2)), bytes: [1, 2, 3]) }
-        #expect(throws: WKWError.self) { try mag.write(Box(offset: Vec3(-1, 0, 0), size: Vec3(1, 1, 1)), bytes: [1]) }
+        #expect(throws: FormatError.self) { try mag.write(Box(offset: .zero, size: Vec3(2, 2, 2)), bytes: [1, 2, 3]) }
+        #expect(throws: FormatError.self) { try mag.write(Box(offset: Vec3(-1, 0, 0), size: Vec3(1, 1, 1)), bytes: [1]) }
         #expect(mag.fileIndices().isEmpty)
     }
 }

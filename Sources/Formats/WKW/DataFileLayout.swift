@@ -8,7 +8,7 @@ struct DataFileLayout: Sendable {
     let blockEnds: [Int]
 
     /// Reads and checks the header and jump table of an open data file.
-    /// - Throws: `WKWError.corrupt` naming the file when it disagrees with `magHeader`,
+    /// - Throws: `FormatError.corrupt` naming the file when it disagrees with `magHeader`,
     ///   is truncated, or has a broken jump table.
     static func read(_ file: OpenFile, magHeader: WKWHeader) throws -> DataFileLayout {
         let path = file.path
@@ -16,17 +16,17 @@ struct DataFileLayout: Sendable {
         let (header, dataOffset) = try WKWHeader.decode(
             try file.read(at: 0, count: min(fileSize, WKWHeader.byteCount)), path: path)
         guard header == magHeader else {
-            throw WKWError(
+            throw FormatError(
                 .corrupt, path: path,
                 "header disagrees with header.wkw (block length \(header.blockLength)/\(magHeader.blockLength), file length \(header.fileLength)/\(magHeader.fileLength), block type \(header.blockType)/\(magHeader.blockType), voxel type \(header.voxelType)/\(magHeader.voxelType), channels \(header.channels)/\(magHeader.channels))"
             )
         }
         guard dataOffset == header.dataFileDataOffset else {
-            throw WKWError(.corrupt, path: path, "data offset is \(dataOffset), expected \(header.dataFileDataOffset)")
+            throw FormatError(.corrupt, path: path, "data offset is \(dataOffset), expected \(header.dataFileDataOffset)")
         }
         if !header.blockType.isCompressed {
             guard fileSize >= header.rawFileLength else {
-                throw WKWError(
+                throw FormatError(
                     .corrupt, path: path,
                     "raw file is truncated: \(fileSize) bytes, expected \(header.rawFileLength)")
             }
@@ -34,7 +34,7 @@ struct DataFileLayout: Sendable {
         }
         let count = header.blocksPerFile
         guard fileSize >= dataOffset else {
-            throw WKWError(
+            throw FormatError(
                 .corrupt, path: path, "file is truncated: \(fileSize) bytes, the jump table ends at \(dataOffset)")
         }
         let table = try file.read(at: WKWHeader.byteCount, count: 8 * count)
@@ -48,13 +48,13 @@ struct DataFileLayout: Sendable {
                     value > UInt64(fileSize)
                     ? "points past the end of the file (\(fileSize) bytes): file is truncated or the table is broken"
                     : "is smaller than the previous end \(previous): the jump table is broken"
-                throw WKWError(.corrupt, path: path, "jump table entry \(n) (\(value)) \(why)")
+                throw FormatError(.corrupt, path: path, "jump table entry \(n) (\(value)) \(why)")
             }
             ends[n] = Int(value)
             previous = Int(value)
         }
         guard previous == fileSize else {
-            throw WKWError(
+            throw FormatError(
                 .corrupt, path: path, "file is \(fileSize) bytes but its jump table ends at \(previous)")
         }
         return DataFileLayout(path: path, header: header, fileSize: fileSize, dataOffset: dataOffset, blockEnds: ends)
@@ -89,14 +89,14 @@ struct DataFileLayout: Sendable {
     }
 
     /// Decodes block `n` from its stored bytes into `destination` (one decoded block).
-    /// - Throws: `WKWError.corrupt` when the bytes are not LZ4 data of exactly one block.
+    /// - Throws: `FormatError.corrupt` when the bytes are not LZ4 data of exactly one block.
     func decode(block n: Int, stored: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer) throws {
         if !header.blockType.isCompressed {
             destination.copyMemory(from: stored)
             return
         }
         guard LZ4Block.decompress(stored, into: destination) else {
-            throw WKWError(
+            throw FormatError(
                 .corrupt, path: path,
                 "block \(n) at offset \(range(ofBlock: n).lowerBound) (\(stored.count) bytes) is not valid LZ4 data of \(destination.count) bytes")
         }

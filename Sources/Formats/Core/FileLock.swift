@@ -17,12 +17,12 @@ final class FileLock: @unchecked Sendable {
     /// Locks `ranges` (each `(start, length)`) of the file at `path` in this order, waiting for
     /// other holders (`wait`) or failing at once with nil when one is held elsewhere.
     /// An exclusive lock opens the file for writing, a shared one for reading.
-    /// - Throws: `WKWError` when the file cannot be opened or the file system refuses locks.
+    /// - Throws: `FormatError` when the file cannot be opened or the file system refuses locks.
     static func lock(_ path: String, ranges: [(start: Int, length: Int)], exclusive: Bool, wait: Bool = true) throws -> FileLock? {
         let fd = open(path, (exclusive ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NOFOLLOW)
         guard fd >= 0 else {
             let code = errno
-            throw WKWError(.io(errno: code), path: path, "cannot open to lock: \(Errno(rawValue: code))")
+            throw FormatError(.io(errno: code), path: path, "cannot open to lock: \(Errno(rawValue: code))")
         }
         let lock = FileLock(path: path, descriptor: fd)
         for range in ranges {
@@ -36,7 +36,7 @@ final class FileLock: @unchecked Sendable {
                 let code = errno
                 if code == EINTR { continue }
                 if !wait && (code == EAGAIN || code == EACCES) { return nil }
-                throw WKWError(.io(errno: code), path: path, "cannot lock: \(Errno(rawValue: code))")
+                throw FormatError(.io(errno: code), path: path, "cannot lock: \(Errno(rawValue: code))")
             }
         }
         return lock
@@ -75,7 +75,7 @@ public final class DirectoryLock: @unchecked Sendable {
         let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else {
             let code = errno
-            throw WKWError(.io(errno: code), path: directory, "cannot open the directory to lock it: \(Errno(rawValue: code))")
+            throw FormatError(.io(errno: code), path: directory, "cannot open the directory to lock it: \(Errno(rawValue: code))")
         }
         while flock(fd, LOCK_EX) != 0 {
             if errno == EINTR { continue }
@@ -84,7 +84,7 @@ public final class DirectoryLock: @unchecked Sendable {
             let file = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644)
             guard file >= 0 else {
                 let code = errno
-                throw WKWError(.io(errno: code), path: path, "cannot open or create the lock file: \(Errno(rawValue: code))")
+                throw FormatError(.io(errno: code), path: path, "cannot open or create the lock file: \(Errno(rawValue: code))")
             }
             close(file)
             fileLock = try FileLock.lock(path, ranges: [(0, 1)], exclusive: true)!

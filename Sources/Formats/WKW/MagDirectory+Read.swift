@@ -12,7 +12,7 @@ extension MagDirectory {
     /// Reads a region into a new buffer. Voxels never written read as zero.
     public func read(_ box: Box) throws -> [UInt8] {
         guard let count = box.byteCount(voxelSize: header.voxelSize) else {
-            throw WKWError(.invalidArgument, path: path, "region \(box) is too large")
+            throw FormatError(.invalidArgument, path: path, "region \(box) is too large")
         }
         return try [UInt8](unsafeUninitializedCapacity: count) { buffer, initialized in
             try read(box, into: UnsafeMutableRawBufferPointer(buffer))
@@ -26,7 +26,7 @@ extension MagDirectory {
     /// Reads a region into `destination`, which must hold exactly the region's bytes: each data
     /// file as one version, never a mix of an old and a new one. A read that meets a file being
     /// replaced starts again (a few times; a file rewritten without pause beyond that is an error).
-    /// - Throws: `WKWError` naming the data file when one is corrupt; nothing is returned as zeros
+    /// - Throws: `FormatError` naming the data file when one is corrupt; nothing is returned as zeros
     ///   that is present but unreadable.
     public func read(_ box: Box, into destination: UnsafeMutableRawBufferPointer) throws {
         try checkRegion(box, byteCount: destination.count)
@@ -34,7 +34,7 @@ extension MagDirectory {
         for attempt in 1...Self.readAttempts {
             do {
                 return try readOnce(box, into: destination)
-            } catch let error as WKWError where error.kind == .changed && attempt < Self.readAttempts {
+            } catch let error as FormatError where error.kind == .changed && attempt < Self.readAttempts {
                 usleep(UInt32(1000 * attempt))  // let the writer finish
             }
         }
@@ -52,7 +52,7 @@ extension MagDirectory {
             if let file = files.first(where: { PathOps.exists(journalPath($0)) }) {
                 sharedLock?.unlock()
                 try rollBackInterruptedWrites(files)
-                throw WKWError(.changed, path: filePath(file), "an interrupted write was found during the read")
+                throw FormatError(.changed, path: filePath(file), "an interrupted write was found during the read")
             }
         }
         defer { sharedLock?.unlock() }
@@ -73,7 +73,7 @@ extension MagDirectory {
             }
             // A file changed while its runs were read may have given a mix of versions.
             for run in all[window] where try open[run.path]!.identity() != run.identity {
-                throw WKWError(.changed, path: run.path, "the data file changed during the read")
+                throw FormatError(.changed, path: run.path, "the data file changed during the read")
             }
             files = next
         }
@@ -112,7 +112,7 @@ extension MagDirectory {
         for run in runs {
             if files[run.path] == nil {
                 guard let file = try OpenFile.openIfExists(run.path), try file.identity() == run.identity else {
-                    throw WKWError(.changed, path: run.path, "the data file changed during the read")
+                    throw FormatError(.changed, path: run.path, "the data file changed during the read")
                 }
                 files[run.path] = file
             }

@@ -1,11 +1,11 @@
 /// Full checks of stored data, for `wkfs check`.
 extension MagDirectory {
     /// Checks one data file completely: header, jump table and every block.
-    /// - Throws: `WKWError` naming the file and the first problem found.
+    /// - Throws: `FormatError` naming the file and the first problem found.
     public func verifyFile(_ index: Vec3) throws {
         let path = filePath(index)
         guard let file = try OpenFile.openIfExists(path) else {
-            throw WKWError(.notFound, path: path, "data file does not exist")
+            throw FormatError(.notFound, path: path, "data file does not exist")
         }
         let layout = try DataFileLayout.read(file, magHeader: header)
         guard header.blockType.isCompressed else { return }

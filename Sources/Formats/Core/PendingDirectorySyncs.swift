@@ -27,14 +27,14 @@ public final class PendingDirectorySyncs: Sendable {
     public var count: Int { directories.withLock { $0.count } }
 
     /// Syncs every remembered directory. One that fails stays pending.
-    /// - Throws: `WKWError` naming the first directory that could not be synced.
+    /// - Throws: `FormatError` naming the first directory that could not be synced.
     public func syncAll() throws {
         let pending = directories.withLock { $0 }
-        var failure: WKWError?
+        var failure: FormatError?
         for (directory, renames) in pending {
             do {
                 try PathOps.syncDirectoryOrThrow(directory)
-            } catch let error as WKWError {
+            } catch let error as FormatError {
                 failure = failure ?? error
                 continue
             }

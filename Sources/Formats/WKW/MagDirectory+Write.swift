@@ -28,7 +28,7 @@ extension MagDirectory {
         _ box: Box, spillAbove: Int, files include: (@Sendable (Vec3) -> Bool)? = nil, slabs slab: (Box) throws -> UnsafeRawPointer
     ) throws {
         guard let byteCount = box.byteCount(voxelSize: header.voxelSize) else {
-            throw WKWError(.invalidArgument, path: path, "region \(box) is too large")
+            throw FormatError(.invalidArgument, path: path, "region \(box) is too large")
         }
         try checkRegion(box, byteCount: byteCount)
         guard !box.isEmpty else { return }
@@ -69,7 +69,7 @@ extension MagDirectory {
                 let files = patched.files
                 try Parallel.forEach(files.count) { i in
                     guard let file = try OpenFile.openIfExists(self.filePath(files[i]), writable: true) else {
-                        throw WKWError(.notFound, path: self.filePath(files[i]), "data file vanished during the write")
+                        throw FormatError(.notFound, path: self.filePath(files[i]), "data file vanished during the write")
                     }
                     try file.sync()
                 }
@@ -105,7 +105,7 @@ extension MagDirectory {
             let index = indices[i]
             if let temporary = temporaries.withLock({ $0[index] }) {
                 guard let file = try OpenFile.openIfExists(temporary, writable: true) else {
-                    throw WKWError(.notFound, path: temporary, "temporary file vanished during the write")
+                    throw FormatError(.notFound, path: temporary, "temporary file vanished during the write")
                 }
                 try job.patch(file, index)
                 return
@@ -131,7 +131,7 @@ extension MagDirectory {
         var opened: [(index: Vec3, file: OpenFile)] = []
         for index in indices {
             guard let file = try OpenFile.openIfExists(filePath(index), writable: true) else {
-                throw WKWError(.notFound, path: filePath(index), "data file vanished during the write")
+                throw FormatError(.notFound, path: filePath(index), "data file vanished during the write")
             }
             opened.append((index, file))
         }

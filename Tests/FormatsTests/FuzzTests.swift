@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import WKW
+@testable import Formats
 
 /// Seeded mutation fuzzing of every parser of stored bytes: headers, data files (jump tables and
 /// blocks) and undo journals. Each mutated input must be refused with an error or read: never a
