@@ -86,46 +86,81 @@ extension DatasetFilesystem {
     /// has it open, and nothing else opens it until that replacement is committed: the kernel
     /// shrinks a file opened with O_TRUNC for every reader of it (a mapped reader dies of SIGBUS,
     /// others read a short or half-new cube), so readers see the old or the new cube, whole.
-    /// Handles closed just before are released asynchronously: wait a little for them first.
     func openCube(_ node: MountNode, truncate: Bool) throws -> CubeHandle {
         guard case .cube(let layer, let mag, let index) = node else { throw FUSEError.invalid }
         let directory = try magDirectory(layer, mag)
-        var busy: String?
-        for attempt in 0...Self.busyAttempts {
-            if attempt > 0 { usleep(Self.busyPause) }
-            let cube: CubeHandle? = state.withLock { s in
-                if let shared = s.openCubes[node] {
-                    if truncate {
-                        busy = "open elsewhere; a cube is replaced whole (O_TRUNC) only when nothing else has it open"
-                        return nil
-                    }
-                    if shared.cube.replacing.load(ordering: .acquiring) {
-                        busy = "being replaced whole by another program (opened with O_TRUNC); open it when that program has closed it"
-                        return nil
-                    }
-                    s.openCubes[node]!.handles += 1
-                    return shared.cube
+        var busy = ""
+        let opened: CubeHandle? = waitWhileBusy(replacing: truncate ? node : nil) { s in
+            if let shared = s.openCubes[node] {
+                if truncate {
+                    busy = "open elsewhere; a cube is replaced whole (O_TRUNC) only when nothing else has it open"
+                    return nil
                 }
-                let cube = CubeHandle(node: node, layer: layer, magName: mag, mag: directory, index: index, writer: nil)
-                if truncate { cube.replacing.store(true, ordering: .releasing) }
-                s.openCubes[node] = (cube, 1)
-                return cube
-            }
-            guard let cube else { continue }
-            if truncate {
-                let budget = writeBudget(directory)
-                cube.writer.withLock { writer in
-                    writer = CubeWriter(mag: directory, index: index, truncated: true, memoryBudget: budget)
+                if shared.cube.replacing.load(ordering: .acquiring) {
+                    busy = "being replaced whole by another program (opened with O_TRUNC); open it when that program has closed it"
+                    return nil
                 }
             }
+            if !truncate && s.replacementsWaiting[node] != nil {
+                busy = "another program waits to replace it whole (O_TRUNC); open it when that program has closed it"
+                return nil
+            }
+            if s.openCubes[node] != nil {
+                s.openCubes[node]!.handles += 1
+                return s.openCubes[node]!.cube
+            }
+            let cube = CubeHandle(node: node, layer: layer, magName: mag, mag: directory, index: index, writer: nil)
+            if truncate { cube.replacing.store(true, ordering: .releasing) }
+            s.openCubes[node] = (cube, 1)
             return cube
         }
-        throw refuse(EBUSY, "\(layer)/\(mag)/z\(index.z)/y\(index.y)/x\(index.x).raw: \(busy ?? "busy")")
+        guard let cube = opened else {
+            throw refuse(EBUSY, "\(layer)/\(mag)/z\(index.z)/y\(index.y)/x\(index.x).raw: \(busy)")
+        }
+        if truncate {
+            let budget = writeBudget(directory)
+            cube.writer.withLock { writer in
+                writer = CubeWriter(mag: directory, index: index, truncated: true, memoryBudget: budget)
+            }
+        }
+        return cube
     }
 
-    /// How long `openCube` waits for a cube that is busy: up to 1 s in 10 ms steps.
+    /// Calls `attempt` under the state lock until it returns a value, for up to `busyWait`:
+    /// handles closed just before are released asynchronously, and a replacement may be about
+    /// to commit. Each waiting request holds one of libfuse's few worker threads (the ones that
+    /// serve the very closes it waits for), so only `busyWaitersAtMost` requests wait at once;
+    /// others get nil at once. `replacing`: a cube this request waits to replace whole, which
+    /// new opens must not overtake meanwhile.
+    func waitWhileBusy<T>(replacing: MountNode? = nil, _ attempt: (inout ViewState) -> T?) -> T? {
+        if let done = state.withLock({ attempt(&$0) }) { return done }
+        let waiting = state.withLock { s -> Bool in
+            guard s.busyWaiters < Self.busyWaitersAtMost else { return false }
+            s.busyWaiters += 1
+            if let replacing { s.replacementsWaiting[replacing, default: 0] += 1 }
+            return true
+        }
+        guard waiting else { return nil }
+        defer {
+            state.withLock { s in
+                s.busyWaiters -= 1
+                if let replacing {
+                    let left = (s.replacementsWaiting[replacing] ?? 1) - 1
+                    s.replacementsWaiting[replacing] = left > 0 ? left : nil
+                }
+            }
+        }
+        for _ in 0..<Self.busyAttempts {
+            usleep(Self.busyPause)
+            if let done = state.withLock({ attempt(&$0) }) { return done }
+        }
+        return nil
+    }
+
+    /// How long a busy cube is waited for: up to 1 s in 10 ms steps, by at most 2 requests at once.
     static let busyAttempts = 100
     static let busyPause: UInt32 = 10_000
+    static let busyWaitersAtMost = 2
 
     /// The properties file and editor files live in memory while they are edited: keep them small.
     static let largestTextFile = 64 << 20
@@ -392,12 +427,12 @@ extension DatasetFilesystem {
                 if size64 == 0 {
                     // Emptying the cube replaces it whole: as for O_TRUNC (`openCube`), only
                     // when no other handle has it open.
-                    let alone = state.withLock { s in
-                        guard (s.openCubes[node]?.handles ?? 1) <= 1 else { return false }
+                    let alone = waitWhileBusy(replacing: node) { s -> Bool? in
+                        guard (s.openCubes[node]?.handles ?? 1) <= 1 else { return nil }
                         cube.replacing.store(true, ordering: .releasing)
                         return true
                     }
-                    guard alone else {
+                    guard alone != nil else {
                         throw refuse(EBUSY, "\(cubeName(cube)): open elsewhere; a cube is emptied (truncated to 0) only when nothing else has it open")
                     }
                 }

@@ -173,6 +173,11 @@ struct ViewState {
     var pendingCubes: [MountNode: Int] = [:]
     /// Open cubes, each shared by all handles on it, with the number of those handles.
     var openCubes: [MountNode: (cube: CubeHandle, handles: Int)] = [:]
+    /// Cubes that a program waits to replace whole: new opens wait behind it, so readers in a
+    /// loop cannot starve it (`DatasetFilesystem.openCube`).
+    var replacementsWaiting: [MountNode: Int] = [:]
+    /// Requests now waiting for a busy cube; each holds one of libfuse's worker threads.
+    var busyWaiters = 0
     var handles: [UInt64: OpenItem] = [:]
     var nextHandle: UInt64 = 1
 

@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -437,3 +438,46 @@ def test_readers_of_a_cube_replaced_in_a_loop_see_it_whole(tmp_path, mounted, mo
         assert mapper.returncode == 0, err
         assert reads > 0 and replaced, (reads, busy, replaced)
         assert cube.read_bytes() == bytes([replaced[-1]]) * 64 ** 3
+
+
+@pytest.mark.limit(120)
+def test_replacement_is_not_starved_by_readers_and_does_not_stall_the_mount(tmp_path, mounted, mountpoint):
+    """16 processes read a cube in a loop while another replaces it 10 times: every replacement
+    lands (waiting readers do not overtake it), and a cube nobody replaces stays quick to read."""
+    ds = _raw_dataset(tmp_path)
+    _ok("write", ds, "color", "1", "--offset", "64,0,0", "--size", "1,1,1", input=b"\x01")
+    with mounted(ds):
+        cube = mountpoint / "color" / "1" / "z0" / "y0" / "x0.raw"
+        other = mountpoint / "color" / "1" / "z0" / "y0" / "x1.raw"
+        loop = ("import sys, time\nend = time.time() + float(sys.argv[2])\n"
+                "while time.time() < end:\n    try:\n        open(sys.argv[1], 'rb').read()\n"
+                "    except OSError:\n        pass\n")
+        readers = [subprocess.Popen([sys.executable, "-c", loop, str(cube), "6"]) for _ in range(16)]
+        try:
+            results = [_replace_in_child(cube, value) for value in range(0x50, 0x5A)]
+            started = time.monotonic()
+            other.read_bytes()
+            unrelated = time.monotonic() - started
+        finally:
+            for r in readers:
+                r.wait(timeout=60)
+        assert [r.returncode for r in results] == [0] * 10, [r.stderr for r in results if r.returncode]
+        assert unrelated < 0.5, f"reading another cube took {unrelated:.2f} s"
+        assert cube.read_bytes() == b"\x59" * 64 ** 3
+
+
+def test_emptying_a_cube_waits_for_a_reader_that_just_closed(tmp_path, mounted, mountpoint):
+    """ftruncate(0) of a cube a reader is about to close waits for it, as O_TRUNC does."""
+    ds = _raw_dataset(tmp_path)
+    with mounted(ds):
+        cube = mountpoint / "color" / "1" / "z0" / "y0" / "x0.raw"
+        reader = open(cube, "rb")
+        timer = threading.Timer(0.3, reader.close)
+        timer.start()
+        try:
+            with open(cube, "r+b") as f:
+                f.truncate(0)
+                f.write(b"\x66" * 64 ** 3)
+        finally:
+            timer.join()
+        assert cube.read_bytes() == b"\x66" * 64 ** 3
