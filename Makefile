@@ -9,7 +9,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := build
 
-DEB_PACKAGES := fuse3 libfuse3-dev liblz4-dev pkg-config rsync vim
+DEB_PACKAGES := fuse3 libfuse3-dev liblz4-dev libzstd-dev libisal-dev libblosc-dev pkg-config rsync vim
 PY_PACKAGES := wkw==1.1.24 webknossos==4.3.3 numpy pytest
 
 PYTHON ?= python3

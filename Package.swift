@@ -26,13 +26,24 @@ let package = Package(
             name: "CLZ4", pkgConfig: "liblz4",
             providers: [.apt(["liblz4-dev"])]),
         .systemLibrary(
+            name: "CZstd", pkgConfig: "libzstd",
+            providers: [.apt(["libzstd-dev"])]),
+        // crc32c (Zarr3 shard indexes) from Intel's ISA-L.
+        .systemLibrary(
+            name: "CISAL", pkgConfig: "libisal",
+            providers: [.apt(["libisal-dev"])]),
+        // Reading chunks that other Zarr writers compressed with blosc.
+        .systemLibrary(
+            name: "CBlosc", pkgConfig: "blosc",
+            providers: [.apt(["libblosc-dev"])]),
+        .systemLibrary(
             name: "CFUSE", pkgConfig: "fuse3",
             providers: [.apt(["libfuse3-dev"])]),
 
         // format -> dataset -> filesystem -> command line
         .target(
             name: "Formats",
-            dependencies: ["CLZ4", .product(name: "SystemPackage", package: "swift-system")],
+            dependencies: ["CLZ4", "CZstd", "CISAL", "CBlosc", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: strictSettings),
         .target(
             name: "WebKnossos",

@@ -47,23 +47,59 @@ struct CategoryArgument: ExpressibleByArgument, Sendable {
     static var allValueStrings: [String] { ["color", "segmentation"] }
 }
 
+/// `wkw` or `zarr3`.
+struct DataFormatArgument: ExpressibleByArgument, Sendable {
+    var format: DataFormat
+    init(format: DataFormat) { self.format = format }
+    init?(argument: String) {
+        guard let format = DataFormat(rawValue: argument) else { return nil }
+        self.format = format
+    }
+    var defaultValueDescription: String { format.rawValue }
+    static var allValueStrings: [String] { DataFormat.allCases.map(\.rawValue) }
+}
+
 /// Options shared by `add-mag` and `copy`.
 struct StorageOptions: ParsableArguments {
-    @Option(name: .customLong("block-len"), help: "Voxels per block edge: a power of two from 1 to 128.")
+    @Option(name: .customLong("block-len"), help: "Voxels per block (Zarr3: chunk) edge: a power of two from 1 to 128.")
     var blockLength: Int?
 
-    @Option(name: .customLong("file-len"), help: "Blocks per file edge: a power of two from 1 to 128.")
+    @Option(name: .customLong("file-len"), help: "Blocks per file (Zarr3: chunks per shard) edge: a power of two from 1 to 128.")
     var fileLength: Int?
 
-    @Flag(inversion: .prefixedNo, help: "Compress blocks with LZ4HC (block type 3), or store them raw.")
+    @Option(name: .customLong("chunk-shape"), help: "Voxels per chunk (block) edge, webknossos's name for --block-len.")
+    var chunkShape: Int?
+
+    @Option(name: .customLong("shard-shape"), help: "Voxels per shard (file) edge: a multiple of the chunk shape.")
+    var shardShape: Int?
+
+    @Flag(inversion: .prefixedNo, help: "Compress blocks (WKW: LZ4HC, block type 3; Zarr3: zstd level 5), or store them raw.")
     var compress: Bool?
 
     func validate() throws {
-        for (name, value) in [("--block-len", blockLength), ("--file-len", fileLength)] {
-            if let value, value < 1 || value > 128 || value & (value - 1) != 0 {
-                throw ValidationError("\(name) \(value) is not a power of two from 1 to 128")
+        for (name, value) in [("--block-len", blockLength), ("--file-len", fileLength), ("--chunk-shape", chunkShape), ("--shard-shape", shardShape)] {
+            if let value, value < 1 || value & (value - 1) != 0 {
+                throw ValidationError("\(name) \(value) is not a power of two")
             }
         }
+        for (name, value) in [("--block-len", blockLength), ("--file-len", fileLength)] {
+            if let value, value > 128 { throw ValidationError("\(name) \(value) is not a power of two from 1 to 128") }
+        }
+        if let chunkShape, let blockLength, chunkShape != blockLength {
+            throw ValidationError("--chunk-shape \(chunkShape) and --block-len \(blockLength) disagree (they name the same thing)")
+        }
+        if shardShape != nil && fileLength != nil {
+            throw ValidationError("give --shard-shape (voxels) or --file-len (blocks), not both")
+        }
+        if let shardShape, shardShape < (chunkShape ?? blockLength ?? 32) {
+            throw ValidationError("--shard-shape \(shardShape) is smaller than the chunk shape \(chunkShape ?? blockLength ?? 32)")
+        }
     }
+
+    /// Voxels per block edge, when given.
+    var block: Int? { chunkShape ?? blockLength }
+
+    /// Blocks per file edge, when given (from --file-len or --shard-shape).
+    func fileBlocks(block: Int) -> Int? { fileLength ?? shardShape.map { $0 / block } }
 }
 

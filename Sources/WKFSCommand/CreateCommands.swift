@@ -31,6 +31,8 @@ struct AddLayerCommand: ParsableCommand {
     @Option(help: "Channels per voxel.") var channels = 1
     @Option(name: .customLong("largest-segment-id"), help: "Largest segment id (segmentation layers).")
     var largestSegmentId: UInt64?
+    @Option(name: .customLong("data-format"), help: "wkw or zarr3 (webknossos's default since 2025).")
+    var dataFormat = DataFormatArgument(format: .wkw)
 
     func validate() throws {
         guard channels >= 1 else { throw ValidationError("--channels must be at least 1") }
@@ -38,23 +40,29 @@ struct AddLayerCommand: ParsableCommand {
 
     func run() throws {
         var ds = try Dataset.open(dataset)
-        try ds.addLayer(layer, category: category.category, voxelType: dtype.type, channels: channels, largestSegmentId: largestSegmentId)
+        try ds.addLayer(
+            layer, category: category.category, voxelType: dtype.type, channels: channels, largestSegmentId: largestSegmentId,
+            format: dataFormat.format)
     }
 }
 
 struct AddMagCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "add-mag",
-        abstract: "Add a mag (a WKW mag directory) to a layer.",
-        discussion: "Example: wkfs add-mag my_dataset color 2-2-1 --block-len 32 --file-len 32 --compress")
+        abstract: "Add a mag (a WKW mag directory or a Zarr3 array, as the layer's format) to a layer.",
+        discussion: """
+            Example: wkfs add-mag my_dataset color 2-2-1 --block-len 32 --file-len 32 --compress
+            Zarr3 layers: wkfs add-mag my_dataset color 2 --chunk-shape 32 --shard-shape 1024 --compress
+            """)
 
     @OptionGroup var location: MagLocation
     @OptionGroup var storage: StorageOptions
 
     func run() throws {
         var ds = try Dataset.open(location.dataset)
+        let block = storage.block ?? 32
         try ds.addMag(
-            location.layer, location.mag, blockLength: storage.blockLength ?? 32, fileLength: storage.fileLength ?? 32,
+            location.layer, location.mag, blockLength: block, fileLength: storage.fileBlocks(block: block) ?? 32,
             compress: storage.compress ?? false)
     }
 }

@@ -24,7 +24,7 @@ struct InfoCommand: ParsableCommand {
             let dtype = layer.declaredVoxelType?.name ?? "?"
             text += "layer \(layer.name): \(layer.category.rawValue), \(dtype) × \(layer.numChannels) channel(s)"
             if let link = links[layer.name] { text += ", symbolic link to \(link.link)\(link.resolves ? "" : " (dangling)")" }
-            if layer.dataFormat != "wkw" { text += ", data format \(layer.dataFormat) (unsupported)" }
+            text += ", data format \(layer.dataFormat)\(layer.format == nil ? " (unsupported)" : "")"
             text += "\n  bounding box: \(box.isEmpty ? "empty" : "offset \(box.offset) size \(box.size)") (mag-1 voxels)\n"
             var magsJSON: [JSONValue] = []
             for entry in layer.mags {
@@ -34,20 +34,32 @@ struct InfoCommand: ParsableCommand {
                     ("factors", .array(entry.mag.factors.array.map { .int(Int64($0)) })),
                     ("path", .string(path)),
                 ]
-                if let directory = try? MagDirectory.open(path) {
-                    let h = directory.header
-                    let files = directory.fileIndices().count
-                    text +=
-                        "  mag \(entry.mag.shortName): block \(h.blockLength), file \(h.fileLength) blocks (\(h.fileEdge)³ voxels), \(h.blockType), \(files) file(s), \(path)\n"
+                do {
+                    guard let format = layer.format else { throw CLIError("data format '\(layer.dataFormat)' is not supported") }
+                    let store = try Dataset.openStore(format, path)
+                    let files = try store.dataFiles().count
+                    let block = store.blockShape, file = store.fileShape
+                    let blockText = block.x == block.y && block.y == block.z ? "\(block.x)" : "\(block.x)×\(block.y)×\(block.z)"
+                    let fileText = file.x == file.y && file.y == file.z ? "\(file.x)³" : "\(file.x)×\(file.y)×\(file.z)"
+                    let name = format == .wkw ? ("block", "file") : ("chunk", "shard")
+                    text += "  mag \(entry.mag.shortName): \(name.0) \(blockText), \(name.1) \(fileText) voxels, \(store.compressionName), \(files) file(s), \(path)\n"
                     magJSON += [
-                        ("blockLength", .int(Int64(h.blockLength))), ("fileLength", .int(Int64(h.fileLength))),
-                        ("cubeLength", .int(Int64(h.fileEdge))), ("blockType", .string(h.blockType.description.lowercased())),
-                        ("voxelType", .string(h.voxelType.name)), ("channels", .int(Int64(h.channels))),
+                        ("format", .string(format.rawValue)),
+                        ("blockShape", .array(block.array.map { .int(Int64($0)) })),
+                        ("fileShape", .array(file.array.map { .int(Int64($0)) })),
+                        ("compression", .string(store.compressionName)),
+                        ("voxelType", .string(store.voxelType.name)), ("channels", .int(Int64(store.channels))),
                         ("files", .int(Int64(files))),
                     ]
-                } else {
-                    text += "  mag \(entry.mag.shortName): cannot open \(path)\n"
-                    magJSON.append(("error", .string("cannot open \(path)")))
+                    if let h = (store as? MagDirectory)?.header {
+                        magJSON += [
+                            ("blockLength", .int(Int64(h.blockLength))), ("fileLength", .int(Int64(h.fileLength))),
+                            ("cubeLength", .int(Int64(h.fileEdge))), ("blockType", .string(h.blockType.description.lowercased())),
+                        ]
+                    }
+                } catch {
+                    text += "  mag \(entry.mag.shortName): cannot open \(path): \(error)\n"
+                    magJSON.append(("error", .string("cannot open \(path): \(error)")))
                 }
                 magsJSON.append(.object(magJSON))
             }

@@ -64,10 +64,25 @@ struct WriteCommand: ParsableCommand {
         var ds = try Dataset.open(location.dataset)
         let view = try ds.mag(location.layer, location.mag)
         let box = try region.box(in: view.mag)!
-        let header = view.header
-        let what = "region \(box) of \(header.channels)×\(header.voxelType)"
-        guard let byteCount = box.byteCount(voxelSize: header.voxelSize) else { throw CLIError("--size \(box.size): the region is too large") }
+        let store = view.store
+        let what = "region \(box) of \(store.channels)×\(store.voxelType)"
+        guard let byteCount = box.byteCount(voxelSize: store.voxelBytes) else { throw CLIError("--size \(box.size): the region is too large") }
         var source = try RawInput(path: input, expected: byteCount, what: what)
+        guard let directory = store as? MagDirectory else {
+            // Other formats: slabs of whole files (shards) in z, each written as one region.
+            let slabs = try fileSlabs(box, fileEdge: store.fileShape.z, voxelSize: store.voxelBytes)
+            let largest = slabs.map { $0.byteCount(voxelSize: store.voxelBytes)! }.max() ?? 0
+            let buffer = LargeBuffer.allocate(byteCount: largest)
+            defer { buffer.deallocate() }
+            for slab in slabs {
+                let part = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<slab.byteCount(voxelSize: store.voxelBytes)!])
+                try source.next(into: part)
+                try view.write(slab, from: UnsafeRawBufferPointer(part))
+            }
+            try ds.growBoundingBox(location.layer, toCover: view.mag.toMag1(box))
+            return
+        }
+        let header = directory.header
         let layerBytes = Box(offset: box.offset, size: Vec3(box.size.x, box.size.y, header.blockLength)).byteCount(voxelSize: header.voxelSize)
         guard let layerBytes, layerBytes <= 2 << 30 else {
             throw CLIError("--size \(box.size): one layer of blocks of the region would need more than 2048 MiB of memory; write it in parts")
@@ -76,7 +91,7 @@ struct WriteCommand: ParsableCommand {
         // costs a page fault per page).
         var buffer = UnsafeMutableRawBufferPointer(start: nil, count: 0)
         defer { buffer.deallocate() }
-        try view.directory.write(box) { part in
+        try directory.write(box) { part in
             let count = part.voxelCount * header.voxelSize
             if buffer.count < count {
                 buffer.deallocate()
@@ -114,19 +129,20 @@ struct ReadCommand: ParsableCommand {
         do {
             // Block-aligned slabs of about 64 MiB: each block is decoded once, memory stays bounded,
             // and several block layers per slab keep the reads long (a layer is spread over the file).
-            let h = view.header
+            let store = view.store
+            let voxelSize = store.voxelBytes
             let plane = Box(offset: box.offset, size: Vec3(box.size.x, box.size.y, 1))
-            let planeBytes = max(1, plane.byteCount(voxelSize: h.voxelSize) ?? Int.max)
-            let layers = max(1, (64 << 20) / planeBytes / h.blockLength)
-            let edge = min(h.fileEdge, h.blockLength * layers)
-            let slabs = try fileSlabs(box, fileEdge: edge, voxelSize: h.voxelSize)
+            let planeBytes = max(1, plane.byteCount(voxelSize: voxelSize) ?? Int.max)
+            let layers = max(1, (64 << 20) / planeBytes / store.blockShape.z)
+            let edge = min(store.fileShape.z, store.blockShape.z * layers)
+            let slabs = try fileSlabs(box, fileEdge: edge, voxelSize: voxelSize)
             // One buffer for every slab: fresh memory costs a page fault per page.
-            let largest = slabs.map { $0.byteCount(voxelSize: h.voxelSize)! }.max() ?? 0
+            let largest = slabs.map { $0.byteCount(voxelSize: voxelSize)! }.max() ?? 0
             let buffer = LargeBuffer.allocate(byteCount: largest)
             defer { buffer.deallocate() }
             for (i, slab) in slabs.enumerated() {
                 if i + 1 < slabs.count { try view.prefetch(slabs[i + 1]) }
-                let part = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<slab.byteCount(voxelSize: h.voxelSize)!])
+                let part = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<slab.byteCount(voxelSize: voxelSize)!])
                 try view.read(slab, into: part)
                 try sink.write(UnsafeRawBufferPointer(part))
             }
@@ -153,7 +169,9 @@ struct CopyCommand: ParsableCommand {
         var progress = Progress("copy")
         try ds.copy(
             to: destination,
-            options: .init(blockLength: storage.blockLength, fileLength: storage.fileLength, compress: storage.compress)
+            options: .init(
+                blockLength: storage.block, fileLength: storage.block.flatMap { storage.fileBlocks(block: $0) } ?? storage.fileLength,
+                compress: storage.compress)
         ) { progress.update($0, $1) }
     }
 }

@@ -11,13 +11,13 @@ extension Dataset {
         repair: Bool = false, repaired: (String) -> Void = { _ in }, progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }
     ) -> [String] {
         var problems: [String] = []
-        var work: [(MagDirectory, [Vec3])] = []
+        var work: [(any MagStore, [Vec3])] = []
         problems += checkLeftovers(repair: repair, repaired: repaired)
         for link in symlinkLayers() where !link.resolves {
             problems.append("\(layerPath(link.name)): dangling symbolic link to \(link.link)")
         }
         for layer in properties.layers {
-            guard layer.dataFormat == "wkw" else {
+            guard let format = layer.format else {
                 problems.append("\(propertiesPath): layer '\(layer.name)' has data format '\(layer.dataFormat)', which wkfs does not check")
                 continue
             }
@@ -32,21 +32,23 @@ extension Dataset {
             }
             for entry in layer.mags {
                 let magPath = magPath(layer, entry)
-                let directory: MagDirectory
+                let store: any MagStore
                 do {
-                    directory = try MagDirectory.open(magPath)
+                    store = try Self.openStore(format, magPath)
                 } catch {
                     problems.append("\(error)")
                     continue
                 }
-                if directory.header.voxelType != layer.declaredVoxelType || directory.header.channels != layer.numChannels {
+                if store.voxelType != layer.declaredVoxelType || store.channels != layer.numChannels {
                     problems.append(
-                        "\(magPath)/header.wkw: \(directory.header.channels)×\(directory.header.voxelType) disagrees with the properties (elementClass '\(layer.elementClass)', numChannels \(layer.numChannels))"
+                        "\(magPath)/\(format.markerFile): \(store.channels)×\(store.voxelType) disagrees with the properties (elementClass '\(layer.elementClass)', numChannels \(layer.numChannels))"
                     )
                 }
-                problems += Self.checkLeftovers(of: directory, repair: repair, repaired: repaired)
+                if let directory = store as? MagDirectory {
+                    problems += Self.checkLeftovers(of: directory, repair: repair, repaired: repaired)
+                }
                 do {
-                    work.append((directory, try directory.fileIndicesOrThrow()))
+                    work.append((store, try store.dataFiles()))
                 } catch {
                     problems.append("\(error)")
                 }

@@ -104,8 +104,8 @@ public struct Dataset: Sendable {
             let names = properties.layers.map(\.name).joined(separator: ", ")
             throw DatasetError(.notFound, "layer '\(name)'", "no such layer in \(path) (layers: \(names.isEmpty ? "none" : names))")
         }
-        guard layer.dataFormat == "wkw" else {
-            throw DatasetError(.unsupported, "layer '\(name)'", "data format '\(layer.dataFormat)' is not supported (only wkw)")
+        guard layer.format != nil else {
+            throw DatasetError(.unsupported, "layer '\(name)'", "data format '\(layer.dataFormat)' is not supported (wkfs reads wkw and zarr3)")
         }
         return layer
     }
@@ -117,16 +117,17 @@ public struct Dataset: Sendable {
     @discardableResult
     public mutating func addLayer(
         _ name: String, category: LayerProperties.Category, voxelType: VoxelType, channels: Int = 1,
-        largestSegmentId: UInt64? = nil
+        largestSegmentId: UInt64? = nil, format: DataFormat = .wkw
     ) throws -> LayerProperties {
         if let why = LayerProperties.invalidNameReason(name) { throw DatasetError(.invalidArgument, "layer name", why) }
-        guard channels >= 1, channels <= 255, channels * voxelType.size <= 255 else {
+        guard channels >= 1, channels <= 255, format != .wkw || channels * voxelType.size <= 255 else {
             throw DatasetError(.invalidArgument, "--channels", "\(channels) channels of \(voxelType) do not fit in a WKW voxel")
         }
         if properties.layer(named: name) != nil || PathOps.exists(layerPath(name)) {
             throw DatasetError(.alreadyExists, layerPath(name), "layer already exists")
         }
         var layer = LayerProperties(name: name, category: category, voxelType: voxelType, channels: channels)
+        layer.dataFormat = format.rawValue
         if category == .segmentation {
             layer.largestSegmentId = largestSegmentId.map(Self.segmentIdJSON) ?? .null
         } else if largestSegmentId != nil {
@@ -138,7 +139,19 @@ public struct Dataset: Sendable {
             throw DatasetError(.io, layerPath(name), "cannot create the layer directory", cause: error)
         }
         let directory = layerPath(name)
-        try appendLayer(layer) { try? PathOps.removeDirectory(directory) }
+        if format == .zarr3 {
+            do {
+                try writeZarrGroups(layer)
+            } catch {
+                PathOps.remove(directory + "/" + Zarr3Array.metadataName)
+                try? PathOps.removeDirectory(directory)
+                throw DatasetError(.io, directory, "cannot write the layer's zarr.json", cause: error)
+            }
+        }
+        try appendLayer(layer) {
+            PathOps.remove(directory + "/" + Zarr3Array.metadataName)
+            try? PathOps.removeDirectory(directory)
+        }
         return layer
     }
 
@@ -187,7 +200,8 @@ public struct Dataset: Sendable {
         }
         let short = layerPath(layer.name) + "/" + mag.mag.shortName
         let long = layerPath(layer.name) + "/" + mag.mag.longName
-        return !PathOps.exists(short + "/header.wkw") && PathOps.exists(long + "/header.wkw") ? long : short
+        let marker = "/" + (layer.format ?? .wkw).markerFile
+        return !PathOps.exists(short + marker) && PathOps.exists(long + marker) ? long : short
     }
 
     /// Opens a mag of a layer.
@@ -199,14 +213,26 @@ public struct Dataset: Sendable {
             let names = layer.mags.map(\.mag.shortName).joined(separator: ", ")
             throw DatasetError(.notFound, "mag '\(name)'", "layer '\(layerName)' has no such mag (mags: \(names.isEmpty ? "none" : names))")
         }
-        let directory: MagDirectory
+        guard let format = layer.format else {
+            throw DatasetError(.unsupported, "layer '\(layerName)'", "data format '\(layer.dataFormat)' is not supported (wkfs reads wkw and zarr3)")
+        }
+        let store: any MagStore
         do {
-            directory = try MagDirectory.open(magPath(layer, entry))
+            store = try Self.openStore(format, magPath(layer, entry))
         } catch let error as FormatError {
             let named = entry.path.map { "path '\($0)'" } ?? "directory"
-            throw DatasetError(.notFound, "layer '\(layerName)' mag \(name)", "its \(named) is not a usable WKW mag directory", cause: error)
+            throw DatasetError(.notFound, "layer '\(layerName)' mag \(name)", "its \(named) is not a usable \(format == .wkw ? "WKW" : "Zarr3") mag", cause: error)
         }
-        return MagView(layer: layer, mag: mag, directory: directory)
+        return MagView(layer: layer, mag: mag, store: store)
+    }
+
+    /// Opens the mag at `path` in `format`.
+    /// - Throws: `FormatError` when it is not a mag of that format.
+    public static func openStore(_ format: DataFormat, _ path: String) throws -> any MagStore {
+        switch format {
+        case .wkw: try MagDirectory.open(path)
+        case .zarr3: try Zarr3Array.open(path)
+        }
     }
 
     /// Adds a mag directory with a new `header.wkw` and its properties entry.
@@ -215,6 +241,9 @@ public struct Dataset: Sendable {
         _ layerName: String, _ name: String, blockLength: Int = 32, fileLength: Int = 32, compress: Bool = false
     ) throws -> MagView {
         let layer = try layer(layerName)
+        if layer.format == .zarr3 {
+            return try addZarrMag(layer, name, chunk: blockLength, shard: blockLength * fileLength, compress: compress)
+        }
         let mag = try Mag(parsing: name)
         if layer.mag(mag) != nil {
             throw DatasetError(.alreadyExists, "mag '\(name)'", "layer '\(layerName)' already has this mag")
@@ -257,22 +286,28 @@ public struct Dataset: Sendable {
             try? PathOps.removeDirectory(directoryPath)
             throw error
         }
-        return MagView(layer: try self.layer(layerName), mag: mag, directory: directory)
+        return MagView(layer: try self.layer(layerName), mag: mag, store: directory)
     }
 
     /// Grows a layer's bounding box to cover `box` (mag-1 voxels) and saves the properties.
     public mutating func growBoundingBox(_ layerName: String, toCover box: Box) throws {
         let current = try layer(layerName).boundingBox
         guard current.union(box) != current else { return }
-        // Grown from the box on disk now, which another writer may have grown meanwhile.
-        try updateLayer(layerName) { $0.boundingBox = $0.boundingBox.union(box) }
+        // Grown from the box on disk now, which another writer may have grown meanwhile. Zarr3
+        // arrays' shapes follow the box, under the same lock (readers such as tensorstore read
+        // only inside the shape).
+        let path = self
+        try updateLayer(layerName) { layer in
+            layer.boundingBox = layer.boundingBox.union(box)
+            try path.fitZarrShapes(layer)
+        }
     }
 
     /// Writes voxels into a mag and grows the layer's bounding box.
     /// - Parameter box: the region in the mag's own voxels.
     public mutating func write(_ layerName: String, mag name: String, box: Box, bytes: UnsafeRawBufferPointer) throws {
         let view = try mag(layerName, name)
-        try view.directory.write(box, from: bytes)
+        try view.write(box, from: bytes)
         try growBoundingBox(layerName, toCover: view.mag.toMag1(box))
     }
 }
@@ -281,20 +316,37 @@ public struct Dataset: Sendable {
 public struct MagView: Sendable {
     public let layer: LayerProperties
     public let mag: Mag
-    public let directory: MagDirectory
-
-    public var header: WKWHeader { directory.header }
+    public let store: any MagStore
 
     /// The layer's bounding box snapped outward to this mag's grid, in this mag's voxels.
     public var defaultBox: Box { mag.fromMag1(layer.boundingBox) }
 
-    public func read(_ box: Box) throws -> [UInt8] { try directory.read(box) }
+    public func read(_ box: Box) throws -> [UInt8] { try store.read(box) }
 
     /// Reads `box` into `destination`, which holds exactly its bytes.
     public func read(_ box: Box, into destination: UnsafeMutableRawBufferPointer) throws {
-        try directory.read(box, into: destination)
+        try store.read(box, into: destination)
     }
 
     /// Asks the kernel to start fetching the first stored bytes of `box` (advice only).
-    public func prefetch(_ box: Box) throws { try directory.prefetch(box) }
+    public func prefetch(_ box: Box) throws { try store.prefetch(box) }
+
+    /// Writes `box` from `bytes` (exactly its bytes), in the mag's own format. The caller grows
+    /// the layer's bounding box (`Dataset.growBoundingBox`).
+    public func write(_ box: Box, from bytes: UnsafeRawBufferPointer) throws {
+        switch store {
+        case let directory as MagDirectory: try directory.write(box, from: bytes)
+        case let array as Zarr3Array: try array.write(box, from: bytes)
+        default: throw DatasetError(.unsupported, "layer '\(layer.name)' mag \(mag.shortName)", "writing \(store.format) mags is not supported")
+        }
+    }
+
+    /// The mag as a WKW directory, for the operations only WKW mags have so far.
+    /// - Throws: `DatasetError(.unsupported)` for a mag of another format.
+    public func writableDirectory() throws -> MagDirectory {
+        guard let directory = store as? MagDirectory else {
+            throw DatasetError(.unsupported, "layer '\(layer.name)' mag \(mag.shortName)", "writing \(store.format) mags is not supported yet (reading is)")
+        }
+        return directory
+    }
 }

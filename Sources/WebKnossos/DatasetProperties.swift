@@ -40,6 +40,8 @@ public struct LayerProperties: Sendable {
     /// In mag-1 voxels; an empty box (size 0) means nothing written yet.
     public var boundingBox: Box
     public var dataFormat: String
+    /// `dataFormat` as a format wkfs knows; nil for others (kept as written).
+    public var format: DataFormat? { DataFormat(rawValue: dataFormat) }
     public var mags: [MagProperties]
     public var numChannels: Int
     public var elementClass: String
@@ -195,7 +197,7 @@ extension LayerProperties {
         self.numChannels = numChannels
         guard let elementClass = json["elementClass"]?.stringValue else { throw bad("elementClass", "missing") }
         self.elementClass = elementClass
-        if dataFormat == "wkw", ElementClass.voxelType(elementClass, channels: numChannels) == nil {
+        if DataFormat(rawValue: dataFormat) != nil, ElementClass.voxelType(elementClass, channels: numChannels) == nil {
             throw bad("elementClass", "'\(elementClass)' with \(numChannels) channel(s) is not a known voxel type")
         }
         largestSegmentId = json["largestSegmentId"]

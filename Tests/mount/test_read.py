@@ -24,7 +24,19 @@ def expected_layers(dataset: Path) -> list[tuple[str, Path]]:
     return [(layer["name"], dataset / layer["name"]) for layer in props["dataLayers"]]
 
 
-@pytest.mark.parametrize("name", mh.fixture_names())
+def _fixture_params():
+    """Every fixture dataset; those with Zarr3 layers are expected to fail until the mount shows
+    Zarr3 layers (issue 14): strict, so the marker goes when they pass."""
+    params = []
+    for name in mh.fixture_names():
+        props = mh.FIXTURES / name / "datasource-properties.json"
+        zarr3 = props.is_file() and any(l.get("dataFormat") == "zarr3" for l in mh.load_properties(mh.FIXTURES / name)["dataLayers"])
+        marks = [pytest.mark.xfail(strict=True, reason="the mount does not show Zarr3 layers yet")] if zarr3 else []
+        params.append(pytest.param(name, marks=marks))
+    return params
+
+
+@pytest.mark.parametrize("name", _fixture_params())
 def test_every_cube_equals_wkw(name, fixture_copies, mounted, mountpoint):
     dataset = fixture_copies / name
     before = mh.snapshot(dataset)

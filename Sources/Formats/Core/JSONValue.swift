@@ -146,6 +146,20 @@ extension JSONValue {
         }
     }
 
+    /// The text without any whitespace, keys in their order (as tensorstore writes `zarr.json`,
+    /// whose objects are built with sorted keys).
+    public func compact() -> String {
+        switch self {
+        case .null: "null"
+        case .bool(let b): b ? "true" : "false"
+        case .int(let i): String(i)
+        case .double(let d): Self.format(d)
+        case .string(let s): Self.quote(s)
+        case .array(let items): "[" + items.map { $0.compact() }.joined(separator: ",") + "]"
+        case .object(let pairs): "{" + pairs.map { Self.quote($0.0) + ":" + $0.1.compact() }.joined(separator: ",") + "}"
+        }
+    }
+
     /// Python's `repr` of a float: shortest round-trip digits, always with a point or exponent.
     public static func format(_ d: Double) -> String {
         if d.isNaN { return "NaN" }

@@ -1,0 +1,114 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// New Zarr3 arrays, written as webknossos 4.3 writes them: `(c, x, y, z)`, one `sharding_indexed`
+/// codec (unless a shard is one chunk) whose chunks are `transpose [3,2,1,0]` + `bytes` (+ `zstd`
+/// level 5 with checksum), index `bytes` + `crc32c` at the end; `zarr.json` as tensorstore writes
+/// it (compact, keys sorted).
+extension Zarr3Array {
+    /// Checks a chunk and shard shape pair as webknossos does; the reason when it is not usable.
+    public static func shapeProblem(chunk: Vec3, shard: Vec3) -> String? {
+        func powerOfTwo(_ v: Int) -> Bool { v > 0 && v & (v - 1) == 0 }
+        if !chunk.array.allSatisfy(powerOfTwo) { return "chunk shape \(chunk) is not a power of two per edge" }
+        if !shard.array.allSatisfy(powerOfTwo) { return "shard shape \(shard) is not a power of two per edge" }
+        if shard.x % chunk.x != 0 || shard.y % chunk.y != 0 || shard.z % chunk.z != 0 {
+            return "shard shape \(shard) is not a multiple of the chunk shape \(chunk)"
+        }
+        return nil
+    }
+
+    /// The `zarr.json` of a new array.
+    public static func metadataJSON(voxelType: VoxelType, channels: Int, size: Vec3, chunk: Vec3, shard: Vec3, compress: Bool) -> JSONValue {
+        func shape(_ v: Vec3) -> JSONValue { .array(([channels] + v.array).map { .int(Int64($0)) }) }
+        var inner: [JSONValue] = [
+            .object([("configuration", .object([("order", .array([3, 2, 1, 0].map { .int($0) }))])), ("name", .string("transpose"))]),
+            voxelType.size == 1
+                ? .object([("name", .string("bytes"))])
+                : .object([("configuration", .object([("endian", .string("little"))])), ("name", .string("bytes"))]),
+        ]
+        if compress {
+            inner.append(.object([("configuration", .object([("checksum", .bool(true)), ("level", .int(5))])), ("name", .string("zstd"))]))
+        }
+        let codecs: [JSONValue] =
+            chunk == shard
+            ? inner
+            : [
+                .object([
+                    (
+                        "configuration",
+                        .object([
+                            ("chunk_shape", shape(chunk)),
+                            ("codecs", .array(inner)),
+                            (
+                                "index_codecs",
+                                .array([
+                                    .object([("configuration", .object([("endian", .string("little"))])), ("name", .string("bytes"))]),
+                                    .object([("name", .string("crc32c"))]),
+                                ])
+                            ),
+                        ])
+                    ),
+                    ("name", .string("sharding_indexed")),
+                ])
+            ]
+        return .object([
+            ("chunk_grid", .object([("configuration", .object([("chunk_shape", shape(shard))])), ("name", .string("regular"))])),
+            ("chunk_key_encoding", .object([("name", .string("default"))])),
+            ("codecs", .array(codecs)),
+            ("data_type", .string(voxelType.name)),
+            ("dimension_names", .array(["c", "x", "y", "z"].map { .string($0) })),
+            ("fill_value", voxelType.isFloat ? .double(0) : .int(0)),
+            ("node_type", .string("array")),
+            ("shape", shape(size)),
+            ("zarr_format", .int(3)),
+        ])
+    }
+
+    /// `end` rounded up to whole shards: the shape webknossos gives an array holding data up to `end`.
+    public static func shape(covering end: Vec3, shard: Vec3) -> Vec3 {
+        Vec3.max(end, .zero).ceilDiv(shard) * shard
+    }
+
+    /// Creates the array directory at `path` (which must not exist) with its `zarr.json`.
+    /// - Throws: `FormatError(.alreadyExists)` when `path` exists; on any failure nothing is left.
+    public static func create(
+        _ path: String, voxelType: VoxelType, channels: Int, chunk: Vec3, shard: Vec3, compress: Bool, size: Vec3
+    ) throws -> Zarr3Array {
+        if let problem = shapeProblem(chunk: chunk, shard: shard) { throw FormatError(.invalidArgument, path: path, problem) }
+        let json = metadataJSON(
+            voxelType: voxelType, channels: channels, size: shape(covering: size, shard: shard), chunk: chunk, shard: shard, compress: compress)
+        try PathOps.makeDirectories(PathOps.dirname(path))
+        // Exclusive: two creators never share a directory; a failed step removes it again.
+        guard mkdir(path, 0o777) == 0 else {
+            let code = errno
+            if code == EEXIST { throw FormatError(.alreadyExists, path: path, "already exists") }
+            throw FormatError(.io(errno: code), path: path, "cannot create the directory: \(String(cString: strerror(code)))")
+        }
+        PathOps.inheritOwnership(path)
+        do {
+            try AtomicFile.write(path + "/" + metadataName, Array(json.compact().utf8))
+            return try open(path)
+        } catch {
+            PathOps.remove(path + "/" + metadataName)
+            rmdir(path)
+            throw error
+        }
+    }
+
+    /// Sets the array's shape to whole shards covering `end` (x, y, z), as webknossos does when
+    /// the layer's bounding box changes; `zarr.json` is replaced atomically, its other fields kept.
+    /// Nothing is written when the shape is already that. Reads `zarr.json` anew: call it under
+    /// the lock that serializes changes of the layer's bounding box.
+    public static func setShape(of path: String, covering end: Vec3) throws {
+        let current = try open(path)
+        let target = shape(covering: end, shard: current.fileShape)
+        guard target != current.size else { return }
+        let shape: [Int] = current.hasChannels ? [current.channels] + target.array : target.array
+        guard case .object(var pairs) = current.metadata.json, let i = pairs.firstIndex(where: { $0.0 == "shape" }) else {
+            throw FormatError(.corrupt, path: path + "/" + metadataName, "no 'shape' to change")
+        }
+        pairs[i].1 = .array(shape.map { .int(Int64($0)) })
+        try AtomicFile.write(path + "/" + metadataName, Array(JSONValue.object(pairs).compact().utf8))
+    }
+}

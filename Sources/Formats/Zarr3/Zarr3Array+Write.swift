@@ -1,0 +1,207 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// Writing regions into a Zarr3 array. Each shard (or unsharded chunk file) that the region
+/// touches is rebuilt whole and replaced atomically (temporary file, fsync, rename, directory
+/// fsync), under that file's lock: after a crash every file is its old or its new content, and
+/// concurrent writers of one file take turns, each merging into what the other wrote.
+/// As webknossos does, chunks that hold only the fill value are not stored, and a shard left
+/// without chunks is removed.
+extension Zarr3Array {
+    /// The file whose bytes serve as the locks of the array's data files. `zarr.json` cannot:
+    /// it is replaced when the shape grows, and a lock lives on the file it was taken on.
+    var lockFilePath: String { path + "/.wkfs-lock" }
+
+    /// The lock byte of data file `index`, as for WKW mags (`MagDirectory.lockByte`).
+    static func lockByte(_ index: Vec3) -> Int { MagDirectory.lockByte(index) }
+
+    /// Takes the write locks of data files `indices` (ascending, so writers cannot deadlock).
+    func lockFiles(_ indices: [Vec3]) throws -> MagLock {
+        guard !indices.isEmpty else { return MagLock(nil) }
+        // The lock file is created on first use; it holds no data.
+        let fd = Glibc.open(lockFilePath, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644)
+        if fd >= 0 { close(fd) }
+        return MagLock(try FileLock.lock(lockFilePath, ranges: MagDirectory.lockRanges(indices), exclusive: true)!)
+    }
+
+    /// Writes `box` (mag voxels) from `source`, which holds exactly its bytes, `(z, y, x, c)` C order.
+    public func write(_ box: Box, from source: UnsafeRawBufferPointer) throws {
+        guard box.byteCount(voxelSize: voxelBytes) == source.count else {
+            throw FormatError(.invalidArgument, path: path, "region \(box) does not match \(source.count) bytes of data")
+        }
+        guard box.offset.x >= 0, box.offset.y >= 0, box.offset.z >= 0 else {
+            throw FormatError(.invalidArgument, path: path, "region \(box) starts below 0")
+        }
+        guard !box.isEmpty, let base = source.baseAddress else { return }
+        let address = SendableConstAddress(base)
+        for index in box.cellRange(fileShape).positions {
+            try writeFile(index, box, address.pointer)
+        }
+    }
+
+    /// Rebuilds data file `index` with the part of `box` inside it.
+    private func writeFile(_ index: Vec3, _ box: Box, _ source: UnsafeRawPointer) throws {
+        let lock = try lockFiles([index])
+        defer { lock.unlock() }
+        let file = filePath(index)
+        let fileBox = Box(offset: index * fileShape, size: fileShape)
+        let existing = try OpenFile.openIfExists(file)
+        let storedSize = try existing?.size() ?? 0
+        guard let sharding = metadata.sharding else {
+            let old = try existing.map { try decodeChunk(try $0.read(at: 0, count: storedSize), path: file, what: "the chunk") }
+            let chunk = merged(old, fileBox, box, source)
+            if isFill(chunk) { return try remove(file, existed: existing != nil) }
+            let encoded = try encodeChunk(chunk, path: file)
+            try PathOps.makeDirectories(PathOps.dirname(file))
+            return try AtomicFile.write(file, encoded)
+        }
+        let chunks = fileShape.ceilDiv(chunkShape)
+        let oldIndex = try existing.map { try ShardIndex.read($0, size: storedSize, chunks: chunks, sharding: sharding, path: file) }
+        let positions = Box(offset: .zero, size: chunks).positions  // (x, y, z) with x fastest
+        // The chunks the region touches, re-encoded in parallel; the others are copied as stored.
+        let touched = positions.filter { Box(offset: fileBox.offset + $0 * chunkShape, size: chunkShape).intersection(box) != nil }
+        let address = SendableConstAddress(source)
+        let encoded: [[UInt8]?] = try Parallel.map(touched.count) { i in
+            let local = touched[i]
+            let chunkBox = Box(offset: fileBox.offset + local * chunkShape, size: chunkShape)
+            var old: [UInt8]?
+            if let oldIndex, let existing, let range = try oldIndex.range(of: local, fileSize: storedSize, path: file),
+                box.intersection(chunkBox) != chunkBox
+            {
+                old = try decodeChunk(try existing.read(at: range.lowerBound, count: range.count), path: file, what: "chunk \(local) of the shard")
+            }
+            let chunk = merged(old, chunkBox, box, address.pointer)
+            return isFill(chunk) ? nil : try encodeChunk(chunk, path: file)
+        }
+        var replacement: [Vec3: [UInt8]?] = [:]
+        for (i, local) in touched.enumerated() { replacement[local] = encoded[i] }
+
+        // Index order: C order of (x, y, z), z fastest. Untouched chunks are copied as stored.
+        enum Piece {
+            case new([UInt8])
+            case old(Range<Int>)
+        }
+        var pieces: [(local: Vec3, piece: Piece)] = []
+        for local in positions.sorted(by: { ($0.x, $0.y, $0.z) < ($1.x, $1.y, $1.z) }) {
+            if let new = replacement[local] {
+                if let new { pieces.append((local, .new(new))) }
+            } else if let oldIndex, let range = try oldIndex.range(of: local, fileSize: storedSize, path: file) {
+                pieces.append((local, .old(range)))
+            }
+        }
+        guard !pieces.isEmpty else { return try remove(file, existed: existing != nil) }
+        guard sharding.indexAtEnd else {
+            throw FormatError(.invalidArgument, path: file, "writing shards with the index at the start is not supported")
+        }
+        let numbering = ShardIndex(chunks: chunks, entries: [])
+        try PathOps.makeDirectories(PathOps.dirname(file))
+        try AtomicFile.write(file) { out in
+            var entries = [UInt64](repeating: ShardIndex.empty, count: 2 * chunks.volume)
+            var offset = 0
+            for (local, piece) in pieces {
+                let bytes: [UInt8]
+                switch piece {
+                case .new(let new): bytes = new
+                case .old(let range): bytes = try existing!.read(at: range.lowerBound, count: range.count)
+                }
+                try bytes.withUnsafeBytes { try out.write(at: offset, $0) }
+                let n = numbering.number(local)
+                entries[2 * n] = UInt64(offset)
+                entries[2 * n + 1] = UInt64(bytes.count)
+                offset += bytes.count
+            }
+            let index = Self.encodeIndex(entries, checksum: sharding.indexChecksum)
+            try index.withUnsafeBytes { try out.write(at: offset, $0) }
+        }
+    }
+
+    /// The shard index bytes: entries little-endian, then the crc32c of those bytes.
+    static func encodeIndex(_ entries: [UInt64], checksum: Bool) -> [UInt8] {
+        var bytes = [UInt8](repeating: 0, count: entries.count * 8)
+        bytes.withUnsafeMutableBytes { raw in
+            for (i, e) in entries.enumerated() { raw.storeBytes(of: e.littleEndian, toByteOffset: 8 * i, as: UInt64.self) }
+        }
+        if checksum {
+            let crc = bytes.withUnsafeBytes { Zarr3Compression.crc32c($0) }
+            withUnsafeBytes(of: crc.littleEndian) { bytes.append(contentsOf: $0) }
+        }
+        return bytes
+    }
+
+    /// A chunk of `chunkBox`: `old` (or the fill value) with the part of `box` from `source` over it.
+    private func merged(_ old: [UInt8]?, _ chunkBox: Box, _ box: Box, _ source: UnsafeRawPointer) -> [UInt8] {
+        var chunk = old ?? fillChunk(chunkBox.size)
+        guard let part = chunkBox.intersection(box) else { return chunk }
+        let v = voxelBytes
+        let run = part.size.x * v
+        chunk.withUnsafeMutableBytes { target in
+            for z in part.offset.z..<part.end.z {
+                for y in part.offset.y..<part.end.y {
+                    let d = (((z - chunkBox.offset.z) * chunkBox.size.y + (y - chunkBox.offset.y)) * chunkBox.size.x + (part.offset.x - chunkBox.offset.x)) * v
+                    let s = (((z - box.offset.z) * box.size.y + (y - box.offset.y)) * box.size.x + (part.offset.x - box.offset.x)) * v
+                    (target.baseAddress! + d).copyMemory(from: source + s, byteCount: run)
+                }
+            }
+        }
+        return chunk
+    }
+
+    private func fillChunk(_ size: Vec3) -> [UInt8] {
+        if metadata.fillValue.allSatisfy({ $0 == 0 }) { return [UInt8](repeating: 0, count: size.volume * voxelBytes) }
+        var chunk: [UInt8] = []
+        chunk.reserveCapacity(size.volume * voxelBytes)
+        for _ in 0..<(size.volume * channels) { chunk += metadata.fillValue }
+        return chunk
+    }
+
+    /// Whether every element of `chunk` is the fill value.
+    private func isFill(_ chunk: [UInt8]) -> Bool {
+        let fill = metadata.fillValue
+        if fill.allSatisfy({ $0 == 0 }) { return chunk.withUnsafeBytes { Self.isZero($0) } }
+        let w = fill.count
+        return stride(from: 0, to: chunk.count, by: w).allSatisfy { chunk[$0..<($0 + w)].elementsEqual(fill) }
+    }
+
+    static func isZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        var i = 0
+        let words = bytes.count / 8
+        while i < words {
+            if bytes.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self) != 0 { return false }
+            i += 1
+        }
+        for j in (8 * words)..<bytes.count where bytes[j] != 0 { return false }
+        return true
+    }
+
+    /// Encodes one chunk given in `(z, y, x, c)` C order with the array's chunk codecs.
+    func encodeChunk(_ chunk: [UInt8], path file: String) throws -> [UInt8] {
+        var bytes = order == [3, 2, 1, 0] ? chunk : permute(chunk, toZYXC: false)
+        if metadata.codecs.bigEndian && metadata.dataType.size > 1 { Self.swapBytes(&bytes, width: metadata.dataType.size) }
+        do {
+            for codec in metadata.codecs.compression {
+                switch codec {
+                case .zstd(let level, let checksum):
+                    bytes = try bytes.withUnsafeBytes { try Zarr3Compression.zstdCompress($0, level: level, checksum: checksum) }
+                case .crc32c:
+                    let crc = bytes.withUnsafeBytes { Zarr3Compression.crc32c($0) }
+                    withUnsafeBytes(of: crc.littleEndian) { bytes.append(contentsOf: $0) }
+                case .blosc:
+                    throw Zarr3CodecError("writing blosc chunks is not supported (reading is)")
+                }
+            }
+        } catch let error as Zarr3CodecError {
+            throw FormatError(.invalidArgument, path: file, error.reason)
+        }
+        return bytes
+    }
+
+    private func remove(_ file: String, existed: Bool) throws {
+        guard existed else { return }
+        guard unlink(file) == 0 || errno == ENOENT else {
+            let code = errno
+            throw FormatError(.io(errno: code), path: file, "cannot remove: \(String(cString: strerror(code)))")
+        }
+        try PathOps.syncDirectoryOrThrow(PathOps.dirname(file))
+    }
+}

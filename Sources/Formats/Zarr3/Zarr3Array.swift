@@ -1,0 +1,312 @@
+public import Foundation
+
+#if canImport(Glibc)
+    import Glibc
+#endif
+
+/// One Zarr v3 array on disk as a mag: dimensions `(c, x, y, z)` (webknossos) or `(x, y, z)`,
+/// chunks or shards in files named by the key encoding. Regions are read as WKW regions are:
+/// `(z, y, x, c)` in C order, voxels never written read as the fill value.
+public struct Zarr3Array: Sendable {
+    public let path: String
+    public let metadata: Zarr3Metadata
+    /// Whether the first dimension is the channel one.
+    let hasChannels: Bool
+    public let channels: Int
+    /// The array's size in voxels (x, y, z).
+    public let size: Vec3
+    /// The grid's chunk size in voxels: one file each (a shard when sharded).
+    public let fileShape: Vec3
+    /// The size of one independently encoded chunk (inner chunk when sharded).
+    public let chunkShape: Vec3
+    /// The codecs' transpose as a permutation of `(c, x, y, z)`.
+    let order: [Int]
+
+    public var voxelType: VoxelType { metadata.dataType }
+    public var voxelBytes: Int { channels * metadata.dataType.size }
+    public var chunkBytes: Int { chunkShape.x * chunkShape.y * chunkShape.z * voxelBytes }
+
+    public static let metadataName = "zarr.json"
+
+    /// Opens the array at `path` (a directory holding `zarr.json`).
+    /// - Throws: `FormatError` naming `zarr.json` when it is missing, unreadable or not an array
+    ///   wkfs can read.
+    public static func open(_ path: String) throws -> Zarr3Array {
+        let file = path + "/" + metadataName
+        guard let status = FileStatus.of(file, followLinks: true) else {
+            throw FormatError(.notFound, path: file, "no zarr.json: not a Zarr3 array")
+        }
+        guard status.isRegularFile else { throw FormatError(.invalidArgument, path: file, "not a regular file") }
+        let data: Data
+        do { data = try Data(contentsOf: URL(fileURLWithPath: file)) } catch {
+            throw FormatError(.io(errno: EIO), path: file, "cannot be read (\(error.localizedDescription))")
+        }
+        return try Zarr3Array(path: path, metadata: Zarr3Metadata.parse(data, path: file))
+    }
+
+    init(path: String, metadata: Zarr3Metadata) throws {
+        let file = path + "/" + Self.metadataName
+        func bad(_ reason: String) -> FormatError { FormatError(.corrupt, path: file, reason) }
+        self.path = path
+        self.metadata = metadata
+        let inner = metadata.sharding?.innerShape ?? metadata.chunkShape
+        switch metadata.shape.count {
+        case 4:
+            if let names = metadata.dimensionNames, names != ["c", "x", "y", "z"] {
+                throw bad("dimensions \(names) are not (c, x, y, z)")
+            }
+            hasChannels = true
+            channels = metadata.shape[0]
+            guard channels > 0, metadata.chunkShape[0] == channels, inner[0] == channels else {
+                throw bad("chunks must hold every channel (shape \(metadata.shape), chunks \(metadata.chunkShape))")
+            }
+            order = metadata.codecs.transpose ?? [0, 1, 2, 3]
+        case 3:
+            if let names = metadata.dimensionNames, names != ["x", "y", "z"] {
+                throw bad("dimensions \(names) are not (x, y, z)")
+            }
+            hasChannels = false
+            channels = 1
+            order = [0] + (metadata.codecs.transpose ?? [0, 1, 2]).map { $0 + 1 }
+        default:
+            throw bad("\(metadata.shape.count) dimensions: wkfs reads (c, x, y, z) and (x, y, z) arrays")
+        }
+        let spatial = hasChannels ? 1 : 0
+        size = Vec3(metadata.shape[spatial], metadata.shape[spatial + 1], metadata.shape[spatial + 2])
+        fileShape = Vec3(metadata.chunkShape[spatial], metadata.chunkShape[spatial + 1], metadata.chunkShape[spatial + 2])
+        chunkShape = Vec3(inner[spatial], inner[spatial + 1], inner[spatial + 2])
+    }
+
+    /// The path of the file of grid chunk (shard) `index`.
+    public func filePath(_ index: Vec3) -> String {
+        path + "/" + metadata.keyEncoding.key(hasChannels ? [0, index.x, index.y, index.z] : [index.x, index.y, index.z])
+    }
+
+    // MARK: Reading
+
+    /// Reads a region into `destination`, which holds exactly its bytes.
+    /// - Throws: `FormatError` naming the shard or chunk file when one is corrupt or truncated.
+    public func read(_ box: Box, into destination: UnsafeMutableRawBufferPointer) throws {
+        guard box.size.x >= 0, box.size.y >= 0, box.size.z >= 0, box.byteCount(voxelSize: voxelBytes) == destination.count else {
+            throw FormatError(.invalidArgument, path: path, "region \(box) does not match a buffer of \(destination.count) bytes")
+        }
+        guard box.offset.x >= 0, box.offset.y >= 0, box.offset.z >= 0 else {
+            throw FormatError(.invalidArgument, path: path, "region \(box) starts below 0")
+        }
+        guard !box.isEmpty, let base = destination.baseAddress else { return }
+        let address = SendableAddress(base)
+        let files = box.cellRange(fileShape).positions
+        try Parallel.forEach(files.count) { i in
+            try readFile(files[i], box, address.pointer)
+        }
+    }
+
+    /// Copies the part of `box` inside grid chunk `index` from its file.
+    private func readFile(_ index: Vec3, _ box: Box, _ destination: UnsafeMutableRawPointer) throws {
+        let fileBox = Box(offset: index * fileShape, size: fileShape)
+        guard let part = fileBox.intersection(box) else { return }
+        let file = filePath(index)
+        guard let opened = try OpenFile.openIfExists(file) else {
+            return fill(part, of: box, destination)
+        }
+        let stored = try opened.size()
+        if let sharding = metadata.sharding {
+            let index = try ShardIndex.read(opened, size: stored, chunks: fileShape.ceilDiv(chunkShape), sharding: sharding, path: file)
+            for local in Box(offset: .zero, size: fileShape.ceilDiv(chunkShape)).positions {
+                let chunkBox = Box(offset: fileBox.offset + local * chunkShape, size: chunkShape)
+                guard let inner = chunkBox.intersection(box) else { continue }
+                guard let range = try index.range(of: local, fileSize: stored, path: file) else {
+                    fill(inner, of: box, destination)
+                    continue
+                }
+                let bytes = try opened.read(at: range.lowerBound, count: range.count)
+                let decoded = try decodeChunk(bytes, path: file, what: "chunk \(local) of the shard")
+                copy(decoded, chunkBox, inner, into: destination, box)
+            }
+        } else {
+            let bytes = try opened.read(at: 0, count: stored)
+            let decoded = try decodeChunk(bytes, path: file, what: "the chunk")
+            copy(decoded, fileBox, part, into: destination, box)
+        }
+    }
+
+    /// Decodes one stored chunk into `(z, y, x, c)` C order.
+    func decodeChunk(_ stored: [UInt8], path file: String, what: String) throws -> [UInt8] {
+        let expected = chunkBytes
+        var bytes = stored
+        do {
+            for (i, codec) in metadata.codecs.compression.enumerated().reversed() {
+                let innermost = i == 0
+                switch codec {
+                case .crc32c:
+                    guard bytes.count >= 4 else { throw Zarr3CodecError("too short for its crc32c checksum") }
+                    let body = bytes.count - 4
+                    let want = bytes[body..<bytes.count].withUnsafeBytes { $0.loadUnaligned(as: UInt32.self).littleEndian }
+                    let got = bytes.withUnsafeBytes { Zarr3Compression.crc32c(UnsafeRawBufferPointer(rebasing: $0[0..<body])) }
+                    guard want == got else { throw Zarr3CodecError("crc32c checksum mismatch") }
+                    bytes.removeLast(4)
+                case .zstd:
+                    guard innermost else { throw Zarr3CodecError("zstd must be the only compression") }
+                    bytes = try bytes.withUnsafeBytes { try Zarr3Compression.zstdDecompress($0, expected: expected) }
+                case .blosc:
+                    guard innermost else { throw Zarr3CodecError("blosc must be the only compression") }
+                    bytes = try bytes.withUnsafeBytes { try Zarr3Compression.bloscDecompress($0, expected: expected) }
+                }
+            }
+        } catch let error as Zarr3CodecError {
+            throw FormatError(.corrupt, path: file, "\(what) does not decode: \(error.reason)")
+        }
+        guard bytes.count == expected else {
+            throw FormatError(.corrupt, path: file, "\(what) holds \(bytes.count) bytes, expected \(expected)")
+        }
+        if metadata.codecs.bigEndian && metadata.dataType.size > 1 { Self.swapBytes(&bytes, width: metadata.dataType.size) }
+        return order == [3, 2, 1, 0] ? bytes : permute(bytes, toZYXC: true)
+    }
+
+    /// Reorders a chunk stored in transposed C order (`order`) to `(z, y, x, c)` C order, or back.
+    func permute(_ bytes: [UInt8], toZYXC: Bool) -> [UInt8] {
+        let extent = [channels, chunkShape.x, chunkShape.y, chunkShape.z]  // (c, x, y, z)
+        let stored = order.map { extent[$0] }
+        var storedStride = [Int](repeating: 1, count: 4)
+        for k in stride(from: 2, through: 0, by: -1) { storedStride[k] = storedStride[k + 1] * stored[k + 1] }
+        var stride = [Int](repeating: 0, count: 4)  // per (c, x, y, z)
+        for k in 0..<4 { stride[order[k]] = storedStride[k] }
+        let width = metadata.dataType.size
+        var out = [UInt8](repeating: 0, count: bytes.count)
+        bytes.withUnsafeBytes { source in
+            out.withUnsafeMutableBytes { target in
+                var o = 0
+                for z in 0..<extent[3] {
+                    for y in 0..<extent[2] {
+                        for x in 0..<extent[1] {
+                            for c in 0..<extent[0] {
+                                let s = (c * stride[0] + x * stride[1] + y * stride[2] + z * stride[3]) * width
+                                if toZYXC {
+                                    (target.baseAddress! + o).copyMemory(from: source.baseAddress! + s, byteCount: width)
+                                } else {
+                                    (target.baseAddress! + s).copyMemory(from: source.baseAddress! + o, byteCount: width)
+                                }
+                                o += width
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    static func swapBytes(_ bytes: inout [UInt8], width: Int) {
+        bytes.withUnsafeMutableBytes { buffer in
+            var i = 0
+            while i + width <= buffer.count {
+                var a = i, b = i + width - 1
+                while a < b {
+                    buffer.swapAt(a, b)
+                    a += 1
+                    b -= 1
+                }
+                i += width
+            }
+        }
+    }
+
+    /// Copies `part` (inside `chunkBox`) of a decoded chunk into the region buffer of `box`.
+    private func copy(_ chunk: [UInt8], _ chunkBox: Box, _ part: Box, into destination: UnsafeMutableRawPointer, _ box: Box) {
+        let v = voxelBytes
+        let run = part.size.x * v
+        chunk.withUnsafeBytes { source in
+            for z in part.offset.z..<part.end.z {
+                for y in part.offset.y..<part.end.y {
+                    let s = (((z - chunkBox.offset.z) * chunkBox.size.y + (y - chunkBox.offset.y)) * chunkBox.size.x + (part.offset.x - chunkBox.offset.x)) * v
+                    let d = (((z - box.offset.z) * box.size.y + (y - box.offset.y)) * box.size.x + (part.offset.x - box.offset.x)) * v
+                    (destination + d).copyMemory(from: source.baseAddress! + s, byteCount: run)
+                }
+            }
+        }
+    }
+
+    /// Fills `part` of the region buffer of `box` with the fill value.
+    private func fill(_ part: Box, of box: Box, _ destination: UnsafeMutableRawPointer) {
+        let v = voxelBytes
+        let run = part.size.x * v
+        let zero = metadata.fillValue.allSatisfy { $0 == 0 }
+        var pattern: [UInt8] = []
+        if !zero {
+            pattern.reserveCapacity(run)
+            for _ in 0..<(part.size.x * channels) { pattern += metadata.fillValue }
+        }
+        for z in part.offset.z..<part.end.z {
+            for y in part.offset.y..<part.end.y {
+                let d = (((z - box.offset.z) * box.size.y + (y - box.offset.y)) * box.size.x + (part.offset.x - box.offset.x)) * v
+                if zero {
+                    memset(destination + d, 0, run)
+                } else {
+                    pattern.withUnsafeBytes { (destination + d).copyMemory(from: $0.baseAddress!, byteCount: run) }
+                }
+            }
+        }
+    }
+
+    // MARK: Listing
+
+    /// The grid chunks (shards) that have a file, as (x, y, z) grid positions.
+    public func dataFiles() throws -> [Vec3] {
+        let spatial = hasChannels ? 4 : 3
+        var found: [Vec3] = []
+        func add(_ components: [String]) {
+            let numbers = components.compactMap { Int($0) }
+            guard numbers.count == spatial, numbers.count == components.count, numbers.allSatisfy({ $0 >= 0 }) else { return }
+            if hasChannels && numbers[0] != 0 { return }
+            let s = hasChannels ? 1 : 0
+            found.append(Vec3(numbers[s], numbers[s + 1], numbers[s + 2]))
+        }
+        switch metadata.keyEncoding {
+        case .default(let separator) where separator == "/":
+            guard PathOps.isDirectory(path + "/c") else { return [] }
+            try walk(path + "/c", depth: spatial, prefix: [], add)
+        case .v2(let separator) where separator == "/":
+            try walk(path, depth: spatial, prefix: [], add)
+        case .default(let separator), .v2(let separator):
+            let isDefault: Bool = if case .default = metadata.keyEncoding { true } else { false }
+            for name in try PathOps.listOrThrow(path) {
+                var parts = name.components(separatedBy: separator)
+                if isDefault {
+                    guard parts.first == "c" else { continue }
+                    parts.removeFirst()
+                }
+                add(parts)
+            }
+        }
+        return found.sorted { ($0.z, $0.y, $0.x) < ($1.z, $1.y, $1.x) }
+    }
+
+    private func walk(_ directory: String, depth: Int, prefix: [String], _ add: ([String]) -> Void) throws {
+        for name in try PathOps.listOrThrow(directory) where Int(name) != nil {
+            if depth == 1 {
+                add(prefix + [name])
+            } else if PathOps.isDirectory(directory + "/" + name) {
+                try walk(directory + "/" + name, depth: depth - 1, prefix: prefix + [name], add)
+            }
+        }
+    }
+}
+
+extension Zarr3Array {
+    /// Decodes every chunk of grid chunk (shard) `index`: its index, checksums and chunks.
+    public func verifyFile(_ index: Vec3) throws {
+        let file = filePath(index)
+        guard let opened = try OpenFile.openIfExists(file) else { return }
+        let stored = try opened.size()
+        guard let sharding = metadata.sharding else {
+            _ = try decodeChunk(try opened.read(at: 0, count: stored), path: file, what: "the chunk")
+            return
+        }
+        let chunks = fileShape.ceilDiv(chunkShape)
+        let shardIndex = try ShardIndex.read(opened, size: stored, chunks: chunks, sharding: sharding, path: file)
+        for local in Box(offset: .zero, size: chunks).positions {
+            guard let range = try shardIndex.range(of: local, fileSize: stored, path: file) else { continue }
+            _ = try decodeChunk(try opened.read(at: range.lowerBound, count: range.count), path: file, what: "chunk \(local) of the shard")
+        }
+    }
+}

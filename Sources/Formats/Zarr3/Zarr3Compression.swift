@@ -1,0 +1,83 @@
+import CBlosc
+import CISAL
+import CZstd
+
+/// The C libraries behind Zarr3's byte codecs: zstd, blosc (reading) and crc32c. The only file
+/// of the Zarr3 format that calls C.
+enum Zarr3Compression {
+    /// Decompresses a zstd frame into exactly `expected` bytes.
+    static func zstdDecompress(_ input: UnsafeRawBufferPointer, expected: Int) throws(Zarr3CodecError) -> [UInt8] {
+        let declared = ZSTD_getFrameContentSize(input.baseAddress, input.count)
+        if declared != ZSTD_CONTENTSIZE_UNKNOWN && declared != ZSTD_CONTENTSIZE_ERROR && declared != UInt64(expected) {
+            throw Zarr3CodecError("zstd frame holds \(declared) bytes, expected \(expected)")
+        }
+        var failure: String?
+        let output = [UInt8](unsafeUninitializedCapacity: expected) { buffer, count in
+            let n = ZSTD_decompress(buffer.baseAddress, expected, input.baseAddress, input.count)
+            if ZSTD_isError(n) != 0 {
+                failure = String(cString: ZSTD_getErrorName(n))
+                count = 0
+            } else if n != expected {
+                failure = "zstd frame holds \(n) bytes, expected \(expected)"
+                count = 0
+            } else {
+                count = n
+            }
+        }
+        if let failure { throw Zarr3CodecError("zstd: \(failure)") }
+        return output
+    }
+
+    /// Compresses with zstd at `level`, with or without the frame's content checksum.
+    static func zstdCompress(_ input: UnsafeRawBufferPointer, level: Int, checksum: Bool) throws(Zarr3CodecError) -> [UInt8] {
+        guard let context = ZSTD_createCCtx() else { throw Zarr3CodecError("zstd: out of memory") }
+        defer { ZSTD_freeCCtx(context) }
+        ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, Int32(level))
+        ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, checksum ? 1 : 0)
+        let bound = ZSTD_compressBound(input.count)
+        var failure: String?
+        let output = [UInt8](unsafeUninitializedCapacity: bound) { buffer, count in
+            let n = ZSTD_compress2(context, buffer.baseAddress, bound, input.baseAddress, input.count)
+            if ZSTD_isError(n) != 0 {
+                failure = String(cString: ZSTD_getErrorName(n))
+                count = 0
+            } else {
+                count = n
+            }
+        }
+        if let failure { throw Zarr3CodecError("zstd: \(failure)") }
+        return output
+    }
+
+    /// Decompresses a blosc buffer into exactly `expected` bytes.
+    static func bloscDecompress(_ input: UnsafeRawBufferPointer, expected: Int) throws(Zarr3CodecError) -> [UInt8] {
+        var nbytes = 0, cbytes = 0, blocksize = 0
+        guard input.count >= 16 else { throw Zarr3CodecError("blosc: buffer of \(input.count) bytes is too short") }
+        blosc_cbuffer_sizes(input.baseAddress, &nbytes, &cbytes, &blocksize)
+        guard nbytes == expected, cbytes <= input.count else {
+            throw Zarr3CodecError("blosc buffer holds \(nbytes) bytes (\(cbytes) stored), expected \(expected)")
+        }
+        var failed = false
+        let output = [UInt8](unsafeUninitializedCapacity: expected) { buffer, count in
+            // The context variant: thread-safe without blosc_init, one thread.
+            let n = blosc_decompress_ctx(input.baseAddress, buffer.baseAddress, expected, 1)
+            failed = n != Int32(expected)
+            count = failed ? 0 : expected
+        }
+        if failed { throw Zarr3CodecError("blosc: the chunk does not decompress") }
+        return output
+    }
+
+    /// CRC-32C (Castagnoli) of `bytes`, as Zarr3's `crc32c` codec stores it.
+    static func crc32c(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return 0 }
+        // ISA-L's iSCSI CRC is CRC-32C without the final inversion.
+        return ~crc32_iscsi(UnsafeMutablePointer(mutating: base.assumingMemoryBound(to: UInt8.self)), Int32(bytes.count), 0xFFFF_FFFF)
+    }
+}
+
+/// Why a chunk or index did not decode (turned into a `FormatError` naming the file).
+struct Zarr3CodecError: Error {
+    let reason: String
+    init(_ reason: String) { self.reason = reason }
+}

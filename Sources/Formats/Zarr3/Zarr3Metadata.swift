@@ -1,0 +1,186 @@
+public import Foundation
+
+/// A Zarr v3 array's `zarr.json`, as far as wkfs reads it: shape, element type, chunk grid, key
+/// encoding, fill value and codec chain. Everything is checked when parsed; what wkfs cannot read
+/// (an unknown codec, a non-regular grid) is refused with the reason, naming the file.
+public struct Zarr3Metadata: Sendable {
+    /// Shape in the array's own dimension order.
+    public var shape: [Int]
+    public var dataType: VoxelType
+    /// The grid's chunk shape: whole shards when `sharding` is set.
+    public var chunkShape: [Int]
+    public var keyEncoding: KeyEncoding
+    /// One element of the fill value, little-endian.
+    public var fillValue: [UInt8]
+    public var dimensionNames: [String]?
+    /// The codecs of one grid chunk; with sharding they describe the shard's inner chunks.
+    public var codecs: ChunkCodecs
+    public var sharding: Sharding?
+    /// The file as read, so that fields wkfs does not use survive a rewrite.
+    public var json: JSONValue
+
+    public enum KeyEncoding: Sendable, Equatable {
+        /// `c/1/2/3` (separator `/`) or `c.1.2.3`.
+        case `default`(separator: String)
+        /// `1.2.3` or `1/2/3`.
+        case v2(separator: String)
+
+        func key(_ coordinates: [Int]) -> String {
+            switch self {
+            case .default(let separator): (["c"] + coordinates.map(String.init)).joined(separator: separator)
+            case .v2(let separator): coordinates.map(String.init).joined(separator: separator)
+            }
+        }
+    }
+
+    /// Array-to-array, array-to-bytes and bytes-to-bytes codecs of a chunk, in encoding order.
+    public struct ChunkCodecs: Sendable, Equatable {
+        /// `transpose`'s order (a permutation of the dimensions); nil when there is none.
+        public var transpose: [Int]?
+        public var bigEndian: Bool
+        public var compression: [ByteCodec]
+    }
+
+    public enum ByteCodec: Sendable, Equatable {
+        case zstd(level: Int, checksum: Bool)
+        case blosc
+        case crc32c
+    }
+
+    public struct Sharding: Sendable, Equatable {
+        /// Shape of the inner chunks, in the array's dimension order.
+        public var innerShape: [Int]
+        public var indexAtEnd: Bool
+        /// The index ends with a crc32c checksum.
+        public var indexChecksum: Bool
+    }
+
+    /// Parses `zarr.json` text; `path` names the file in errors.
+    public static func parse(_ data: Data, path: String) throws -> Zarr3Metadata {
+        func bad(_ reason: String) -> FormatError { FormatError(.corrupt, path: path, reason) }
+        let json: JSONValue
+        do { json = try JSONValue.parse(data) } catch { throw bad("not valid JSON (\(error))") }
+        guard json["zarr_format"]?.intValue == 3 else { throw bad("'zarr_format' is not 3") }
+        guard json["node_type"]?.stringValue == "array" else {
+            throw bad("'node_type' is '\(json["node_type"]?.stringValue ?? "missing")', not 'array'")
+        }
+        guard let shape = json["shape"]?.arrayValue?.compactMap(\.intValue), !shape.isEmpty, shape.allSatisfy({ $0 >= 0 }),
+            shape.count == json["shape"]?.arrayValue?.count
+        else { throw bad("'shape' is not a list of sizes") }
+        guard let typeName = json["data_type"]?.stringValue else { throw bad("'data_type' is missing") }
+        guard let dataType = VoxelType(name: typeName) else { throw bad("data type '\(typeName)' is not supported") }
+        guard json["chunk_grid"]?["name"]?.stringValue == "regular",
+            let chunkShape = json["chunk_grid"]?["configuration"]?["chunk_shape"]?.arrayValue?.compactMap(\.intValue),
+            chunkShape.count == shape.count, chunkShape.allSatisfy({ $0 > 0 })
+        else { throw bad("'chunk_grid' is not a regular grid with one chunk size per dimension") }
+
+        let keyEncoding: KeyEncoding
+        let encoding = json["chunk_key_encoding"]
+        let separator = encoding?["configuration"]?["separator"]?.stringValue
+        switch encoding?["name"]?.stringValue {
+        case "default", nil: keyEncoding = .default(separator: separator ?? "/")
+        case "v2": keyEncoding = .v2(separator: separator ?? ".")
+        case let other?: throw bad("chunk key encoding '\(other)' is not supported")
+        }
+        if let separator, separator != "/" && separator != "." { throw bad("chunk key separator '\(separator)' is not supported") }
+
+        let fill = try fillValue(json["fill_value"], dataType, bad)
+        let names = json["dimension_names"]?.arrayValue?.map { $0.stringValue ?? "" }
+        if let names, names.count != shape.count { throw bad("'dimension_names' has \(names.count) names for \(shape.count) dimensions") }
+        guard let codecList = json["codecs"]?.arrayValue else { throw bad("'codecs' is missing") }
+
+        var metadata = Zarr3Metadata(
+            shape: shape, dataType: dataType, chunkShape: chunkShape, keyEncoding: keyEncoding, fillValue: fill,
+            dimensionNames: names, codecs: ChunkCodecs(transpose: nil, bigEndian: false, compression: []), sharding: nil, json: json)
+        if codecList.count == 1, codecList[0]["name"]?.stringValue == "sharding_indexed" {
+            let configuration = codecList[0]["configuration"]
+            guard let inner = configuration?["chunk_shape"]?.arrayValue?.compactMap(\.intValue), inner.count == shape.count,
+                zip(inner, chunkShape).allSatisfy({ $0 > 0 && $1 % $0 == 0 })
+            else { throw bad("the sharding codec's 'chunk_shape' does not divide the shard shape") }
+            guard let innerCodecs = configuration?["codecs"]?.arrayValue else { throw bad("the sharding codec has no 'codecs'") }
+            metadata.codecs = try chunkCodecs(innerCodecs, dimensions: shape.count, bad)
+            let location = configuration?["index_location"]?.stringValue ?? "end"
+            guard location == "end" || location == "start" else { throw bad("shard index location '\(location)' is not supported") }
+            let index = try chunkCodecs(configuration?["index_codecs"]?.arrayValue ?? [], dimensions: shape.count + 1, bad)
+            guard index.transpose == nil, !index.bigEndian, index.compression.allSatisfy({ $0 == .crc32c }), index.compression.count <= 1 else {
+                throw bad("shard index codecs other than 'bytes' (little-endian) and 'crc32c' are not supported")
+            }
+            metadata.sharding = Sharding(innerShape: inner, indexAtEnd: location == "end", indexChecksum: !index.compression.isEmpty)
+        } else {
+            metadata.codecs = try chunkCodecs(codecList, dimensions: shape.count, bad)
+        }
+        return metadata
+    }
+
+    /// The codec chain of a chunk, checked.
+    private static func chunkCodecs(_ list: [JSONValue], dimensions: Int, _ bad: (String) -> FormatError) throws -> ChunkCodecs {
+        var codecs = ChunkCodecs(transpose: nil, bigEndian: false, compression: [])
+        var sawBytes = false
+        for codec in list {
+            let name = codec["name"]?.stringValue ?? "(unnamed)"
+            let configuration = codec["configuration"]
+            switch name {
+            case "transpose":
+                guard !sawBytes, codecs.transpose == nil,
+                    let order = configuration?["order"]?.arrayValue?.compactMap(\.intValue),
+                    order.sorted() == Array(0..<dimensions)
+                else { throw bad("'transpose' needs an 'order' that is a permutation of the \(dimensions) dimensions") }
+                codecs.transpose = order
+            case "bytes":
+                guard !sawBytes else { throw bad("two 'bytes' codecs") }
+                sawBytes = true
+                let endian = configuration?["endian"]?.stringValue ?? "little"
+                guard endian == "little" || endian == "big" else { throw bad("'bytes' endian '\(endian)' is unknown") }
+                codecs.bigEndian = endian == "big"
+            case "zstd":
+                guard sawBytes else { throw bad("'zstd' before 'bytes'") }
+                codecs.compression.append(.zstd(level: configuration?["level"]?.intValue ?? 0, checksum: configuration?["checksum"] == .bool(true)))
+            case "blosc":
+                guard sawBytes else { throw bad("'blosc' before 'bytes'") }
+                codecs.compression.append(.blosc)
+            case "crc32c":
+                guard sawBytes else { throw bad("'crc32c' before 'bytes'") }
+                codecs.compression.append(.crc32c)
+            case "sharding_indexed":
+                throw bad("nested or combined 'sharding_indexed' codecs are not supported")
+            default:
+                throw bad("codec '\(name)' is not supported (wkfs reads transpose, bytes, zstd, blosc, crc32c, sharding_indexed)")
+            }
+        }
+        guard sawBytes else { throw bad("no 'bytes' codec: the chunks' byte layout is not given") }
+        return codecs
+    }
+
+    /// One element of the fill value as little-endian bytes.
+    private static func fillValue(_ value: JSONValue?, _ type: VoxelType, _ bad: (String) -> FormatError) throws -> [UInt8] {
+        func bytes<T>(_ v: T) -> [UInt8] { withUnsafeBytes(of: v) { Array($0) } }
+        let number: Double
+        switch value {
+        case .int(let i)?:
+            switch type {
+            case .uint8: return bytes(UInt8(truncatingIfNeeded: i))
+            case .uint16: return bytes(UInt16(truncatingIfNeeded: i).littleEndian)
+            case .uint32: return bytes(UInt32(truncatingIfNeeded: i).littleEndian)
+            case .uint64: return bytes(UInt64(bitPattern: i).littleEndian)
+            case .int8: return bytes(Int8(truncatingIfNeeded: i))
+            case .int16: return bytes(Int16(truncatingIfNeeded: i).littleEndian)
+            case .int32: return bytes(Int32(truncatingIfNeeded: i).littleEndian)
+            case .int64: return bytes(i.littleEndian)
+            case .float32, .float64: number = Double(i)
+            }
+        case .double(let d)?: number = d
+        case .string("NaN")?: number = .nan
+        case .string("Infinity")?: number = .infinity
+        case .string("-Infinity")?: number = -.infinity
+        case .null?, nil: return [UInt8](repeating: 0, count: type.size)
+        default: throw bad("'fill_value' \(value.map { "\($0)" } ?? "") is not supported")
+        }
+        switch type {
+        case .float32: return bytes(Float(number).bitPattern.littleEndian)
+        case .float64: return bytes(number.bitPattern.littleEndian)
+        default:
+            guard number.rounded() == number, abs(number) < 1.8e19 else { throw bad("'fill_value' \(number) is not a \(type)") }
+            return try fillValue(.int(Int64(exactly: number) ?? Int64(bitPattern: UInt64(number))), type, bad)
+        }
+    }
+}

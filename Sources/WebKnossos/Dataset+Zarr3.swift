@@ -1,0 +1,101 @@
+import Formats
+
+/// What a Zarr3 layer needs beside its arrays, as webknossos 4.3 writes it: a `zarr.json` group
+/// at the dataset root, and one per layer carrying OME-Zarr 0.5 `multiscales`, so that OME-Zarr
+/// readers find the mags.
+extension Dataset {
+    /// The root group and `layer`'s group with its multiscales (mags in the properties' order),
+    /// each replaced atomically. The root group is written only when missing.
+    func writeZarrGroups(_ layer: LayerProperties) throws {
+        let root = path + "/" + Zarr3Array.metadataName
+        if !PathOps.exists(root) {
+            try AtomicFile.write(root, Array(JSONValue.object([("zarr_format", .int(3)), ("node_type", .string("group"))]).pretty().utf8))
+        }
+        let unit = JSONValue.string(properties.unit)
+        let axes: JSONValue = .array(
+            [.object([("name", .string("c")), ("type", .string("channel"))])]
+                + ["x", "y", "z"].map { .object([("name", .string($0)), ("type", .string("space")), ("unit", unit)]) })
+        let datasets: [JSONValue] = layer.mags.map { entry in
+            let scale = [1.0] + zip(properties.voxelSize, entry.mag.factors.array).map { $0 * Double($1) }
+            let name = entry.path.map { String($0.split(separator: "/").last ?? "") } ?? entry.mag.shortName
+            return .object([
+                ("path", .string(name)),
+                ("coordinateTransformations", .array([.object([("type", .string("scale")), ("scale", .array(scale.map(JSONValue.double)))])])),
+            ])
+        }
+        let group: JSONValue = .object([
+            ("zarr_format", .int(3)),
+            ("node_type", .string("group")),
+            (
+                "attributes",
+                .object([("ome", .object([("version", .string("0.5")), ("multiscales", .array([.object([("axes", axes), ("datasets", .array(datasets))])]))]))])
+            ),
+        ])
+        try AtomicFile.write(layerPath(layer.name) + "/" + Zarr3Array.metadataName, Array(group.pretty().utf8))
+    }
+
+    /// Adds a Zarr3 mag to `layer`: an array of `chunk`-voxel chunks in `shard`-voxel shards
+    /// (one chunk per file when they are equal), zstd-compressed or not, and its properties entry.
+    /// A failed step leaves nothing behind.
+    mutating func addZarrMag(_ layer: LayerProperties, _ name: String, chunk: Int, shard: Int, compress: Bool) throws -> MagView {
+        let mag = try Mag(parsing: name)
+        if layer.mag(mag) != nil {
+            throw DatasetError(.alreadyExists, "mag '\(name)'", "layer '\(layer.name)' already has this mag")
+        }
+        guard let voxelType = layer.declaredVoxelType else {
+            throw DatasetError(.invalidProperties, propertiesPath, "layer '\(layer.name)' has an unknown element class '\(layer.elementClass)'")
+        }
+        if let problem = Zarr3Array.shapeProblem(chunk: Vec3(repeating: chunk), shard: Vec3(repeating: shard)) {
+            throw DatasetError(.invalidArgument, "chunk and shard shape", problem)
+        }
+        let directory = layerPath(layer.name) + "/" + mag.shortName
+        if PathOps.exists(directory) {
+            throw DatasetError(.alreadyExists, directory, "mag directory already exists on disk")
+        }
+        let array: Zarr3Array
+        do {
+            array = try Zarr3Array.create(
+                directory, voxelType: voxelType, channels: layer.numChannels, chunk: Vec3(repeating: chunk), shard: Vec3(repeating: shard),
+                compress: compress, size: mag.fromMag1(layer.boundingBox).end)
+        } catch {
+            throw DatasetError(.io, directory, "cannot create the mag", cause: error)
+        }
+        var entry = MagProperties(mag: mag, path: "./\(layer.name)/\(mag.shortName)", cubeLength: nil)
+        if layer.usesWkwResolutions { entry.path = nil }
+        let added = entry
+        do {
+            try updateLayer(layer.name) { layer in
+                guard layer.mag(mag) == nil else {
+                    throw DatasetError(.alreadyExists, "mag '\(name)'", "layer '\(layer.name)' already has this mag")
+                }
+                layer.mags.append(added)
+                layer.mags.sort { $0.mag < $1.mag }
+            }
+        } catch {
+            PathOps.remove(directory + "/" + Zarr3Array.metadataName)
+            try? PathOps.removeDirectory(directory)
+            throw error
+        }
+        let updated = try self.layer(layer.name)
+        do {
+            try writeZarrGroups(updated)
+        } catch {
+            throw DatasetError(.io, layerPath(layer.name), "the mag was added, but the layer's zarr.json could not be rewritten", cause: error)
+        }
+        return MagView(layer: updated, mag: mag, store: array)
+    }
+
+    /// Sets the shape of every Zarr3 mag of `layer` to whole shards covering its bounding box,
+    /// as webknossos does whenever the box changes.
+    func fitZarrShapes(_ layer: LayerProperties) throws {
+        guard layer.format == .zarr3 else { return }
+        for entry in layer.mags {
+            let end = entry.mag.fromMag1(layer.boundingBox).end
+            do {
+                try Zarr3Array.setShape(of: magPath(layer, entry), covering: end)
+            } catch {
+                throw DatasetError(.io, magPath(layer, entry), "cannot update the array's shape", cause: error)
+            }
+        }
+    }
+}
