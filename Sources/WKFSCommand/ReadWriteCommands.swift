@@ -157,12 +157,18 @@ struct ReadCommand: ParsableCommand {
 struct CopyCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "copy",
-        abstract: "Copy a dataset with a new block length, file length and compression.",
-        discussion: "Example: wkfs copy my_dataset copy_of_dataset --block-len 8 --file-len 8 --compress")
+        abstract: "Copy a dataset with a new format, block length, file length and compression.",
+        discussion: """
+            Without options each mag keeps its layout. --data-format converts every layer (wkw <-> zarr3).
+            Examples: wkfs copy my_dataset copy_of_dataset --block-len 8 --file-len 8 --compress
+                      wkfs copy my_dataset as_zarr --data-format zarr3 --chunk-shape 32 --shard-shape 1024 --compress
+            """)
 
     @Argument(help: "The source dataset.") var source: String
     @Argument(help: "The new dataset directory (missing or empty).") var destination: String
     @OptionGroup var storage: StorageOptions
+    @Option(name: .customLong("data-format"), help: "wkw or zarr3: the copy's format (default: each layer's own).")
+    var dataFormat: DataFormatArgument?
 
     func run() throws {
         let ds = try Dataset.open(source)
@@ -170,8 +176,8 @@ struct CopyCommand: ParsableCommand {
         try ds.copy(
             to: destination,
             options: .init(
-                blockLength: storage.block, fileLength: storage.block.flatMap { storage.fileBlocks(block: $0) } ?? storage.fileLength,
-                compress: storage.compress)
+                blockLength: storage.block ?? (storage.shardShape != nil ? 32 : nil),
+                fileLength: storage.fileBlocks(block: storage.block ?? 32), compress: storage.compress, format: dataFormat?.format)
         ) { progress.update($0, $1) }
     }
 }

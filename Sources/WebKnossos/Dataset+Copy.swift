@@ -1,5 +1,5 @@
 import Foundation
-import Formats
+public import Formats
 
 /// `copy_dataset`: the same voxels under new block length, file length and compression.
 extension Dataset {
@@ -8,12 +8,23 @@ extension Dataset {
         public var blockLength: Int?
         public var fileLength: Int?
         public var compress: Bool?
+        /// The format of every layer of the copy; nil keeps each layer's.
+        public var format: DataFormat?
 
-        public init(blockLength: Int? = nil, fileLength: Int? = nil, compress: Bool? = nil) {
+        public init(blockLength: Int? = nil, fileLength: Int? = nil, compress: Bool? = nil, format: DataFormat? = nil) {
             self.blockLength = blockLength
             self.fileLength = fileLength
             self.compress = compress
+            self.format = format
         }
+    }
+
+    /// How one mag is copied.
+    enum MagCopy {
+        /// WKW to WKW: files copied as they are when the header stays, else re-encoded.
+        case wkw(source: MagDirectory, header: WKWHeader)
+        /// Through the stores, into another format or layout.
+        case converted(source: any MagStore, layout: ConvertedMag)
     }
 
     /// Copies this dataset to `destination` (which must not hold a dataset). Symbolic-link layers
@@ -23,23 +34,36 @@ extension Dataset {
         to destination: String, options: CopyOptions, progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }
     ) throws -> Dataset {
         // Open every mag first, so a broken source stops the copy before anything is created.
-        var plans: [(layer: LayerProperties, mags: [(entry: MagProperties, source: MagDirectory, header: WKWHeader)])] = []
+        var plans: [(layer: LayerProperties, mags: [(entry: MagProperties, copy: MagCopy)])] = []
         for layer in properties.layers {
             let checked = try self.layer(layer.name)
-            var mags: [(MagProperties, MagDirectory, WKWHeader)] = []
+            let sourceFormat = checked.format ?? .wkw
+            let targetFormat = options.format ?? sourceFormat
+            var mags: [(MagProperties, MagCopy)] = []
             for entry in checked.mags {
-                let source = try MagDirectory.open(magPath(checked, entry))
-                var header = source.header
-                do {
-                    header = try WKWHeader(
-                        blockLength: options.blockLength ?? header.blockLength,
-                        fileLength: options.fileLength ?? header.fileLength,
-                        blockType: options.compress.map { $0 ? .lz4hc : .raw } ?? header.blockType,
-                        voxelType: header.voxelType, channels: header.channels)
-                } catch let error as FormatError {
-                    throw DatasetError(.invalidArgument, options.blockLength.map { _ in "--block-len" } ?? "--file-len", error.reason)
+                let path = magPath(checked, entry)
+                if sourceFormat == .wkw && targetFormat == .wkw {
+                    let source = try MagDirectory.open(path)
+                    var header = source.header
+                    do {
+                        header = try WKWHeader(
+                            blockLength: options.blockLength ?? header.blockLength,
+                            fileLength: options.fileLength ?? header.fileLength,
+                            blockType: options.compress.map { $0 ? .lz4hc : .raw } ?? header.blockType,
+                            voxelType: header.voxelType, channels: header.channels)
+                    } catch let error as FormatError {
+                        throw DatasetError(.invalidArgument, "block and file length", error.reason)
+                    }
+                    mags.append((entry, .wkw(source: source, header: header)))
+                } else {
+                    let source: any MagStore
+                    do {
+                        source = try Self.openStore(sourceFormat, path)
+                    } catch {
+                        throw DatasetError(.notFound, "layer '\(layer.name)' mag \(entry.mag.shortName)", "not a usable \(sourceFormat) mag", cause: error)
+                    }
+                    mags.append((entry, .converted(source: source, layout: try ConvertedMag(source, format: targetFormat, options: options))))
                 }
-                mags.append((entry, source, header))
             }
             plans.append((checked, mags))
         }
@@ -78,9 +102,13 @@ extension Dataset {
         newProperties.id = copy.properties.id
         newProperties.layers = plans.map { layer, mags in
             var newLayer = layer
-            newLayer.mags = mags.map { entry, _, header in
+            newLayer.dataFormat = (options.format ?? layer.format ?? .wkw).rawValue
+            newLayer.mags = mags.map { entry, copy in
                 var newEntry = entry
-                newEntry.cubeLength = header.fileEdge
+                switch copy {
+                case .wkw(_, let header): newEntry.cubeLength = header.fileEdge
+                case .converted(_, let layout): newEntry.cubeLength = layout.format == .wkw ? layout.fileEdge : nil
+                }
                 newEntry.path = layer.usesWkwResolutions && entry.path == nil ? nil : "./\(layer.name)/\(entry.mag.shortName)"
                 return newEntry
             }
@@ -88,13 +116,42 @@ extension Dataset {
         }
         try copy.replaceProperties(newProperties)
         let total = try plans.reduce(0) { sum, plan in
-            try sum + plan.mags.reduce(0) { try $0 + Self.destinationFiles($1.source, $1.header, plan.layer, $1.entry).count }
+            try sum + plan.mags.reduce(0) { count, mag in
+                let bounds = mag.entry.mag.fromMag1(plan.layer.boundingBox)
+                switch mag.copy {
+                case .wkw(let source, let header): return try count + Self.destinationFiles(source, header, plan.layer, mag.entry).count
+                case .converted(let source, let layout): return try count + Self.convertedFiles(source, fileEdge: layout.fileEdge, bounds: bounds).count
+                }
+            }
         }
         var done = 0
         for (layer, mags) in plans {
             try PathOps.makeDirectories(copy.layerPath(layer.name))
-            for (entry, source, header) in mags {
+            for (entry, magCopy) in mags {
                 let targetPath = copy.layerPath(layer.name) + "/" + entry.mag.shortName
+                guard case .wkw(let source, let header) = magCopy else {
+                    guard case .converted(let source, let layout) = magCopy else { continue }
+                    let bounds = entry.mag.fromMag1(layer.boundingBox)
+                    let target: any MagStore
+                    do {
+                        target = try layout.openOrCreate(targetPath, size: bounds.end)
+                    } catch {
+                        throw DatasetError(.io, targetPath, "cannot create the mag", cause: error)
+                    }
+                    if let directory = target as? MagDirectory { _ = try? directory.removeStaleTemporaries() }
+                    let files = try Self.convertedFiles(source, fileEdge: layout.fileEdge, bounds: bounds)
+                    try Self.convert(files, from: source, to: target, write: { box, bytes in
+                        switch target {
+                        case let directory as MagDirectory: try directory.write(box, from: bytes)
+                        case let array as Zarr3Array: try array.write(box, from: bytes)
+                        default: throw DatasetError(.unsupported, targetPath, "cannot write \(target.format) mags")
+                        }
+                    }) {
+                        done += 1
+                        progress(done, total)
+                    }
+                    continue
+                }
                 // A mag the interrupted run made is written on (its temporary files go).
                 let existing = try? MagDirectory.open(targetPath)
                 let target = existing?.header == header ? existing! : try MagDirectory.create(targetPath, header: header)
@@ -120,6 +177,13 @@ extension Dataset {
                         done += count
                         progress(done, total)
                     }
+                }
+            }
+            if let copied = try? copy.layer(layer.name), copied.format == .zarr3 {
+                do {
+                    try copy.writeZarrGroups(copied)
+                } catch {
+                    throw DatasetError(.io, copy.layerPath(layer.name), "cannot write the layer's zarr.json", cause: error)
                 }
             }
         }

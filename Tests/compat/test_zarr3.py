@@ -210,3 +210,75 @@ def test_writes_refused_on_bad_input_change_nothing(fixtures_dir, tmp_path):
     after = h.snapshot(ds)
     after.pop("color/1/.wkfs-lock", None)  # the lock file, created empty on first write
     assert after == before, h.snapshot_diff(before, after)
+
+
+# --------------------------------------------------------------------------------------------
+# The seed's steps in Zarr3, and conversions
+
+
+def test_seed_steps_in_zarr3_read_by_webknossos_and_zarr_python(tmp_path):
+    """The seed document's steps with `--data-format zarr3` (3-channel color layer, mags 1 and 2,
+    a copy with new chunks and compression, a segmentation layer, a linked layer): webknossos and
+    zarr-python read every voxel back."""
+    import webknossos as wk
+    import zarr
+
+    rng = np.random.default_rng(1234)
+    d1 = h.random_array(rng, "uint8", 3, (64, 64, 16))
+    d2 = h.random_array(rng, "uint8", 3, (32, 32, 8))
+    src, dst = tmp_path / "my_new_dataset", tmp_path / "copy_of_dataset"
+    h.wkfs_ok("create", src, "--voxel-size", "1,1,1")
+    h.wkfs_ok("add-layer", src, "color", "--category", "color", "--dtype", "uint8", "--channels", "3", "--data-format", "zarr3")
+    for mag in ("1", "2"):
+        h.wkfs_ok("add-mag", src, "color", mag, "--chunk-shape", "16", "--shard-shape", "32", "--no-compress")
+    h.wkfs_write(src, "color", "1", (10, 20, 30), (64, 64, 16), h.to_bytes(d1))
+    h.wkfs_write(src, "color", "2", (5, 10, 15), (32, 32, 8), h.to_bytes(d2))
+    h.wkfs_ok("copy", src, dst, "--block-len", "8", "--file-len", "8", "--compress")
+    h.wkfs_ok("add-layer", src, "segmentation", "--category", "segmentation", "--dtype", "uint8", "--largest-segment-id", "0",
+              "--data-format", "zarr3")
+    h.wkfs_ok("add-mag", src, "segmentation", "1", "--chunk-shape", "8", "--shard-shape", "32", "--compress")
+    seg = h.random_array(np.random.default_rng(7), "uint8", 1, (40, 30, 20))
+    h.wkfs_write(src, "segmentation", "1", (12, 22, 32), (40, 30, 20), h.to_bytes(seg))
+    h.wkfs_ok("add-symlink-layer", dst, src / "segmentation")
+    h.wkfs_ok("check", src)
+    h.wkfs_ok("check", dst)
+
+    for ds in (src, dst):
+        dataset = wk.Dataset.open(ds)
+        color = dataset.get_layer("color")
+        assert color.data_format == wk.DataFormat.Zarr3
+        assert np.array_equal(color.get_mag("1").read(absolute_offset=(10, 20, 30), size=(64, 64, 16)), d1)
+        assert np.array_equal(color.get_mag("2").read(absolute_offset=(10, 20, 30), size=(64, 64, 16)), d2)
+        assert np.array_equal(dataset.get_layer("segmentation").get_mag("1").read(absolute_offset=(12, 22, 32), size=(40, 30, 20)), seg)
+        array = zarr.open_array(str(ds / "color" / "1"), mode="r")
+        assert np.array_equal(array[:, 10:74, 20:84, 30:46], d1)
+    copied = json.loads((dst / "color" / "1" / "zarr.json").read_text())
+    inner = copied["codecs"][0]["configuration"]
+    assert inner["chunk_shape"] == [3, 8, 8, 8] and copied["chunk_grid"]["configuration"]["chunk_shape"] == [3, 64, 64, 64]
+    assert [c["name"] for c in inner["codecs"]] == ["transpose", "bytes", "zstd"]
+
+
+@pytest.mark.parametrize("name", ["wk433_color_uint8_raw", "wk433_color_uint8x3", "wk433_color_uint16", "wk433_color_float32"])
+def test_copy_wkw_to_zarr3_to_wkw_keeps_every_voxel(fixtures_dir, tmp_path, name):
+    """WKW -> Zarr3 (webknossos reads it) -> WKW (the reference wkw reads it): the same voxels
+    in every mag, read over the layer's box."""
+    import webknossos as wk
+
+    src = fixtures_dir / name
+    as_zarr, back = tmp_path / "as_zarr", tmp_path / "back"
+    h.wkfs_ok("copy", src, as_zarr, "--data-format", "zarr3", "--chunk-shape", "16", "--shard-shape", "64", "--compress")
+    h.wkfs_ok("copy", as_zarr, back, "--data-format", "wkw", "--block-len", "8", "--file-len", "4")
+    h.wkfs_ok("check", as_zarr)
+    h.wkfs_ok("check", back)
+    for layer in h.read_properties(src)["dataLayers"]:
+        for mag in layer["mags"]:
+            mag_name = h.mag_dir_name(mag["mag"])
+            original = h.wkfs_read(src, layer["name"], mag_name)
+            assert h.wkfs_read(as_zarr, layer["name"], mag_name) == original
+            assert h.wkfs_read(back, layer["name"], mag_name) == original
+            zarr_layer = wk.Dataset.open(as_zarr).get_layer(layer["name"])
+            assert zarr_layer.data_format == wk.DataFormat.Zarr3
+            got = zarr_layer.get_mag(mag_name).read()
+            want = wk.Dataset.open(src).get_layer(layer["name"]).get_mag(mag_name).read()
+            assert np.array_equal(got, want)
+            assert h.properties_layer(back, layer["name"])["dataFormat"] == "wkw"

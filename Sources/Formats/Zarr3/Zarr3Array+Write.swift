@@ -158,20 +158,9 @@ extension Zarr3Array {
     /// Whether every element of `chunk` is the fill value.
     private func isFill(_ chunk: [UInt8]) -> Bool {
         let fill = metadata.fillValue
-        if fill.allSatisfy({ $0 == 0 }) { return chunk.withUnsafeBytes { Self.isZero($0) } }
+        if fill.allSatisfy({ $0 == 0 }) { return chunk.withUnsafeBytes { RegionCopy.isZero($0) } }
         let w = fill.count
         return stride(from: 0, to: chunk.count, by: w).allSatisfy { chunk[$0..<($0 + w)].elementsEqual(fill) }
-    }
-
-    static func isZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        var i = 0
-        let words = bytes.count / 8
-        while i < words {
-            if bytes.loadUnaligned(fromByteOffset: 8 * i, as: UInt64.self) != 0 { return false }
-            i += 1
-        }
-        for j in (8 * words)..<bytes.count where bytes[j] != 0 { return false }
-        return true
     }
 
     /// Encodes one chunk given in `(z, y, x, c)` C order with the array's chunk codecs.
