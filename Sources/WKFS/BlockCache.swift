@@ -34,7 +34,7 @@ final class BlockCache: Sendable {
         var old: [Key: Entry] = [:]
         var youngBytes = 0
         var oldBytes = 0
-        var readers: [String: (reader: DataFileReader, number: Int)] = [:]
+        var readers: [String: (reader: any DataFile, number: Int)] = [:]
         var nextFileNumber = 0
         /// One lock per file, held while its blocks are decoded (milliseconds). `NSLock` is a plain
         /// pthread mutex whose waiters sleep; `Mutex` is a priority-inheritance futex here, whose
@@ -92,18 +92,18 @@ final class BlockCache: Sendable {
     /// The open data file `index` of `mag` and its number in the cache's keys, or nil when it does
     /// not exist. A cached one is used only while the file on disk is still the same (same inode,
     /// size and modification time).
-    func reader(_ mag: MagDirectory, _ index: Vec3) throws -> DataFileReader? {
+    func reader(_ mag: any MagStore, _ index: Vec3) throws -> (any DataFile)? {
         try numberedReader(mag, index)?.reader
     }
 
-    private func numberedReader(_ mag: MagDirectory, _ index: Vec3) throws -> (reader: DataFileReader, number: Int)? {
+    private func numberedReader(_ mag: any MagStore, _ index: Vec3) throws -> (reader: any DataFile, number: Int)? {
         let path = mag.filePath(index)
         guard let status = FileStatus.of(path, followLinks: true) else {
             storage.withLock { _ = $0.readers.removeValue(forKey: path) }
             return nil
         }
         if let known = storage.withLock({ $0.readers[path] }), known.reader.identity == status.identity { return known }
-        guard let reader = try DataFileReader.open(mag, index) else { return nil }
+        guard let reader = try mag.openDataFile(index) else { return nil }
         return storage.withLock { s in
             if s.readers.count > Self.openReaders { s.readers.removeAll() }
             s.nextFileNumber += 1
@@ -112,19 +112,19 @@ final class BlockCache: Sendable {
         }
     }
 
-    /// Blocks are cached in groups of consecutive Morton numbers of about 64 KiB: a dataset of
+    /// Blocks are cached in groups of consecutive block numbers of about 64 KiB: a dataset of
     /// 512-byte blocks would otherwise mean hundreds of thousands of entries (time in hashing and
     /// allocation, not in decoding). A group is stored together, so it is one read.
-    static func groupSize(_ header: WKWHeader) -> Int {
+    static func groupSize(_ mag: any MagStore) -> Int {
         var size = 1
-        while size * 2 * header.blockByteCount <= 64 << 10 && size * 2 <= header.blocksPerFile { size *= 2 }
+        while size * 2 * mag.blockBytes <= 64 << 10 && mag.blocksPerFile % (size * 2) == 0 { size *= 2 }
         return size
     }
 
     /// Decoded blocks `numbers` of data file `index`, in that order; zeros when the file does not exist.
-    func blocks(_ mag: MagDirectory, _ index: Vec3, _ numbers: [Int]) throws -> [CachedBlock] {
-        let blockBytes = mag.header.blockByteCount
-        let size = Self.groupSize(mag.header)
+    func blocks(_ mag: any MagStore, _ index: Vec3, _ numbers: [Int]) throws -> [CachedBlock] {
+        let blockBytes = mag.blockBytes
+        let size = Self.groupSize(mag)
         guard let (reader, file) = try numberedReader(mag, index) else {
             let zero = zeroGroup(size * blockBytes)
             return numbers.map { _ in CachedBlock(group: zero, offset: 0, count: blockBytes, isZero: true) }
@@ -174,8 +174,8 @@ final class BlockCache: Sendable {
     /// Asks the kernel to start reading the stored bytes of the groups of `numbers` that are not
     /// cached, so a request that decodes many groups one after another does not wait on the disk
     /// for each (the first plane of a cube's block layer needs a whole layer of blocks).
-    func prefetch(_ mag: MagDirectory, _ index: Vec3, _ numbers: [Int]) throws {
-        let size = Self.groupSize(mag.header)
+    func prefetch(_ mag: any MagStore, _ index: Vec3, _ numbers: [Int]) throws {
+        let size = Self.groupSize(mag)
         guard let (reader, file) = try numberedReader(mag, index) else { return }
         let groups = Array(Set(numbers.map { $0 / size }))
         let missing = storage.withLock { s in groups.filter { !s.contains(Key(file: file, group: $0)) } }

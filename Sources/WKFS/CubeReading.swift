@@ -3,8 +3,8 @@ import Formats
 /// Reads of raw cubes: decoded blocks come from the shared cache and are copied row by row.
 extension BlockCache {
     /// Fills `destination` with cube bytes from `offset` on; returns how many bytes (short at the end).
-    func readCube(_ mag: MagDirectory, _ index: Vec3, offset: Int, into destination: UnsafeMutableRawBufferPointer) throws -> Int {
-        let geometry = CubeGeometry(header: mag.header)
+    func readCube(_ mag: any MagStore, _ index: Vec3, offset: Int, into destination: UnsafeMutableRawBufferPointer) throws -> Int {
+        let geometry = CubeGeometry(mag)
         let end = min(geometry.cubeBytes, offset + destination.count)
         guard offset < end, let base = destination.baseAddress else { return 0 }
         let (start, boxes) = geometry.rowBoxes(offset..<end)
@@ -32,11 +32,11 @@ extension BlockCache {
     /// Writes the voxels of `box` (cube-local) in C order to `destination`.
     /// Blocks are fetched a group at a time, so a request holds a few MiB of decoded blocks, not a
     /// whole layer (readahead keeps several requests in flight; each would pin its layer).
-    func readBox(_ mag: MagDirectory, _ index: Vec3, _ box: Box, into destination: UnsafeMutableRawPointer) throws {
-        let b = Vec3(repeating: mag.header.blockLength)
+    func readBox(_ mag: any MagStore, _ index: Vec3, _ box: Box, into destination: UnsafeMutableRawPointer) throws {
+        let b = mag.blockShape
         let positions = box.cellRange(b).positions
-        let group = max(1, (4 << 20) / mag.header.blockByteCount)
-        if positions.count > group { try prefetch(mag, index, positions.map(Morton.encode)) }
+        let group = max(1, (4 << 20) / mag.blockBytes)
+        if positions.count > group { try prefetch(mag, index, positions.map(mag.blockNumber)) }
         // Zero blocks are not copied: when one comes before any block with data, the whole
         // destination is cleared at once (one memset instead of a copy per row) and later blocks
         // with data overwrite their part; after one with data, a zero block clears its own part.
@@ -45,15 +45,15 @@ extension BlockCache {
         var start = 0
         while start < positions.count {
             let slice = positions[start..<min(positions.count, start + group)]
-            let blocks = try blocks(mag, index, slice.map(Morton.encode))
+            let blocks = try blocks(mag, index, slice.map(mag.blockNumber))
             for (position, block) in zip(slice, blocks) {
                 let blockBox = Box(offset: position * b, size: b)
                 let part = blockBox.intersection(box)!
                 if block.isZero {
                     if copied {
-                        if !cleared { RegionCopy.zero(part, voxelSize: mag.header.voxelSize, in: destination, layout: box) }
+                        if !cleared { RegionCopy.zero(part, voxelSize: mag.voxelBytes, in: destination, layout: box) }
                     } else if !cleared {
-                        destination.initializeMemory(as: UInt8.self, repeating: 0, count: box.voxelCount * mag.header.voxelSize)
+                        destination.initializeMemory(as: UInt8.self, repeating: 0, count: box.voxelCount * mag.voxelBytes)
                         cleared = true
                     }
                     continue
@@ -61,7 +61,7 @@ extension BlockCache {
                 copied = true
                 block.withUnsafeBytes { bytes in
                     RegionCopy.copy(
-                        part, voxelSize: mag.header.voxelSize, from: bytes.baseAddress!, layout: blockBox,
+                        part, voxelSize: mag.voxelBytes, from: bytes.baseAddress!, layout: blockBox,
                         to: destination, layout: box)
                 }
             }

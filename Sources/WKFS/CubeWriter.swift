@@ -190,7 +190,7 @@ struct CubeWriter {
         _ data: UnsafeRawBufferPointer, offset: Int, range: Range<Int>, cache: BlockCache, completed: inout [Int]
     ) throws {
         let vs = geometry.voxelSize
-        let side = geometry.side
+        let side = geometry.shape.x  // a WKW file is a cube
         let b = mag.header.blockLength
         var position = range.lowerBound
         while position < range.upperBound {
@@ -208,7 +208,7 @@ struct CubeWriter {
                 (block.baseAddress! + inBlock).copyMemory(from: data.baseAddress! + (position - offset), byteCount: count)
             }
             dirty[number]!.written += count
-            if dirty[number]!.written >= geometry.header.blockByteCount { completed.append(number) }
+            if dirty[number]!.written >= mag.header.blockByteCount { completed.append(number) }
             position = pieceEnd
         }
     }
@@ -290,7 +290,8 @@ struct CubeWriter {
         // a patch a killed writer left in it.
         let lock = try mag.lockFiles([index])
         defer { lock.unlock() }
-        let base = truncated ? nil : try cache.reader(mag, index)
+        // A WKW mag's data files are `DataFileReader`s.
+        let base = truncated ? nil : try cache.reader(mag, index) as? DataFileReader
         try mergeBlocksChangedOnDisk(base)
         // Snapshots for the block closures (copies of the arrays only if a write came between).
         let dirtyBlocks = dirty

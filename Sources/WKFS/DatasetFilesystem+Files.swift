@@ -9,9 +9,12 @@ extension DatasetFilesystem {
         let node = try node(inode)
         if flags.isWritable { try requireWritable() }
         switch node {
-        case .cube:
+        case .cube(let layer, let mag, _):
+            if flags.isWritable {
+                do { _ = try magDirectory(layer, mag) } catch let error as FUSEError { throw refuse(error.code, error.message ?? "cannot write") }
+            }
             let cube = try openCube(node, truncate: flags.truncate)
-            if !flags.isWritable { prefetcher.cubeOpened(cube.mag, cube.index) }
+            if !flags.isWritable, let directory = cube.directory { prefetcher.cubeOpened(directory, cube.index) }
             // A read-only handle has nothing to flush: its close costs no request (the writers'
             // own closes commit their changes).
             return OpenResult(
@@ -88,7 +91,10 @@ extension DatasetFilesystem {
     /// others read a short or half-new cube), so readers see the old or the new cube, whole.
     func openCube(_ node: MountNode, truncate: Bool) throws -> CubeHandle {
         guard case .cube(let layer, let mag, let index) = node else { throw FUSEError.invalid }
-        let directory = try magDirectory(layer, mag)
+        let store = try magStore(layer, mag)
+        if truncate && !(store is MagDirectory) {
+            throw refuse(EPERM, "\(layer)/\(mag)/z\(index.z)/y\(index.y)/x\(index.x).raw: writing \(store.format) cubes through the mount is not supported yet (wkfs write is)")
+        }
         var busy = ""
         let opened: CubeHandle? = waitWhileBusy(replacing: truncate ? node : nil) { s in
             if let shared = s.openCubes[node] {
@@ -109,7 +115,7 @@ extension DatasetFilesystem {
                 s.openCubes[node]!.handles += 1
                 return s.openCubes[node]!.cube
             }
-            let cube = CubeHandle(node: node, layer: layer, magName: mag, mag: directory, index: index, writer: nil)
+            let cube = CubeHandle(node: node, layer: layer, magName: mag, mag: store, index: index, writer: nil)
             if truncate { cube.replacing.store(true, ordering: .releasing) }
             s.openCubes[node] = (cube, 1)
             return cube
@@ -118,6 +124,7 @@ extension DatasetFilesystem {
             throw refuse(EBUSY, "\(layer)/\(mag)/z\(index.z)/y\(index.y)/x\(index.x).raw: \(busy)")
         }
         if truncate {
+            let directory = try wkwDirectory(cube)
             let budget = writeBudget(directory)
             cube.writer.withLock { writer in
                 writer = CubeWriter(mag: directory, index: index, truncated: true, memoryBudget: budget)
@@ -170,6 +177,15 @@ extension DatasetFilesystem {
         if name == MountNode.controlName { return "the name is reserved" }
         if state.withLock({ $0.layer(name) != nil }) { return "a layer has this name" }
         return nil
+    }
+
+    /// The WKW mag of a cube that is written.
+    /// - Throws: EPERM, saying why, for a mag of another format (the mount only reads those).
+    func wkwDirectory(_ cube: CubeHandle) throws -> MagDirectory {
+        guard let directory = cube.directory else {
+            throw refuse(EPERM, "\(cubeName(cube)): writing \(cube.mag.format) cubes through the mount is not supported yet (wkfs write is)")
+        }
+        return directory
     }
 
     /// Memory a cube writer may hold decoded: about one slab of blocks (one block layer of the cube).
@@ -241,7 +257,8 @@ extension DatasetFilesystem {
             try cube.writer.withLock { writer in
                 // Mutate in place: a copy of the writer would copy every pending block it touches.
                 if writer == nil {
-                    writer = CubeWriter(mag: cube.mag, index: cube.index, truncated: false, memoryBudget: writeBudget(cube.mag))
+                    let directory = try wkwDirectory(cube)
+                    writer = CubeWriter(mag: directory, index: cube.index, truncated: false, memoryBudget: writeBudget(directory))
                 }
                 do {
                     try writer!.write(data, at: offset, cache: cache)
@@ -304,7 +321,7 @@ extension DatasetFilesystem {
             }
             if let grown {
                 state.withLock { s in s.pendingCubes[cube.node] = nil }
-                let box = Box(offset: grown.offset + cube.index * cube.mag.header.fileEdge, size: grown.size)
+                let box = Box(offset: grown.offset + cube.index * cube.mag.fileShape, size: grown.size)
                 try growBoundingBox(cube.layer, cube.magName, box)
                 invalidate(inode)
             }
@@ -436,9 +453,10 @@ extension DatasetFilesystem {
                         throw refuse(EBUSY, "\(cubeName(cube)): open elsewhere; a cube is emptied (truncated to 0) only when nothing else has it open")
                     }
                 }
+                let directory = try wkwDirectory(cube)
                 try cube.writer.withLock { writer in
                     if writer == nil {
-                        writer = CubeWriter(mag: cube.mag, index: index, truncated: false, memoryBudget: writeBudget(cube.mag))
+                        writer = CubeWriter(mag: directory, index: index, truncated: false, memoryBudget: writeBudget(directory))
                     }
                     do { try writer!.resize(size64) } catch { throw translate(error, cubeName(cube)) }
                 }
@@ -446,9 +464,9 @@ extension DatasetFilesystem {
                 attributes.size = UInt64(size64 == 0 ? 0 : max(size64, 0))
                 return attributes
             }
-            let directory = try magDirectory(layer, mag)
-            guard size64 == directory.header.fileByteCount else {
-                throw refuse(EINVAL, "\(layer)/\(mag)/z\(index.z)/y\(index.y)/x\(index.x).raw: a cube is always \(directory.header.fileByteCount) bytes; truncate to \(size64) refused")
+            let store = try magStore(layer, mag)
+            guard size64 == store.fileBytes else {
+                throw refuse(EINVAL, "\(layer)/\(mag)/z\(index.z)/y\(index.y)/x\(index.x).raw: a cube is always \(store.fileBytes) bytes; truncate to \(size64) refused")
             }
             return try attributes(node)
         case .properties:

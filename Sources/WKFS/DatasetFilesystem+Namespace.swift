@@ -89,21 +89,17 @@ extension DatasetFilesystem {
             if s.mags(layer).contains(where: { $0.name == name }) { return .mag(layer: layer, mag: name) }
         case .mag(let layer, let mag):
             if name == magInfoName { return .magInfo(layer: layer, mag: mag) }
-            if let z = MagDirectory.nameIndex(name, "z"), let path = s.magPath(layer, mag),
-                PathOps.isDirectory("\(path)/\(name)")
-            {
+            if let z = MagDirectory.nameIndex(name, "z"), let store = try s.openedStore(layer, mag), store.hasFilePlane(z: z) {
                 return .zDirectory(layer: layer, mag: mag, z: z)
             }
         case .zDirectory(let layer, let mag, let z):
-            if let y = MagDirectory.nameIndex(name, "y"), let path = s.magPath(layer, mag),
-                PathOps.isDirectory("\(path)/z\(z)/\(name)")
-            {
+            if let y = MagDirectory.nameIndex(name, "y"), let store = try s.openedStore(layer, mag), store.hasFileRow(y: y, z: z) {
                 return .yDirectory(layer: layer, mag: mag, z: z, y: y)
             }
         case .yDirectory(let layer, let mag, let z, let y):
-            if let x = MagDirectory.nameIndex(name, "x", ".raw"), let path = s.magPath(layer, mag) {
+            if let x = MagDirectory.nameIndex(name, "x", ".raw") {
                 let node = MountNode.cube(layer: layer, mag: mag, index: Vec3(x, y, z))
-                if s.pendingCubes[node] != nil || PathOps.exists("\(path)/z\(z)/y\(y)/x\(x).wkw") { return node }
+                if try s.pendingCubes[node] != nil || s.openedStore(layer, mag)?.fileExists(Vec3(x, y, z)) == true { return node }
             }
         case .control:
             if name == "errors" { return .errors }
@@ -121,10 +117,6 @@ extension DatasetFilesystem {
 
     /// The children of a directory node, by name.
     static func children(of node: MountNode, in s: ViewState) throws -> [(String, MountNode)] {
-        func numbered(_ path: String, _ prefix: Character, suffix: String = "") -> [(String, Int)] {
-            PathOps.list(path).compactMap { name in MagDirectory.nameIndex(name, prefix, suffix).map { (name, $0) } }
-                .sorted { $0.1 < $1.1 }
-        }
         switch node {
         case .root:
             var result: [(String, MountNode)] = []
@@ -137,19 +129,15 @@ extension DatasetFilesystem {
             if case .layer = node, s.isLinked(layer) { throw FUSEError(ENOTDIR) }
             return s.mags(layer).map { ($0.name, .mag(layer: layer, mag: $0.name)) }
         case .mag(let layer, let mag):
-            guard let path = s.magPath(layer, mag) else { throw FUSEError.noEntry }
+            guard let store = try s.openedStore(layer, mag) else { throw FUSEError.noEntry }
             return [(magInfoName, .magInfo(layer: layer, mag: mag))]
-                + numbered(path, "z").filter { PathOps.isDirectory("\(path)/\($0.0)") }.map {
-                    ($0.0, .zDirectory(layer: layer, mag: mag, z: $0.1))
-                }
+                + store.fileZs().map { ("z\($0)", .zDirectory(layer: layer, mag: mag, z: $0)) }
         case .zDirectory(let layer, let mag, let z):
-            guard let path = s.magPath(layer, mag) else { throw FUSEError.noEntry }
-            return numbered("\(path)/z\(z)", "y").filter { PathOps.isDirectory("\(path)/z\(z)/\($0.0)") }.map {
-                ($0.0, .yDirectory(layer: layer, mag: mag, z: z, y: $0.1))
-            }
+            guard let store = try s.openedStore(layer, mag) else { throw FUSEError.noEntry }
+            return store.fileYs(z: z).map { ("y\($0)", .yDirectory(layer: layer, mag: mag, z: z, y: $0)) }
         case .yDirectory(let layer, let mag, let z, let y):
-            guard let path = s.magPath(layer, mag) else { throw FUSEError.noEntry }
-            var xs = Set(numbered("\(path)/z\(z)/y\(y)", "x", suffix: ".wkw").map(\.1))
+            guard let store = try s.openedStore(layer, mag) else { throw FUSEError.noEntry }
+            var xs = Set(store.fileXs(y: y, z: z))
             for case .cube(let l, let m, let index) in s.pendingCubes.keys where l == layer && m == mag && index.z == z && index.y == y {
                 xs.insert(index.x)
             }
@@ -213,13 +201,14 @@ extension DatasetFilesystem {
         case .magInfo(let layer, let mag):
             // Made from the properties and the mag's header: it changes when they do.
             let text = try magInfo(layer, mag)
-            let sources = [state.withLock { $0.dataset.propertiesPath }, state.withLock { $0.magPath(layer, mag) }.map { $0 + "/header.wkw" }]
+            let marker = (try? magStore(layer, mag))?.format.markerFile ?? "header.wkw"
+            let sources = [state.withLock { $0.dataset.propertiesPath }, state.withLock { $0.magPath(layer, mag) }.map { $0 + "/" + marker }]
             let time = sources.compactMap { $0.flatMap { FileStatus.of($0, followLinks: true) }.map(Timestamp.init) }.max() ?? statistics.startedAt
             return file(text.count, mode: 0o444, time: time)
         case .cube(let layer, let mag, let index):
-            let directory = try magDirectory(layer, mag)
-            let size = directory.header.fileByteCount
-            if let status = FileStatus.of(directory.filePath(index)) {
+            let store = try magStore(layer, mag)
+            let size = store.fileBytes
+            if let status = FileStatus.of(store.filePath(index)) {
                 return file(size, mode: fileMode, time: Timestamp(status), allocated: status.allocated)
             }
             return file(size, mode: fileMode, time: .now, allocated: 0)
@@ -248,25 +237,35 @@ extension DatasetFilesystem {
             }
             return (properties, entry)
         }
-        let h = try magDirectory(layer, mag).header
-        let side = h.fileEdge
+        let store = try magStore(layer, mag)
+        let shape = store.fileShape, c = store.channels, type = store.voxelType.name
         let box = entry.mag.fromMag1(properties.boundingBox)
         func ints(_ values: [Int]) -> JSONValue { .array(values.map { .int(Int64($0)) }) }
-        let json: JSONValue = .object([
-            ("dtype", .string(h.voxelType.name)),
-            ("channels", .int(Int64(h.channels))),
-            ("cubeShape", ints([side, side, side, h.channels])),
-            ("cubeBytes", .int(Int64(h.fileByteCount))),
+        var pairs: [(String, JSONValue)] = [
+            ("dtype", .string(type)),
+            ("channels", .int(Int64(c))),
+            ("cubeShape", ints([shape.z, shape.y, shape.x, c])),
+            ("cubeBytes", .int(Int64(store.fileBytes))),
             ("voxelOrder", .string("C order (z, y, x, channel): x fastest, channels interleaved, little-endian")),
             ("mag", ints(entry.mag.factors.array)),
-            ("cubeFile", .string("z{Z}/y{Y}/x{X}.raw holds voxels [X*\(side), (X+1)*\(side)) along x, likewise y and z, in this mag's voxels")),
-            ("blockLength", .int(Int64(h.blockLength))),
-            ("fileLength", .int(Int64(h.fileLength))),
-            ("blockType", .string(h.blockType.description)),
+            ("cubeFile", .string("z{Z}/y{Y}/x{X}.raw holds voxels [X*\(shape.x), (X+1)*\(shape.x)) along x, [Y*\(shape.y), (Y+1)*\(shape.y)) along y, [Z*\(shape.z), (Z+1)*\(shape.z)) along z, in this mag's voxels")),
+            ("format", .string(store.format.rawValue)),
+        ]
+        if let h = (store as? MagDirectory)?.header {
+            pairs += [
+                ("blockLength", .int(Int64(h.blockLength))),
+                ("fileLength", .int(Int64(h.fileLength))),
+                ("blockType", .string(h.blockType.description)),
+            ]
+        } else {
+            pairs += [("chunkShape", ints(store.blockShape.array)), ("shardShape", ints(shape.array)), ("compression", .string(store.compressionName))]
+        }
+        pairs += [
             ("boundingBox", .object([("topLeft", ints(box.offset.array)), ("size", ints(box.size.array))])),
             ("boundingBoxMag1", .object([("topLeft", ints(properties.boundingBox.offset.array)), ("size", ints(properties.boundingBox.size.array))])),
-            ("numpy", .string("numpy.fromfile('z0/y0/x0.raw', dtype='\(h.voxelType.name)').reshape(\(side), \(side), \(side), \(h.channels))  # (z, y, x, c)")),
-        ])
+            ("numpy", .string("numpy.fromfile('z0/y0/x0.raw', dtype='\(type)').reshape(\(shape.z), \(shape.y), \(shape.x), \(c))  # (z, y, x, c)")),
+        ]
+        let json: JSONValue = .object(pairs)
         return Array((json.pretty() + "\n").utf8)
     }
 }

@@ -156,6 +156,11 @@ public final class DatasetFilesystem: FUSEFilesystem {
     func magDirectory(_ layer: String, _ mag: String) throws -> MagDirectory {
         try state.withLock { s in try s.magDirectory(layer, mag) }
     }
+
+    /// The mag in whatever format it is.
+    func magStore(_ layer: String, _ mag: String) throws -> any MagStore {
+        try state.withLock { s in try s.magStore(layer, mag) }
+    }
 }
 
 /// The view's shared, mutable state.
@@ -163,8 +168,8 @@ struct ViewState {
     var dataset: Dataset
     /// A read-only mount: mags are opened so that nothing is written (`MagDirectory.repairsDisabled`).
     var readOnly = false
-    /// Opened mag directories by (layer, directory name).
-    var mags: [String: MagDirectory] = [:]
+    /// Opened mags by (layer, directory name).
+    var mags: [String: any MagStore] = [:]
     /// Editor files in the mount root, in memory only.
     var scratch: [String: ScratchFile] = [:]
     /// The properties file was renamed away (an editor's backup) and not yet recreated.
@@ -182,10 +187,10 @@ struct ViewState {
     var nextHandle: UInt64 = 1
 
     /// The layers the view shows: WKW layers of the properties.
-    var layerNames: [String] { dataset.layers.filter { $0.dataFormat == "wkw" }.map(\.name) }
+    var layerNames: [String] { dataset.layers.filter { $0.format != nil }.map(\.name) }
 
     func layer(_ name: String) -> LayerProperties? {
-        dataset.properties.layer(named: name).flatMap { $0.dataFormat == "wkw" ? $0 : nil }
+        dataset.properties.layer(named: name).flatMap { $0.format != nil ? $0 : nil }
     }
 
     func isLinked(_ layer: String) -> Bool {
@@ -208,14 +213,35 @@ struct ViewState {
         return dataset.magPath(properties, entry)
     }
 
-    mutating func magDirectory(_ layer: String, _ mag: String) throws -> MagDirectory {
+    mutating func magStore(_ layer: String, _ mag: String) throws -> any MagStore {
         let key = layer + "/" + mag
         if let known = mags[key] { return known }
-        guard let path = magPath(layer, mag) else { throw FUSEError.noEntry }
-        var directory = try MagDirectory.open(path)
-        // A read-only mount writes nothing, not even the rollback of a killed writer's patch.
-        directory.repairsDisabled = readOnly
-        mags[key] = directory
+        guard let path = magPath(layer, mag), let format = self.layer(layer)?.format else { throw FUSEError.noEntry }
+        var store = try Dataset.openStore(format, path)
+        if var directory = store as? MagDirectory {
+            // A read-only mount writes nothing, not even the rollback of a killed writer's patch.
+            directory.repairsDisabled = readOnly
+            store = directory
+        }
+        mags[key] = store
+        return store
+    }
+
+    /// The mag if it is open or opens (without keeping it: for lookups, which see the state only).
+    /// - Throws: the format's error when the mag cannot be opened (a corrupt header).
+    func openedStore(_ layer: String, _ mag: String) throws -> (any MagStore)? {
+        if let known = mags[layer + "/" + mag] { return known }
+        guard let path = magPath(layer, mag), let format = self.layer(layer)?.format else { return nil }
+        return try Dataset.openStore(format, path)
+    }
+
+    /// A WKW mag, for what the mount does only with those so far (writing cubes).
+    /// - Throws: EPERM, saying so, for a mag of another format.
+    mutating func magDirectory(_ layer: String, _ mag: String) throws -> MagDirectory {
+        let store = try magStore(layer, mag)
+        guard let directory = store as? MagDirectory else {
+            throw FUSEError(EPERM, "\(layer)/\(mag): writing \(store.format) cubes through the mount is not supported yet (wkfs write is)")
+        }
         return directory
     }
 
@@ -249,14 +275,16 @@ final class CubeHandle: Sendable {
     let node: MountNode
     let layer: String
     let magName: String
-    let mag: MagDirectory
+    let mag: any MagStore
     let index: Vec3
     let writer: Mutex<CubeWriter?>
+    /// The mag as a WKW directory (nil for other formats, whose cubes the mount only reads).
+    var directory: MagDirectory? { mag as? MagDirectory }
     /// A handle replaces the cube whole (opened with O_TRUNC, or truncated to 0) and has not
     /// committed yet: no other handle may open the cube meanwhile (`DatasetFilesystem.openCube`).
     let replacing = Atomic<Bool>(false)
 
-    init(node: MountNode, layer: String, magName: String, mag: MagDirectory, index: Vec3, writer: CubeWriter?) {
+    init(node: MountNode, layer: String, magName: String, mag: any MagStore, index: Vec3, writer: CubeWriter?) {
         self.node = node
         self.layer = layer
         self.magName = magName

@@ -581,8 +581,14 @@ def layer_entry(props: dict, name: str) -> dict | None:
 
 
 def mag_dirs(layer_dir: Path) -> list[Path]:
-    """The mag directories of a layer on disk (those holding header.wkw), sorted by name."""
-    return sorted(p for p in layer_dir.iterdir() if p.is_dir() and (p / "header.wkw").is_file())
+    """The mag directories of a layer on disk (those holding header.wkw or, Zarr3, an array's
+    zarr.json), sorted by name."""
+    def is_mag(p: Path) -> bool:
+        if (p / "header.wkw").is_file():
+            return True
+        meta = p / "zarr.json"
+        return meta.is_file() and json.loads(meta.read_text()).get("node_type") == "array"
+    return sorted(p for p in layer_dir.iterdir() if p.is_dir() and is_mag(p))
 
 
 def cube_files(mag_dir: Path) -> list[tuple[int, int, int]]:
@@ -731,3 +737,34 @@ def mag_json_side(info: dict) -> int:
             if v[0] == v[1] == v[2]:
                 return v[0]
     raise AssertionError(f"mag.json says no cube shape: {info}")
+
+
+# --------------------------------------------------------------------------------------------
+# Zarr3 mags (webknossos's default format): the reference reader is tensorstore.
+
+
+def zarr3_info(mag_dir: Path) -> dict:
+    """dtype, channels and shard shape (x, y, z) of a Zarr3 mag (dimensions c, x, y, z)."""
+    meta = json.loads((mag_dir / "zarr.json").read_text())
+    grid = meta["chunk_grid"]["configuration"]["chunk_shape"]
+    return {"dtype": np.dtype(meta["data_type"]), "channels": meta["shape"][0], "shard": tuple(grid[1:])}
+
+
+def zarr3_cube_files(mag_dir: Path) -> list[tuple[int, int, int]]:
+    """(x, y, z) of every shard file `c/0/X/Y/Z`, sorted."""
+    found = []
+    for p in (mag_dir / "c" / "0").glob("*/*/*"):
+        if p.is_file() and all(part.isdigit() for part in (p.parent.parent.name, p.parent.name, p.name)):
+            found.append((int(p.parent.parent.name), int(p.parent.name), int(p.name)))
+    return sorted(found)
+
+
+def zarr3_read_cube(mag_dir: Path, xyz: tuple[int, int, int]) -> np.ndarray:
+    """The voxels of one shard as tensorstore reads them, as (z, y, x, c)."""
+    import tensorstore as ts
+
+    shard = zarr3_info(mag_dir)["shard"]
+    array = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(mag_dir)}}).result()
+    lo = [i * s for i, s in zip(xyz, shard)]
+    arr = array[:, lo[0]:lo[0] + shard[0], lo[1]:lo[1] + shard[1], lo[2]:lo[2] + shard[2]].read().result()
+    return np.ascontiguousarray(arr.transpose(3, 2, 1, 0))

@@ -1,4 +1,5 @@
-"""Reading through the mount: every cube of every fixture dataset equals what `wkw` reads.
+"""Reading through the mount: every cube of every fixture dataset equals what `wkw` (WKW) or
+tensorstore (Zarr3: one cube per shard) reads.
 
 The view (SPEC.md section 3): one directory per layer and per mag with the names on disk, one
 `z{Z}/y{Y}/x{X}.raw` per existing `x{X}.wkw`, exactly side³ · channels · bytesize bytes in C order
@@ -24,20 +25,8 @@ def expected_layers(dataset: Path) -> list[tuple[str, Path]]:
     return [(layer["name"], dataset / layer["name"]) for layer in props["dataLayers"]]
 
 
-def _fixture_params():
-    """Every fixture dataset; those with Zarr3 layers are expected to fail until the mount shows
-    Zarr3 layers (issue 14): strict, so the marker goes when they pass."""
-    params = []
-    for name in mh.fixture_names():
-        props = mh.FIXTURES / name / "datasource-properties.json"
-        zarr3 = props.is_file() and any(l.get("dataFormat") == "zarr3" for l in mh.load_properties(mh.FIXTURES / name)["dataLayers"])
-        marks = [pytest.mark.xfail(strict=True, reason="the mount does not show Zarr3 layers yet")] if zarr3 else []
-        params.append(pytest.param(name, marks=marks))
-    return params
-
-
-@pytest.mark.parametrize("name", _fixture_params())
-def test_every_cube_equals_wkw(name, fixture_copies, mounted, mountpoint):
+@pytest.mark.parametrize("name", mh.fixture_names())
+def test_every_cube_equals_the_reference(name, fixture_copies, mounted, mountpoint):
     dataset = fixture_copies / name
     before = mh.snapshot(dataset)
     checked = 0
@@ -48,9 +37,16 @@ def test_every_cube_equals_wkw(name, fixture_copies, mounted, mountpoint):
             for mag_dir in mh.mag_dirs(layer_dir):
                 view_mag = view_layer / mag_dir.name
                 assert view_mag.is_dir(), f"{view_mag}: mag directory missing in the view"
-                h = mh.read_header(mag_dir / "header.wkw")
-                size = mh.cube_bytes(h)
-                on_disk = mh.cube_files(mag_dir)
+                zarr3 = (mag_dir / "zarr.json").is_file()
+                if zarr3:  # Zarr3: one cube per shard, read by tensorstore
+                    info = mh.zarr3_info(mag_dir)
+                    h = {"dtype": info["dtype"]}
+                    size = int(np.prod(info["shard"])) * info["channels"] * info["dtype"].itemsize
+                    on_disk = mh.zarr3_cube_files(mag_dir)
+                else:
+                    h = mh.read_header(mag_dir / "header.wkw")
+                    size = mh.cube_bytes(h)
+                    on_disk = mh.cube_files(mag_dir)
                 in_view = sorted(
                     (int(p.stem[1:]), int(p.parent.name[1:]), int(p.parent.parent.name[1:]))
                     for p in view_mag.glob("z*/y*/x*.raw")
@@ -61,11 +57,11 @@ def test_every_cube_equals_wkw(name, fixture_copies, mounted, mountpoint):
                     assert cube.stat().st_size == size, f"{cube}: size {cube.stat().st_size} != {size}"
                     data = mh.read_file_through_mount(cube)
                     assert len(data) == size, f"{cube}: read {len(data)} bytes, expected {size}"
-                    ref = mh.wkw_read_cube(mag_dir, xyz)
+                    ref = mh.zarr3_read_cube(mag_dir, xyz) if zarr3 else mh.wkw_read_cube(mag_dir, xyz)
                     got = np.frombuffer(data, dtype=h["dtype"]).reshape(ref.shape)
                     if not np.array_equal(got.view(np.uint8), ref.view(np.uint8)):
                         diff = np.argwhere(got.view(np.uint8) != ref.view(np.uint8))
-                        pytest.fail(f"{cube}: {len(diff)} bytes differ from wkw, first at "
+                        pytest.fail(f"{cube}: {len(diff)} bytes differ from the reference, first at "
                                     f"(z, y, x, c) {tuple(diff[0])}")
                     checked += 1
     assert checked > 0, f"{name}: no cube checked"

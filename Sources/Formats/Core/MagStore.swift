@@ -42,10 +42,47 @@ public protocol MagStore: Sendable {
     /// Decodes every block of data file `index`.
     /// - Throws: `FormatError` naming the file and what is wrong with it.
     func verifyFile(_ index: Vec3) throws
+    /// The number of the block at `position` (in blocks, inside its data file) in the order the
+    /// file stores blocks: blocks with consecutive numbers lie together.
+    func blockNumber(_ position: Vec3) -> Int
+    /// Opens data file `index` for reading its blocks; nil when it does not exist.
+    /// - Throws: `FormatError` when it is corrupt.
+    func openDataFile(_ index: Vec3) throws -> (any DataFile)?
+
+    // The data files by plane and row, as the mount lists them (`zZ/yY/xX`); the defaults
+    // filter `dataFiles()`, a format whose directories follow that grid answers from them.
+    /// The z of every plane of data files, ascending.
+    func fileZs() -> [Int]
+    /// The y of every row of data files in plane `z`, ascending.
+    func fileYs(z: Int) -> [Int]
+    /// The x of every data file in row (`y`, `z`), ascending.
+    func fileXs(y: Int, z: Int) -> [Int]
+    func fileExists(_ index: Vec3) -> Bool
+    func hasFilePlane(z: Int) -> Bool
+    func hasFileRow(y: Int, z: Int) -> Bool
+}
+
+/// One version of one data file, open for reading blocks many times (the mount's block cache):
+/// a WKW file with its checked jump table, or a Zarr3 shard with its checked index.
+public protocol DataFile: AnyObject, Sendable {
+    var path: String { get }
+    /// Inode, size and modification time when opened: a different one on disk means a new file.
+    var identity: [Int64] { get }
+    /// Decodes the blocks `numbers` into one buffer, one after another (each `blockBytes`).
+    func decode(consecutive numbers: Range<Int>) throws -> [UInt8]
+    /// Whether the blocks `numbers` hold no data at all (a hole, empty chunks): all zeros.
+    func isHole(consecutive numbers: Range<Int>) -> Bool
+    /// Asks the kernel to start fetching the stored bytes of blocks `numbers` (advice only).
+    func prefetch(_ numbers: [Int])
 }
 
 extension MagStore {
     public var voxelBytes: Int { voxelType.size * channels }
+    public var blockBytes: Int { blockShape.volume * voxelBytes }
+    public var fileBytes: Int { fileShape.volume * voxelBytes }
+    /// Blocks per data file along each edge.
+    public var blocksPerFileEdge: Vec3 { fileShape.ceilDiv(blockShape) }
+    public var blocksPerFile: Int { blocksPerFileEdge.volume }
 
     public func read(_ box: Box) throws -> [UInt8] {
         guard let count = box.byteCount(voxelSize: voxelBytes) else {
@@ -58,6 +95,13 @@ extension MagStore {
     }
 
     public func prefetch(_ box: Box) throws {}
+
+    public func fileZs() -> [Int] { Array(Set(((try? dataFiles()) ?? []).map(\.z))).sorted() }
+    public func fileYs(z: Int) -> [Int] { Array(Set(((try? dataFiles()) ?? []).filter { $0.z == z }.map(\.y))).sorted() }
+    public func fileXs(y: Int, z: Int) -> [Int] { ((try? dataFiles()) ?? []).filter { $0.z == z && $0.y == y }.map(\.x).sorted() }
+    public func fileExists(_ index: Vec3) -> Bool { PathOps.exists(filePath(index)) }
+    public func hasFilePlane(z: Int) -> Bool { fileZs().contains(z) }
+    public func hasFileRow(y: Int, z: Int) -> Bool { fileYs(z: z).contains(y) }
 }
 
 extension MagDirectory: MagStore {
@@ -69,7 +113,20 @@ extension MagDirectory: MagStore {
     public var compressionName: String { header.blockType.description }
     public var isCompressed: Bool { header.blockType.isCompressed }
     public func dataFiles() throws -> [Vec3] { try fileIndicesOrThrow() }
+    public func blockNumber(_ position: Vec3) -> Int { Morton.encode(position) }
+    public func fileZs() -> [Int] { numbered(path, "z").filter { PathOps.isDirectory("\(path)/z\($0)") } }
+    public func fileYs(z: Int) -> [Int] { numbered("\(path)/z\(z)", "y").filter { PathOps.isDirectory("\(path)/z\(z)/y\($0)") } }
+    public func fileXs(y: Int, z: Int) -> [Int] { numbered("\(path)/z\(z)/y\(y)", "x", ".wkw") }
+    public func hasFilePlane(z: Int) -> Bool { PathOps.isDirectory("\(path)/z\(z)") }
+    public func hasFileRow(y: Int, z: Int) -> Bool { PathOps.isDirectory("\(path)/z\(z)/y\(y)") }
+
+    private func numbered(_ directory: String, _ prefix: Character, _ suffix: String = "") -> [Int] {
+        PathOps.list(directory).compactMap { Self.nameIndex($0, prefix, suffix) }.sorted()
+    }
+    public func openDataFile(_ index: Vec3) throws -> (any DataFile)? { try DataFileReader.open(self, index) }
 }
+
+extension DataFileReader: DataFile {}
 
 extension Zarr3Array: MagStore {
     public var format: DataFormat { .zarr3 }
@@ -85,4 +142,10 @@ extension Zarr3Array: MagStore {
         return names.isEmpty ? "raw" : names.joined(separator: "+")
     }
     public var isCompressed: Bool { compressionName != "raw" }
+    /// C order of the shard's chunk grid, z fastest (the index's order).
+    public func blockNumber(_ position: Vec3) -> Int {
+        let n = blocksPerFileEdge
+        return (position.x * n.y + position.y) * n.z + position.z
+    }
+    public func openDataFile(_ index: Vec3) throws -> (any DataFile)? { try Zarr3ShardFile.open(self, index) }
 }

@@ -147,7 +147,7 @@ extension Zarr3Array {
         return chunk
     }
 
-    private func fillChunk(_ size: Vec3) -> [UInt8] {
+    func fillChunk(_ size: Vec3) -> [UInt8] {
         if metadata.fillValue.allSatisfy({ $0 == 0 }) { return [UInt8](repeating: 0, count: size.volume * voxelBytes) }
         var chunk: [UInt8] = []
         chunk.reserveCapacity(size.volume * voxelBytes)

@@ -1,0 +1,67 @@
+/// One version of one Zarr3 data file (a shard, or a single chunk when the array is not
+/// sharded), open with its index checked, for reading chunks many times.
+public final class Zarr3ShardFile: DataFile {
+    let array: Zarr3Array
+    let file: OpenFile
+    /// The shard's index; nil for an unsharded chunk file.
+    let index: ShardIndex?
+    let size: Int
+    public let path: String
+    public let identity: [Int64]
+
+    /// Opens data file `position` of `array`; nil when it does not exist.
+    static func open(_ array: Zarr3Array, _ position: Vec3) throws -> Zarr3ShardFile? {
+        let path = array.filePath(position)
+        guard let file = try OpenFile.openIfExists(path) else { return nil }
+        let size = try file.size()
+        let index = try array.metadata.sharding.map { sharding in
+            try ShardIndex.read(file, size: size, chunks: array.blocksPerFileEdge, sharding: sharding, path: path)
+        }
+        return Zarr3ShardFile(array: array, file: file, index: index, size: size, path: path, identity: try file.identity())
+    }
+
+    private init(array: Zarr3Array, file: OpenFile, index: ShardIndex?, size: Int, path: String, identity: [Int64]) {
+        self.array = array
+        self.file = file
+        self.index = index
+        self.size = size
+        self.path = path
+        self.identity = identity
+    }
+
+    /// Block `n`'s position in the shard's chunk grid (inverse of `Zarr3Array.blockNumber`).
+    private func position(_ n: Int) -> Vec3 {
+        let grid = array.blocksPerFileEdge
+        return Vec3(n / (grid.y * grid.z), n / grid.z % grid.y, n % grid.z)
+    }
+
+    /// The stored byte range of block `n`; nil when the chunk is empty.
+    private func range(_ n: Int) throws -> Range<Int>? {
+        guard let index else { return 0..<size }
+        return try index.range(of: position(n), fileSize: size, path: path)
+    }
+
+    public func decode(consecutive numbers: Range<Int>) throws -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(numbers.count * array.chunkBytes)
+        for n in numbers {
+            if let range = try range(n) {
+                out += try array.decodeChunk(try file.read(at: range.lowerBound, count: range.count), path: path, what: "chunk \(position(n)) of the shard")
+            } else {
+                out += array.fillChunk(array.chunkShape)
+            }
+        }
+        return out
+    }
+
+    public func isHole(consecutive numbers: Range<Int>) -> Bool {
+        guard index != nil, array.metadata.fillValue.allSatisfy({ $0 == 0 }) else { return false }
+        return numbers.allSatisfy { (try? range($0)) == .some(nil) }
+    }
+
+    public func prefetch(_ numbers: [Int]) {
+        for n in numbers {
+            if let range = try? range(n), !range.isEmpty { file.willNeed(range) }
+        }
+    }
+}
