@@ -8,7 +8,13 @@ import Formats
 /// complete ones encoded (in memory up to the budget, then in a spill file), all made one new
 /// WKW file at `commit`.
 struct CubeWriter {
-    let mag: MagDirectory
+    let mag: any BlockWritableStore
+    /// Raw WKW mags keep complete blocks in place in the new file (`PendingRawFile`); other
+    /// mags encode them and hold them (in memory, then in a spill file).
+    var rawWKW: MagDirectory? {
+        guard let directory = mag as? MagDirectory, !directory.header.blockType.isCompressed else { return nil }
+        return directory
+    }
     let index: Vec3
     let geometry: CubeGeometry
     /// Decoded blocks held at most before the oldest are spilled (about one slab of blocks).
@@ -66,15 +72,15 @@ struct CubeWriter {
         case placed
     }
 
-    init(mag: MagDirectory, index: Vec3, truncated: Bool, memoryBudget: Int) {
+    init(mag: any BlockWritableStore, index: Vec3, truncated: Bool, memoryBudget: Int) {
         self.mag = mag
         self.index = index
-        geometry = CubeGeometry(header: mag.header)
+        geometry = CubeGeometry(mag)
         self.truncated = truncated
         size = truncated ? 0 : geometry.cubeBytes
-        self.memoryBudget = max(memoryBudget, 4 * mag.header.blockByteCount)
-        dirty = BlockTable(count: mag.header.blocksPerFile, empty: nil)
-        stored = BlockTable(count: mag.header.blocksPerFile, empty: .none)
+        self.memoryBudget = max(memoryBudget, 4 * mag.blockBytes)
+        dirty = BlockTable(count: mag.blocksPerFile, empty: nil)
+        stored = BlockTable(count: mag.blocksPerFile, empty: .none)
     }
 
     var hasChanges: Bool { truncated || hasPendingBlocks }
@@ -135,7 +141,7 @@ struct CubeWriter {
             try writePieces(data, offset: offset, range: range, cache: cache, completed: &completed)
         }
         if !completed.isEmpty { try completeBlocks(completed) }
-        if dirtyCount * mag.header.blockByteCount > memoryBudget {
+        if dirtyCount * mag.blockBytes > memoryBudget {
             let pending = dirty.numbers { $0 != nil }
             let oldest = pending.sorted { dirty[$0]!.tick < dirty[$1]!.tick }.prefix(dirtyCount / 2)
             try completeBlocks(Array(oldest))
@@ -146,7 +152,7 @@ struct CubeWriter {
     /// (`whole`) starts uninitialized instead (no zeros written, no old block decoded).
     private mutating func touch(_ number: Int, cache: BlockCache, whole: Bool = false) throws {
         if dirty[number] == nil {
-            let count = mag.header.blockByteCount
+            let count = mag.blockBytes
             let fromFile: Bool
             if !whole && !truncated, case .none = stored[number] { fromFile = true } else { fromFile = false }
             if fromFile && loadedIdentity == nil { loadedIdentity = try cache.reader(mag, index)?.identity ?? [] }
@@ -169,10 +175,10 @@ struct CubeWriter {
     private mutating func writeBox(
         _ box: Box, from source: UnsafeRawPointer, cache: BlockCache, completed: inout [Int]
     ) throws {
-        let b = Vec3(repeating: mag.header.blockLength)
+        let b = mag.blockShape
         let vs = geometry.voxelSize
         for position in box.cellRange(b).positions {
-            let number = Morton.encode(position)
+            let number = mag.blockNumber(position)
             let blockBox = Box(offset: position * b, size: b)
             let part = blockBox.intersection(box)!
             try touch(number, cache: cache, whole: part == blockBox)
@@ -180,7 +186,7 @@ struct CubeWriter {
                 RegionCopy.copy(part, voxelSize: vs, from: source, layout: box, to: block.baseAddress!, layout: blockBox)
             }
             dirty[number]!.written += part.voxelCount * vs
-            if dirty[number]!.written >= mag.header.blockByteCount { completed.append(number) }
+            if dirty[number]!.written >= mag.blockBytes { completed.append(number) }
         }
     }
 
@@ -190,25 +196,25 @@ struct CubeWriter {
         _ data: UnsafeRawBufferPointer, offset: Int, range: Range<Int>, cache: BlockCache, completed: inout [Int]
     ) throws {
         let vs = geometry.voxelSize
-        let side = geometry.shape.x  // a WKW file is a cube
-        let b = mag.header.blockLength
+        let shape = geometry.shape
+        let b = mag.blockShape
         var position = range.lowerBound
         while position < range.upperBound {
             let voxel = position / vs
-            let x = voxel % side
-            let y = voxel / side % side
-            let z = voxel / (side * side)
-            let blockEndX = (x / b + 1) * b
+            let x = voxel % shape.x
+            let y = voxel / shape.x % shape.y
+            let z = voxel / (shape.x * shape.y)
+            let blockEndX = (x / b.x + 1) * b.x
             let pieceEnd = min(range.upperBound, (voxel - x + blockEndX) * vs)
-            let number = Morton.encode(Vec3(x / b, y / b, z / b))
+            let number = mag.blockNumber(Vec3(x / b.x, y / b.y, z / b.z))
             try touch(number, cache: cache)
-            let inBlock = ((x % b) + (y % b) * b + (z % b) * b * b) * vs + position % vs
+            let inBlock = ((x % b.x) + (y % b.y) * b.x + (z % b.z) * b.x * b.y) * vs + position % vs
             let count = pieceEnd - position
             dirty[number]!.bytes.withUnsafeMutableBytes { block in
                 (block.baseAddress! + inBlock).copyMemory(from: data.baseAddress! + (position - offset), byteCount: count)
             }
             dirty[number]!.written += count
-            if dirty[number]!.written >= mag.header.blockByteCount { completed.append(number) }
+            if dirty[number]!.written >= mag.blockBytes { completed.append(number) }
             position = pieceEnd
         }
     }
@@ -221,7 +227,7 @@ struct CubeWriter {
         case .spilled(let offset, let count):
             return try mag.decodeBlock(try spill!.read(at: offset, count: count), origin: "spill file")
         case .none:
-            if truncated { return [UInt8](repeating: 0, count: mag.header.blockByteCount) }
+            if truncated { return [UInt8](repeating: 0, count: mag.blockBytes) }
             return try cache.blocks(mag, index, [number])[0].bytes
         }
     }
@@ -242,9 +248,9 @@ struct CubeWriter {
         var unique: [Int] = []
         for number in numbers.sorted() where unique.last != number && dirty[number] != nil { unique.append(number) }
         let numbers = unique
-        if !mag.header.blockType.isCompressed {
+        if let raw = rawWKW {
             // Raw blocks have fixed places: write them straight into the new file.
-            if pendingRaw == nil { pendingRaw = try PendingRawFile(mag: mag, index: index) }
+            if pendingRaw == nil { pendingRaw = try PendingRawFile(mag: raw, index: index) }
             for number in numbers {
                 try pendingRaw!.writeBlock(number, dirty[number]!.bytes)
                 store(number, .placed)
@@ -253,8 +259,8 @@ struct CubeWriter {
         }
         let blocks = numbers.map { dirty[$0]!.bytes }
         let mag = self.mag
-        let work = blocks.count * mag.header.blockByteCount
-        let encodedBlocks = work < Self.parallelEncoding ? blocks.map(mag.encodeBlock) : try Parallel.map(blocks.count) { mag.encodeBlock(blocks[$0]) }
+        let work = blocks.count * mag.blockBytes
+        let encodedBlocks = work < Self.parallelEncoding ? try blocks.map { try mag.encodeBlock($0) } : try Parallel.map(blocks.count) { try mag.encodeBlock(blocks[$0]) }
         for (number, bytes) in zip(numbers, encodedBlocks) { store(number, .encoded(bytes)) }
         if encodedBytes > memoryBudget { try spillEncoded() }
     }
@@ -290,19 +296,18 @@ struct CubeWriter {
         // a patch a killed writer left in it.
         let lock = try mag.lockFiles([index])
         defer { lock.unlock() }
-        // A WKW mag's data files are `DataFileReader`s.
-        let base = truncated ? nil : try cache.reader(mag, index) as? DataFileReader
+        let base = truncated ? nil : try cache.reader(mag, index)
         try mergeBlocksChangedOnDisk(base)
         // Snapshots for the block closures (copies of the arrays only if a write came between).
         let dirtyBlocks = dirty
         let storedBlocks = stored
-        if !mag.header.blockType.isCompressed {
-            if pendingRaw == nil { pendingRaw = try PendingRawFile(mag: mag, index: index) }
+        if let raw = rawWKW {
+            if pendingRaw == nil { pendingRaw = try PendingRawFile(mag: raw, index: index) }
             // On failure the new file stays pending with what it holds, so a later commit can retry.
             try pendingRaw!.finish(directories: directories) { n in
                 if let pending = dirtyBlocks[n] { return .decoded(pending.bytes) }
                 if case .placed = storedBlocks[n] { return nil }
-                if let base { return .encoded(try base.storedBlock(n)) }
+                if let base, let stored = try base.storedBytes(ofBlock: n) { return .encoded(stored) }
                 return .zero
             }
             pendingRaw = nil
@@ -314,7 +319,7 @@ struct CubeWriter {
         // A small cube written whole (`cp`) has every block encoded already: gathering them on
         // one thread is faster than waking the workers (5% of the mount's time taking 8/8 cubes).
         // A large one still reads its unchanged blocks from the old file in parallel.
-        let parallel = dirtyCount * mag.header.blockByteCount >= Self.parallelEncoding || geometry.cubeBytes > 4 << 20
+        let parallel = dirtyCount * mag.blockBytes >= Self.parallelEncoding || geometry.cubeBytes > 4 << 20
         try mag.replaceFile(index, directories: directories, parallel: parallel) { n in
             if let pending = dirtyBlocks[n] { return .decoded(pending.bytes) }
             switch storedBlocks[n] {
@@ -322,7 +327,7 @@ struct CubeWriter {
             case .spilled(let offset, let count): return .encoded(try spill!.read(at: offset, count: count))
             case .placed, .none: break
             }
-            if let base { return .encoded(try base.storedBlock(n)) }
+            if let base, let stored = try base.storedBytes(ofBlock: n) { return .encoded(stored) }
             return .zero
         }
         cache.invalidate(mag.filePath(index))
@@ -332,12 +337,12 @@ struct CubeWriter {
     /// Brings in what other writers changed, since it was loaded, in the blocks this writer
     /// loaded from the file (`base`, read under the file's lock): merged where the original is
     /// kept, refused (EAGAIN, nothing written) where only its checksum is.
-    private mutating func mergeBlocksChangedOnDisk(_ base: DataFileReader?) throws {
+    private mutating func mergeBlocksChangedOnDisk(_ base: (any DataFile)?) throws {
         guard !loadedOriginals.isEmpty || !loadedFromFile.isEmpty, (base?.identity ?? []) != loadedIdentity else { return }
-        let count = mag.header.blockByteCount
+        let count = mag.blockBytes
         func current(_ number: Int) throws -> [UInt8] {
             var bytes = [UInt8](repeating: 0, count: count)  // a file that is gone reads as zeros
-            if let base { try bytes.withUnsafeMutableBytes { try base.decode(block: number, into: $0) } }
+            if let base { bytes = try base.decode(consecutive: number..<(number + 1)) }
             return bytes
         }
         for (number, loaded) in loadedFromFile where Checksum.words(try current(number)) != loaded {
@@ -376,11 +381,11 @@ struct CubeWriter {
             try pendingRaw!.writeBlock(number, bytes)
         case .encoded(let old):
             encodedBytes -= old.count
-            let new = mag.encodeBlock(bytes)
+            let new = try mag.encodeBlock(bytes)
             encodedBytes += new.count
             stored[number] = .encoded(new)
         case .spilled:
-            let new = mag.encodeBlock(bytes)
+            let new = try mag.encodeBlock(bytes)
             encodedBytes += new.count
             stored[number] = .encoded(new)
         case .none:
@@ -397,9 +402,9 @@ struct CubeWriter {
         loadedOriginals = [:]
         originalBytes = 0
         loadedIdentity = nil
-        dirty = BlockTable(count: mag.header.blocksPerFile, empty: nil)
+        dirty = BlockTable(count: mag.blocksPerFile, empty: nil)
         dirtyCount = 0
-        stored = BlockTable(count: mag.header.blocksPerFile, empty: .none)
+        stored = BlockTable(count: mag.blocksPerFile, empty: .none)
         storedCount = 0
         encodedBytes = 0
         spill = nil

@@ -10,9 +10,6 @@ extension DatasetFilesystem {
         if flags.isWritable { try requireWritable() }
         switch node {
         case .cube(let layer, let mag, _):
-            if flags.isWritable {
-                do { _ = try magDirectory(layer, mag) } catch let error as FUSEError { throw refuse(error.code, error.message ?? "cannot write") }
-            }
             let cube = try openCube(node, truncate: flags.truncate)
             if !flags.isWritable, let directory = cube.directory { prefetcher.cubeOpened(directory, cube.index) }
             // A read-only handle has nothing to flush: its close costs no request (the writers'
@@ -92,9 +89,6 @@ extension DatasetFilesystem {
     func openCube(_ node: MountNode, truncate: Bool) throws -> CubeHandle {
         guard case .cube(let layer, let mag, let index) = node else { throw FUSEError.invalid }
         let store = try magStore(layer, mag)
-        if truncate && !(store is MagDirectory) {
-            throw refuse(EPERM, "\(layer)/\(mag)/z\(index.z)/y\(index.y)/x\(index.x).raw: writing \(store.format) cubes through the mount is not supported yet (wkfs write is)")
-        }
         var busy = ""
         let opened: CubeHandle? = waitWhileBusy(replacing: truncate ? node : nil) { s in
             if let shared = s.openCubes[node] {
@@ -124,10 +118,10 @@ extension DatasetFilesystem {
             throw refuse(EBUSY, "\(layer)/\(mag)/z\(index.z)/y\(index.y)/x\(index.x).raw: \(busy)")
         }
         if truncate {
-            let directory = try wkwDirectory(cube)
-            let budget = writeBudget(directory)
+            let writable = try writableStore(cube)
+            let budget = writeBudget(writable)
             cube.writer.withLock { writer in
-                writer = CubeWriter(mag: directory, index: index, truncated: true, memoryBudget: budget)
+                writer = CubeWriter(mag: writable, index: index, truncated: true, memoryBudget: budget)
             }
         }
         return cube
@@ -179,18 +173,18 @@ extension DatasetFilesystem {
         return nil
     }
 
-    /// The WKW mag of a cube that is written.
-    /// - Throws: EPERM, saying why, for a mag of another format (the mount only reads those).
-    func wkwDirectory(_ cube: CubeHandle) throws -> MagDirectory {
-        guard let directory = cube.directory else {
-            throw refuse(EPERM, "\(cubeName(cube)): writing \(cube.mag.format) cubes through the mount is not supported yet (wkfs write is)")
+    /// The mag of a cube that is written.
+    /// - Throws: EPERM, saying why, for a format whose files cannot be rebuilt block by block.
+    func writableStore(_ cube: CubeHandle) throws -> any BlockWritableStore {
+        guard let writable = cube.mag as? any BlockWritableStore else {
+            throw refuse(EPERM, "\(cubeName(cube)): writing \(cube.mag.format) cubes through the mount is not supported")
         }
-        return directory
+        return writable
     }
 
     /// Memory a cube writer may hold decoded: about one slab of blocks (one block layer of the cube).
-    func writeBudget(_ mag: MagDirectory) -> Int {
-        max(16 << 20, mag.header.fileLength * mag.header.fileLength * mag.header.blockByteCount)
+    func writeBudget(_ mag: any MagStore) -> Int {
+        max(16 << 20, mag.blocksPerFileEdge.x * mag.blocksPerFileEdge.y * mag.blockBytes)
     }
 
     func currentProperties() throws -> [UInt8] {
@@ -257,8 +251,8 @@ extension DatasetFilesystem {
             try cube.writer.withLock { writer in
                 // Mutate in place: a copy of the writer would copy every pending block it touches.
                 if writer == nil {
-                    let directory = try wkwDirectory(cube)
-                    writer = CubeWriter(mag: directory, index: cube.index, truncated: false, memoryBudget: writeBudget(directory))
+                    let writable = try writableStore(cube)
+                    writer = CubeWriter(mag: writable, index: cube.index, truncated: false, memoryBudget: writeBudget(writable))
                 }
                 do {
                     try writer!.write(data, at: offset, cache: cache)
@@ -453,10 +447,10 @@ extension DatasetFilesystem {
                         throw refuse(EBUSY, "\(cubeName(cube)): open elsewhere; a cube is emptied (truncated to 0) only when nothing else has it open")
                     }
                 }
-                let directory = try wkwDirectory(cube)
+                let writable = try writableStore(cube)
                 try cube.writer.withLock { writer in
                     if writer == nil {
-                        writer = CubeWriter(mag: directory, index: index, truncated: false, memoryBudget: writeBudget(directory))
+                        writer = CubeWriter(mag: writable, index: index, truncated: false, memoryBudget: writeBudget(writable))
                     }
                     do { try writer!.resize(size64) } catch { throw translate(error, cubeName(cube)) }
                 }

@@ -29,18 +29,33 @@ extension DatasetFilesystem {
             guard let z = MagDirectory.nameIndex(name, "z") else {
                 throw refuse(EINVAL, "\(layer)/\(mag)/\(name): directories here are named z{Z}")
             }
-            try makeDiskDirectory(state.withLock { $0.magPath(layer, mag) }.map { "\($0)/\(name)" })
             created = .zDirectory(layer: layer, mag: mag, z: z)
+            try makeDirectory(created, layer, mag, path: state.withLock { $0.magPath(layer, mag) }.map { "\($0)/\(name)" })
         case .zDirectory(let layer, let mag, let z):
             guard let y = MagDirectory.nameIndex(name, "y") else {
                 throw refuse(EINVAL, "\(layer)/\(mag)/z\(z)/\(name): directories here are named y{Y}")
             }
-            try makeDiskDirectory(state.withLock { $0.magPath(layer, mag) }.map { "\($0)/z\(z)/\(name)" })
             created = .yDirectory(layer: layer, mag: mag, z: z, y: y)
+            try makeDirectory(created, layer, mag, path: state.withLock { $0.magPath(layer, mag) }.map { "\($0)/z\(z)/\(name)" })
         default:
             throw refuse(EPERM, "mkdir \(name): only mags (in a layer) and z/y directories (in a mag) can be made; add layers through \(Self.propertiesName)")
         }
         return replying(Entry(attributes: try attributes(created)), created)
+    }
+
+    /// Makes a `zZ` or `yY` directory of a mag: on disk where the format keeps its files in
+    /// such directories, in the view only otherwise.
+    private func makeDirectory(_ node: MountNode, _ layer: String, _ mag: String, path: String?) throws {
+        let store = try magStore(layer, mag)
+        if store.filesInPlaneDirectories { return try makeDiskDirectory(path) }
+        let exists: Bool
+        switch node {
+        case .zDirectory(_, _, let z): exists = store.hasFilePlane(z: z)
+        case .yDirectory(_, _, let z, let y): exists = store.hasFileRow(y: y, z: z)
+        default: exists = false
+        }
+        let inserted = state.withLock { s in !exists && s.madeDirectories.insert(node).inserted }
+        if !inserted { throw FUSEError.exists }
     }
 
     private func makeDiskDirectory(_ path: String?) throws {
@@ -72,11 +87,39 @@ extension DatasetFilesystem {
             }
             invalidate(inodes.inode(.properties))
         case .mag(let layer, let mag):
+            if try !magStore(layer, mag).filesInPlaneDirectories {
+                guard let z = MagDirectory.nameIndex(name, "z") else { throw FUSEError.noEntry }
+                return try removeMadeDirectory(.zDirectory(layer: layer, mag: mag, z: z), layer, mag)
+            }
             try removeDiskDirectory(state.withLock { $0.magPath(layer, mag) }.map { "\($0)/\(name)" }, name.first == "z")
         case .zDirectory(let layer, let mag, let z):
+            if try !magStore(layer, mag).filesInPlaneDirectories {
+                guard let y = MagDirectory.nameIndex(name, "y") else { throw FUSEError.noEntry }
+                return try removeMadeDirectory(.yDirectory(layer: layer, mag: mag, z: z, y: y), layer, mag)
+            }
             try removeDiskDirectory(state.withLock { $0.magPath(layer, mag) }.map { "\($0)/z\(z)/\(name)" }, name.first == "y")
         default:
             throw FUSEError.notPermitted
+        }
+    }
+
+    /// Removes a directory that exists in the view only; one holding cubes (on disk or being
+    /// created) is not empty.
+    private func removeMadeDirectory(_ node: MountNode, _ layer: String, _ mag: String) throws {
+        let store = try magStore(layer, mag)
+        try state.withLock { s in
+            let holds: Bool
+            switch node {
+            case .zDirectory(_, _, let z):
+                holds = store.hasFilePlane(z: z) || s.madeDirectories.contains { if case .yDirectory(layer, mag, z, _) = $0 { true } else { false } }
+                    || s.pendingCubes.keys.contains { if case .cube(layer, mag, let i) = $0 { i.z == z } else { false } }
+            case .yDirectory(_, _, let z, let y):
+                holds = store.hasFileRow(y: y, z: z)
+                    || s.pendingCubes.keys.contains { if case .cube(layer, mag, let i) = $0 { i.z == z && i.y == y } else { false } }
+            default: holds = false
+            }
+            if holds { throw FUSEError.notEmpty }
+            guard s.madeDirectories.remove(node) != nil else { throw FUSEError.noEntry }
         }
     }
 

@@ -89,12 +89,14 @@ extension DatasetFilesystem {
             if s.mags(layer).contains(where: { $0.name == name }) { return .mag(layer: layer, mag: name) }
         case .mag(let layer, let mag):
             if name == magInfoName { return .magInfo(layer: layer, mag: mag) }
-            if let z = MagDirectory.nameIndex(name, "z"), let store = try s.openedStore(layer, mag), store.hasFilePlane(z: z) {
-                return .zDirectory(layer: layer, mag: mag, z: z)
+            if let z = MagDirectory.nameIndex(name, "z"), let store = try s.openedStore(layer, mag) {
+                let node = MountNode.zDirectory(layer: layer, mag: mag, z: z)
+                if s.madeDirectories.contains(node) || store.hasFilePlane(z: z) { return node }
             }
         case .zDirectory(let layer, let mag, let z):
-            if let y = MagDirectory.nameIndex(name, "y"), let store = try s.openedStore(layer, mag), store.hasFileRow(y: y, z: z) {
-                return .yDirectory(layer: layer, mag: mag, z: z, y: y)
+            if let y = MagDirectory.nameIndex(name, "y"), let store = try s.openedStore(layer, mag) {
+                let node = MountNode.yDirectory(layer: layer, mag: mag, z: z, y: y)
+                if s.madeDirectories.contains(node) || store.hasFileRow(y: y, z: z) { return node }
             }
         case .yDirectory(let layer, let mag, let z, let y):
             if let x = MagDirectory.nameIndex(name, "x", ".raw") {
@@ -130,11 +132,15 @@ extension DatasetFilesystem {
             return s.mags(layer).map { ($0.name, .mag(layer: layer, mag: $0.name)) }
         case .mag(let layer, let mag):
             guard let store = try s.openedStore(layer, mag) else { throw FUSEError.noEntry }
+            var zs = Set(store.fileZs())
+            for case .zDirectory(let l, let m, let z) in s.madeDirectories where l == layer && m == mag { zs.insert(z) }
             return [(magInfoName, .magInfo(layer: layer, mag: mag))]
-                + store.fileZs().map { ("z\($0)", .zDirectory(layer: layer, mag: mag, z: $0)) }
+                + zs.sorted().map { ("z\($0)", .zDirectory(layer: layer, mag: mag, z: $0)) }
         case .zDirectory(let layer, let mag, let z):
             guard let store = try s.openedStore(layer, mag) else { throw FUSEError.noEntry }
-            return store.fileYs(z: z).map { ("y\($0)", .yDirectory(layer: layer, mag: mag, z: z, y: $0)) }
+            var ys = Set(store.fileYs(z: z))
+            for case .yDirectory(let l, let m, let zz, let y) in s.madeDirectories where l == layer && m == mag && zz == z { ys.insert(y) }
+            return ys.sorted().map { ("y\($0)", .yDirectory(layer: layer, mag: mag, z: z, y: $0)) }
         case .yDirectory(let layer, let mag, let z, let y):
             guard let store = try s.openedStore(layer, mag) else { throw FUSEError.noEntry }
             var xs = Set(store.fileXs(y: y, z: z))

@@ -153,10 +153,6 @@ public final class DatasetFilesystem: FUSEFilesystem {
     }
 
     /// The opened mag directory of a layer's mag (by directory name).
-    func magDirectory(_ layer: String, _ mag: String) throws -> MagDirectory {
-        try state.withLock { s in try s.magDirectory(layer, mag) }
-    }
-
     /// The mag in whatever format it is.
     func magStore(_ layer: String, _ mag: String) throws -> any MagStore {
         try state.withLock { s in try s.magStore(layer, mag) }
@@ -183,6 +179,9 @@ struct ViewState {
     var replacementsWaiting: [MountNode: Int] = [:]
     /// Requests now waiting for a busy cube; each holds one of libfuse's worker threads.
     var busyWaiters = 0
+    /// `zZ` and `yY` directories made through the mount in mags whose files are not kept in
+    /// such directories on disk (Zarr3): they exist in the view only, until a cube fills them.
+    var madeDirectories: Set<MountNode> = []
     var handles: [UInt64: OpenItem] = [:]
     var nextHandle: UInt64 = 1
 
@@ -235,16 +234,6 @@ struct ViewState {
         return try Dataset.openStore(format, path)
     }
 
-    /// A WKW mag, for what the mount does only with those so far (writing cubes).
-    /// - Throws: EPERM, saying so, for a mag of another format.
-    mutating func magDirectory(_ layer: String, _ mag: String) throws -> MagDirectory {
-        let store = try magStore(layer, mag)
-        guard let directory = store as? MagDirectory else {
-            throw FUSEError(EPERM, "\(layer)/\(mag): writing \(store.format) cubes through the mount is not supported yet (wkfs write is)")
-        }
-        return directory
-    }
-
     mutating func addHandle(_ item: OpenItem) -> Handle {
         let number = nextHandle
         nextHandle += 1
@@ -278,7 +267,7 @@ final class CubeHandle: Sendable {
     let mag: any MagStore
     let index: Vec3
     let writer: Mutex<CubeWriter?>
-    /// The mag as a WKW directory (nil for other formats, whose cubes the mount only reads).
+    /// The mag as a WKW directory (nil for other formats).
     var directory: MagDirectory? { mag as? MagDirectory }
     /// A handle replaces the cube whole (opened with O_TRUNC, or truncated to 0) and has not
     /// committed yet: no other handle may open the cube meanwhile (`DatasetFilesystem.openCube`).

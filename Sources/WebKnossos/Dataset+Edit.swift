@@ -129,9 +129,8 @@ extension Dataset {
     public mutating func addMagLikeOthers(_ layerName: String, _ name: String) throws -> MagView {
         let layer = try layer(layerName)
         var settings = (blockLength: 32, fileLength: 32, compress: false)
-        if let first = layer.mags.first, let directory = try? MagDirectory.open(magPath(layer, first)) {
-            let h = directory.header
-            settings = (h.blockLength, h.fileLength, h.blockType.isCompressed)
+        if let first = layer.mags.first, let format = layer.format, let store = try? Self.openStore(format, magPath(layer, first)) {
+            settings = (store.blockShape.x, store.blocksPerFileEdge.x, store.isCompressed)
         }
         return try addMag(
             layerName, name, blockLength: settings.blockLength, fileLength: settings.fileLength, compress: settings.compress)
@@ -142,11 +141,13 @@ extension Dataset {
         let layer = try layer(layerName)
         guard let entry = layer.mag(mag) else { throw DatasetError(.notFound, "mag \(mag)", "no such mag") }
         let directory = magPath(layer, entry)
-        // Anything but header.wkw and empty z/y directories is data (even under a broken header).
+        // Anything but the format's marker file (header.wkw, zarr.json), the lock file and empty
+        // directories is data (even under a broken marker).
+        let kept: Set<String> = [(layer.format ?? .wkw).markerFile, Zarr3Array.lockFileName]
         func holdsData(_ path: String) -> Bool {
             PathOps.list(path).contains { name in
                 let child = path + "/" + name
-                if path == directory && name == "header.wkw" { return false }
+                if path == directory && kept.contains(name) { return false }
                 return PathOps.isDirectory(child) ? holdsData(child) : true
             }
         }
@@ -154,11 +155,12 @@ extension Dataset {
             throw DatasetError(.invalidArgument, directory, "mag directory holds data files")
         }
         try updateLayer(layerName) { $0.mags.removeAll { $0.mag == mag } }
-        PathOps.remove(directory + "/header.wkw")
-        for z in PathOps.list(directory) {
-            for y in PathOps.list(directory + "/" + z) { try? PathOps.removeDirectory(directory + "/" + z + "/" + y) }
-            try? PathOps.removeDirectory(directory + "/" + z)
+        for name in kept { PathOps.remove(directory + "/" + name) }
+        func removeEmpty(_ path: String) {
+            for name in PathOps.list(path) where PathOps.isDirectory(path + "/" + name) { removeEmpty(path + "/" + name) }
+            try? PathOps.removeDirectory(path)
         }
-        try? PathOps.removeDirectory(directory)
+        removeEmpty(directory)
+        if layer.format == .zarr3 { try writeZarrGroups(try self.layer(layerName)) }
     }
 }

@@ -24,9 +24,12 @@ TARGETS = [
     pytest.param(("wk433_color_uint8_raw", "color", "1"), id="raw-uint8"),
     pytest.param(("wk433_color_uint8x3", "color", "2"), id="lz4hc-uint8x3-mag2"),
     pytest.param(("wk433_color_uint16", "color", "2-2-1"), id="raw-uint16-2-2-1"),
+    # Zarr3 (webknossos's default format): one cube per shard, the same writes.
+    pytest.param(("wk433z_color_uint8x3_zstd", "color", "1"), id="zarr3-zstd-uint8x3"),
+    pytest.param(("wk433z_color_uint16_raw", "color", "2-2-1"), id="zarr3-raw-uint16-2-2-1"),
 ]
 #: Fewer targets for the slower or rarer kinds of write.
-TARGETS_2 = TARGETS[:2]
+TARGETS_2 = TARGETS[:2] + TARGETS[3:4]
 
 
 class Target:
@@ -35,19 +38,33 @@ class Target:
     def __init__(self, dataset: Path, layer: str, mag: str, mountpoint: Path, xyz=None):
         self.dataset, self.layer, self.mag, self.mountpoint = dataset, layer, mag, mountpoint
         self.mag_dir = dataset / layer / mag
-        self.header = mh.read_header(self.mag_dir / "header.wkw")
+        self.zarr3 = (self.mag_dir / "zarr.json").is_file()
+        if self.zarr3:
+            info = mh.zarr3_info(self.mag_dir)
+            assert len(set(info["shard"])) == 1, "the write tests use cubic shards"
+            self.header = {"side": info["shard"][0], "channels": info["channels"], "dtype": info["dtype"].name,
+                           "voxel_size": info["channels"] * info["dtype"].itemsize}
+        else:
+            self.header = mh.read_header(self.mag_dir / "header.wkw")
         self.side = self.header["side"]
         self.channels = self.header["channels"]
         self.dtype = np.dtype(self.header["dtype"])
         self.shape = (self.side, self.side, self.side, self.channels)
-        self.size = mh.cube_bytes(self.header)
-        self.xyz = xyz if xyz is not None else mh.cube_files(self.mag_dir)[0]
-        self.wkw_file = self.mag_dir / mh.cube_rel(*self.xyz, "wkw")
+        self.size = self.side ** 3 * self.header["voxel_size"]
+        if xyz is None:
+            xyz = (mh.zarr3_cube_files(self.mag_dir) if self.zarr3 else mh.cube_files(self.mag_dir))[0]
+        self.xyz = xyz
+        # The data file behind the cube: a WKW file, or a Zarr3 shard (c/0/X/Y/Z).
+        self.wkw_file = (self.mag_dir / "c" / "0" / str(xyz[0]) / str(xyz[1]) / str(xyz[2]) if self.zarr3
+                         else self.mag_dir / mh.cube_rel(*self.xyz, "wkw"))
         self.cube = mountpoint / layer / mag / mh.cube_rel(*self.xyz)
         self.mag_vec = mh.mag_vector(mag)
         self.before = mh.snapshot(dataset)
-        self.original = (mh.wkw_read_cube(self.mag_dir, self.xyz) if self.wkw_file.exists()
-                         else np.zeros(self.shape, self.dtype))
+        self.original = (self.reference_cube() if self.wkw_file.exists() else np.zeros(self.shape, self.dtype))
+
+    def reference_cube(self) -> np.ndarray:
+        """The cube as the reference reads it from disk: wkw, or tensorstore for Zarr3."""
+        return mh.zarr3_read_cube(self.mag_dir, self.xyz) if self.zarr3 else mh.wkw_read_cube(self.mag_dir, self.xyz)
 
     def random(self, shape, seed) -> np.ndarray:
         rng = np.random.default_rng(seed)
@@ -82,20 +99,25 @@ class Target:
     def check_on_disk(self, expected: np.ndarray, box=None) -> None:
         """After unmount: wkw reads `expected`; only this file and the properties changed."""
         assert self.wkw_file.is_file(), f"{self.wkw_file} was not written"
-        got = mh.wkw_read_cube(self.mag_dir, self.xyz)
+        got = self.reference_cube()
         if not np.array_equal(got.view(np.uint8), expected.view(np.uint8)):
             diff = np.argwhere(got.view(np.uint8) != expected.view(np.uint8))
-            pytest.fail(f"{self.wkw_file}: wkw reads {len(diff)} differing bytes, first at "
+            pytest.fail(f"{self.wkw_file}: the reference reads {len(diff)} differing bytes, first at "
                         f"(z, y, x, c) {tuple(diff[0])}")
-        h = mh.read_header(self.wkw_file)
-        hw = self.header["raw"]
-        assert h["raw"][:8] == hw[:8], f"{self.wkw_file}: header {h['raw'][:8]!r} vs header.wkw {hw[:8]!r}"
+        if not self.zarr3:
+            h = mh.read_header(self.wkw_file)
+            hw = self.header["raw"]
+            assert h["raw"][:8] == hw[:8], f"{self.wkw_file}: header {h['raw'][:8]!r} vs header.wkw {hw[:8]!r}"
         after = mh.snapshot(self.dataset)
         rel = str(self.wkw_file.relative_to(self.dataset))
         changed = {k for k in set(after) | set(self.before) if after.get(k) != self.before.get(k)}
         allowed = {rel, "datasource-properties.json", str(Path(rel).parent), str(Path(rel).parent.parent)}
+        if self.zarr3:  # the shard's directories, the array's shape (grows with the box), the lock file
+            mag_rel = self.mag_dir.relative_to(self.dataset)
+            allowed |= {str(p) for p in Path(rel).parents if str(p).startswith(str(mag_rel))}
+            allowed |= {k for k in changed if k.endswith("zarr.json") or k.endswith("/.wkfs-lock")}
         assert changed <= allowed, f"unexpected changes on disk: {sorted(changed - allowed)}"
-        leftovers = [p for p in after if p.endswith((".tmp", ".wkw_tmp", "~")) or "/." in "/" + p]
+        leftovers = [p for p in after if p.endswith((".tmp", ".wkw_tmp", "~")) or ("/." in "/" + p and not p.endswith("/.wkfs-lock"))]
         assert not leftovers, f"temporary files left in the dataset: {leftovers}"
         if box is not None:
             (lo, size) = box
@@ -221,7 +243,7 @@ def test_numpy_tofile(spec, target, mounted):
 def test_new_cube_under_new_directories(spec, target, mounted, mountpoint, tmp_path):
     name, layer, mag = spec
     probe = target(spec)
-    existing = mh.cube_files(probe.mag_dir)
+    existing = mh.zarr3_cube_files(probe.mag_dir) if probe.zarr3 else mh.cube_files(probe.mag_dir)
     zmax = max(z for _x, _y, z in existing)
     xyz = (3, 0, zmax + 2)
     assert xyz not in existing

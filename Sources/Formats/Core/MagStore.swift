@@ -60,6 +60,9 @@ public protocol MagStore: Sendable {
     func fileExists(_ index: Vec3) -> Bool
     func hasFilePlane(z: Int) -> Bool
     func hasFileRow(y: Int, z: Int) -> Bool
+    /// Whether the data files lie in `zZ/yY` directories on disk (WKW), which a mount can make
+    /// and remove; otherwise such directories exist only where data files do.
+    var filesInPlaneDirectories: Bool { get }
 }
 
 /// One version of one data file, open for reading blocks many times (the mount's block cache):
@@ -74,6 +77,34 @@ public protocol DataFile: AnyObject, Sendable {
     func isHole(consecutive numbers: Range<Int>) -> Bool
     /// Asks the kernel to start fetching the stored bytes of blocks `numbers` (advice only).
     func prefetch(_ numbers: [Int])
+    /// The stored (encoded) bytes of block `n`, as `MagStore.encodeBlock` makes them; nil when
+    /// the file holds none for it (an empty Zarr3 chunk).
+    func storedBytes(ofBlock n: Int) throws -> [UInt8]?
+}
+
+/// One block of a data file being rewritten.
+public enum BlockSource: Sendable {
+    /// Decoded voxels, to be encoded with the mag's block type.
+    case decoded([UInt8])
+    /// Bytes already in the mag's block encoding (kept from the old file or encoded earlier).
+    case encoded([UInt8])
+    /// A block of zeros.
+    case zero
+}
+
+/// A mag whose data files can be rebuilt block by block (the mount's cube writer).
+public protocol BlockWritableStore: MagStore {
+    /// Encodes one decoded block (`blockBytes`) as the data files store it.
+    func encodeBlock(_ decoded: [UInt8]) throws -> [UInt8]
+    /// Decodes a block that `encodeBlock` made; `origin` names where it was kept, for errors.
+    func decodeBlock(_ encoded: [UInt8], origin: String) throws -> [UInt8]
+    /// Takes the write locks of data files `indices`, waiting for other writers (processes,
+    /// mounts, machines), and repairs what a killed writer left in them.
+    func lockFiles(_ indices: [Vec3]) throws -> MagLock
+    /// Replaces data file `index` atomically with one whose block `n` is `blocks(n)`; the
+    /// rename is made durable through `directories` (at once when nil).
+    func replaceFile(
+        _ index: Vec3, directories: PendingDirectorySyncs?, parallel: Bool, blocks: @Sendable (Int) throws -> BlockSource) throws
 }
 
 extension MagStore {
@@ -102,6 +133,7 @@ extension MagStore {
     public func fileExists(_ index: Vec3) -> Bool { PathOps.exists(filePath(index)) }
     public func hasFilePlane(z: Int) -> Bool { fileZs().contains(z) }
     public func hasFileRow(y: Int, z: Int) -> Bool { fileYs(z: z).contains(y) }
+    public var filesInPlaneDirectories: Bool { false }
 }
 
 extension MagDirectory: MagStore {
@@ -119,6 +151,7 @@ extension MagDirectory: MagStore {
     public func fileXs(y: Int, z: Int) -> [Int] { numbered("\(path)/z\(z)/y\(y)", "x", ".wkw") }
     public func hasFilePlane(z: Int) -> Bool { PathOps.isDirectory("\(path)/z\(z)") }
     public func hasFileRow(y: Int, z: Int) -> Bool { PathOps.isDirectory("\(path)/z\(z)/y\(y)") }
+    public var filesInPlaneDirectories: Bool { true }
 
     private func numbered(_ directory: String, _ prefix: Character, _ suffix: String = "") -> [Int] {
         PathOps.list(directory).compactMap { Self.nameIndex($0, prefix, suffix) }.sorted()
@@ -126,7 +159,11 @@ extension MagDirectory: MagStore {
     public func openDataFile(_ index: Vec3) throws -> (any DataFile)? { try DataFileReader.open(self, index) }
 }
 
-extension DataFileReader: DataFile {}
+extension DataFileReader: DataFile {
+    public func storedBytes(ofBlock n: Int) throws -> [UInt8]? { try storedBlock(n) }
+}
+
+extension MagDirectory: BlockWritableStore {}
 
 extension Zarr3Array: MagStore {
     public var format: DataFormat { .zarr3 }
@@ -148,4 +185,11 @@ extension Zarr3Array: MagStore {
         return (position.x * n.y + position.y) * n.z + position.z
     }
     public func openDataFile(_ index: Vec3) throws -> (any DataFile)? { try Zarr3ShardFile.open(self, index) }
+}
+
+extension Zarr3Array: BlockWritableStore {
+    public func encodeBlock(_ decoded: [UInt8]) throws -> [UInt8] { try encodeChunk(decoded, path: path) }
+    public func decodeBlock(_ encoded: [UInt8], origin: String) throws -> [UInt8] {
+        try decodeChunk(encoded, path: origin, what: "a chunk")
+    }
 }

@@ -103,16 +103,6 @@ public struct ClosedDataFile: Sendable {
     }
 }
 
-/// One block of a data file being rewritten.
-public enum BlockSource: Sendable {
-    /// Decoded voxels, to be encoded with the mag's block type.
-    case decoded([UInt8])
-    /// Bytes already in the mag's block encoding (kept from the old file or encoded earlier).
-    case encoded([UInt8])
-    /// A block of zeros.
-    case zero
-}
-
 extension MagDirectory {
     /// Encodes one decoded block with this mag's block type (raw blocks stay as they are).
     public func encodeBlock(_ decoded: [UInt8]) -> [UInt8] {

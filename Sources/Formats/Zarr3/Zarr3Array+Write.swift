@@ -11,13 +11,14 @@
 extension Zarr3Array {
     /// The file whose bytes serve as the locks of the array's data files. `zarr.json` cannot:
     /// it is replaced when the shape grows, and a lock lives on the file it was taken on.
-    var lockFilePath: String { path + "/.wkfs-lock" }
+    var lockFilePath: String { path + "/" + Self.lockFileName }
+    public static let lockFileName = ".wkfs-lock"
 
     /// The lock byte of data file `index`, as for WKW mags (`MagDirectory.lockByte`).
     static func lockByte(_ index: Vec3) -> Int { MagDirectory.lockByte(index) }
 
     /// Takes the write locks of data files `indices` (ascending, so writers cannot deadlock).
-    func lockFiles(_ indices: [Vec3]) throws -> MagLock {
+    public func lockFiles(_ indices: [Vec3]) throws -> MagLock {
         guard !indices.isEmpty else { return MagLock(nil) }
         // The lock file is created on first use; it holds no data.
         let fd = Glibc.open(lockFilePath, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644)
@@ -56,64 +57,92 @@ extension Zarr3Array {
             try PathOps.makeDirectories(PathOps.dirname(file))
             return try AtomicFile.write(file, encoded)
         }
-        let chunks = fileShape.ceilDiv(chunkShape)
+        let chunks = blocksPerFileEdge
         let oldIndex = try existing.map { try ShardIndex.read($0, size: storedSize, chunks: chunks, sharding: sharding, path: file) }
-        let positions = Box(offset: .zero, size: chunks).positions  // (x, y, z) with x fastest
-        // The chunks the region touches, re-encoded in parallel; the others are copied as stored.
-        let touched = positions.filter { Box(offset: fileBox.offset + $0 * chunkShape, size: chunkShape).intersection(box) != nil }
         let address = SendableConstAddress(source)
-        let encoded: [[UInt8]?] = try Parallel.map(touched.count) { i in
-            let local = touched[i]
+        // The chunks the region touches are merged and re-encoded; the others are kept as stored.
+        try replaceFile(index, directories: nil, parallel: true) { n in
+            let local = Vec3(n / (chunks.y * chunks.z), n / chunks.z % chunks.y, n % chunks.z)
             let chunkBox = Box(offset: fileBox.offset + local * chunkShape, size: chunkShape)
+            let range = try oldIndex?.range(of: local, fileSize: storedSize, path: file)
+            guard chunkBox.intersection(box) != nil else {
+                guard let range, let existing else { return .zero }
+                return .encoded(try existing.read(at: range.lowerBound, count: range.count))
+            }
             var old: [UInt8]?
-            if let oldIndex, let existing, let range = try oldIndex.range(of: local, fileSize: storedSize, path: file),
-                box.intersection(chunkBox) != chunkBox
-            {
+            if let range, let existing, box.intersection(chunkBox) != chunkBox {
                 old = try decodeChunk(try existing.read(at: range.lowerBound, count: range.count), path: file, what: "chunk \(local) of the shard")
             }
-            let chunk = merged(old, chunkBox, box, address.pointer)
-            return isFill(chunk) ? nil : try encodeChunk(chunk, path: file)
+            return .decoded(merged(old, chunkBox, box, address.pointer))
         }
-        var replacement: [Vec3: [UInt8]?] = [:]
-        for (i, local) in touched.enumerated() { replacement[local] = encoded[i] }
+    }
 
-        // Index order: C order of (x, y, z), z fastest. Untouched chunks are copied as stored.
-        enum Piece {
-            case new([UInt8])
-            case old(Range<Int>)
-        }
-        var pieces: [(local: Vec3, piece: Piece)] = []
-        for local in positions.sorted(by: { ($0.x, $0.y, $0.z) < ($1.x, $1.y, $1.z) }) {
-            if let new = replacement[local] {
-                if let new { pieces.append((local, .new(new))) }
-            } else if let oldIndex, let range = try oldIndex.range(of: local, fileSize: storedSize, path: file) {
-                pieces.append((local, .old(range)))
+    /// Replaces data file `index` atomically (temporary file, fsync, rename) with one whose chunk
+    /// `n` (index order) is `blocks(n)`. Chunks of fill values are not stored, as webknossos
+    /// does; a shard left without chunks is removed. Call it holding the file's lock.
+    public func replaceFile(
+        _ index: Vec3, directories: PendingDirectorySyncs? = nil, parallel: Bool = true, blocks: @Sendable (Int) throws -> BlockSource
+    ) throws {
+        try withoutActuallyEscaping(blocks) { blocks in try replaceFile(index, directories, parallel, blocks) }
+    }
+
+    private func replaceFile(
+        _ index: Vec3, _ directories: PendingDirectorySyncs?, _ parallel: Bool, _ blocks: @escaping @Sendable (Int) throws -> BlockSource
+    ) throws {
+        let file = filePath(index)
+        let count = blocksPerFile
+        // Encoded a batch at a time, so memory stays at one batch of chunks.
+        let batch = max(1, min(count, (64 << 20) / max(1, chunkBytes)))
+        let produce: @Sendable (Int) throws -> [UInt8]? = { n in
+            switch try blocks(n) {
+            case .encoded(let bytes): return bytes
+            case .decoded(let bytes): return self.isFill(bytes) ? nil : try self.encodeChunk(bytes, path: file)
+            case .zero:
+                let zeros = [UInt8](repeating: 0, count: self.chunkBytes)
+                return self.isFill(zeros) ? nil : try self.encodeChunk(zeros, path: file)
             }
         }
-        guard !pieces.isEmpty else { return try remove(file, existed: existing != nil) }
+        guard let sharding = metadata.sharding else {
+            guard let bytes = try produce(0) else { return try remove(file, existed: PathOps.exists(file)) }
+            try PathOps.makeDirectories(PathOps.dirname(file))
+            return try AtomicFile.write(file, directories: directories) { out in try bytes.withUnsafeBytes { try out.write(at: 0, $0) } }
+        }
         guard sharding.indexAtEnd else {
             throw FormatError(.invalidArgument, path: file, "writing shards with the index at the start is not supported")
         }
-        let numbering = ShardIndex(chunks: chunks, entries: [])
+        var entries = [UInt64](repeating: ShardIndex.empty, count: 2 * count)
+        var stored = false
         try PathOps.makeDirectories(PathOps.dirname(file))
-        try AtomicFile.write(file) { out in
-            var entries = [UInt64](repeating: ShardIndex.empty, count: 2 * chunks.volume)
+        let temporary = try AtomicFile.prepare(file, sync: true) { out in
             var offset = 0
-            for (local, piece) in pieces {
-                let bytes: [UInt8]
-                switch piece {
-                case .new(let new): bytes = new
-                case .old(let range): bytes = try existing!.read(at: range.lowerBound, count: range.count)
+            var start = 0
+            while start < count {
+                let numbers = Array(start..<min(count, start + batch))
+                let pieces = parallel ? try Parallel.map(numbers.count) { try produce(numbers[$0]) } : try numbers.map(produce)
+                for (n, piece) in zip(numbers, pieces) {
+                    guard let piece else { continue }
+                    try piece.withUnsafeBytes { try out.write(at: offset, $0) }
+                    entries[2 * n] = UInt64(offset)
+                    entries[2 * n + 1] = UInt64(piece.count)
+                    offset += piece.count
+                    stored = true
                 }
-                try bytes.withUnsafeBytes { try out.write(at: offset, $0) }
-                let n = numbering.number(local)
-                entries[2 * n] = UInt64(offset)
-                entries[2 * n + 1] = UInt64(bytes.count)
-                offset += bytes.count
+                start += batch
             }
             let index = Self.encodeIndex(entries, checksum: sharding.indexChecksum)
             try index.withUnsafeBytes { try out.write(at: offset, $0) }
         }
+        guard stored else {
+            PathOps.remove(temporary)
+            return try remove(file, existed: PathOps.exists(file))
+        }
+        do {
+            try PathOps.rename(temporary, to: file)
+        } catch {
+            PathOps.remove(temporary)
+            throw error
+        }
+        try directories.renamed(into: PathOps.dirname(file))
     }
 
     /// The shard index bytes: entries little-endian, then the crc32c of those bytes.
@@ -156,7 +185,7 @@ extension Zarr3Array {
     }
 
     /// Whether every element of `chunk` is the fill value.
-    private func isFill(_ chunk: [UInt8]) -> Bool {
+    func isFill(_ chunk: [UInt8]) -> Bool {
         let fill = metadata.fillValue
         if fill.allSatisfy({ $0 == 0 }) { return chunk.withUnsafeBytes { RegionCopy.isZero($0) } }
         let w = fill.count

@@ -36,7 +36,7 @@ public final class Zarr3ShardFile: DataFile {
     }
 
     /// The stored byte range of block `n`; nil when the chunk is empty.
-    private func range(_ n: Int) throws -> Range<Int>? {
+    func range(_ n: Int) throws -> Range<Int>? {
         guard let index else { return 0..<size }
         return try index.range(of: position(n), fileSize: size, path: path)
     }
@@ -63,5 +63,12 @@ public final class Zarr3ShardFile: DataFile {
         for n in numbers {
             if let range = try? range(n), !range.isEmpty { file.willNeed(range) }
         }
+    }
+}
+
+extension Zarr3ShardFile {
+    public func storedBytes(ofBlock n: Int) throws -> [UInt8]? {
+        guard let range = try range(n) else { return nil }
+        return try file.read(at: range.lowerBound, count: range.count)
     }
 }
