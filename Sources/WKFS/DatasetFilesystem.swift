@@ -54,7 +54,7 @@ public final class DatasetFilesystem: FUSEFilesystem {
         DispatchQueue.global(qos: .utility).async {
             for layer in dataset.layers {
                 for entry in layer.mags {
-                    guard let mag = try? MagDirectory.open(dataset.magPath(layer, entry)) else { continue }
+                    guard let format = layer.format, let mag = try? Dataset.openStore(format, dataset.magPath(layer, entry)) else { continue }
                     do {
                         for file in try mag.removeStaleTemporaries() { errors.note("removed \(file), left by an interrupted write") }
                     } catch {

@@ -44,9 +44,7 @@ extension Dataset {
                         "\(magPath)/\(format.markerFile): \(store.channels)×\(store.voxelType) disagrees with the properties (elementClass '\(layer.elementClass)', numChannels \(layer.numChannels))"
                     )
                 }
-                if let directory = store as? MagDirectory {
-                    problems += Self.checkLeftovers(of: directory, repair: repair, repaired: repaired)
-                }
+                problems += Self.checkLeftovers(of: store, repair: repair, repaired: repaired)
                 do {
                     work.append((store, try store.dataFiles()))
                 } catch {
@@ -76,11 +74,15 @@ extension Dataset {
         if let copy = unfinishedCopy() {
             problems.append("\(path): incomplete copy of \(copy) (interrupted); run the same wkfs copy again to finish it")
         }
-        if repair {
-            for file in removeStaleTemporaries() { repaired("\(file): removed a temporary file left by an interrupted write") }
-        }
-        for name in PathOps.list(path) where AtomicFile.temporaryOwner(name) != nil {
-            problems.append("\(path)/\(name): temporary file left by an interrupted write (wkfs check --repair removes it)")
+        // The root (properties, copy marker, zarr.json) and each layer directory (its zarr.json).
+        let directories = [path] + properties.layers.map { layerPath($0.name) }.filter { FileStatus.of($0)?.isDirectory == true }
+        for directory in directories {
+            if repair {
+                for file in Self.removeStaleTemporaries(in: directory) { repaired("\(file): removed a temporary file left by an interrupted write") }
+            }
+            for name in PathOps.list(directory) where AtomicFile.temporaryOwner(name) != nil {
+                problems.append("\(directory)/\(name): temporary file left by an interrupted write (wkfs check --repair removes it)")
+            }
         }
         return problems
     }
@@ -104,7 +106,7 @@ extension Dataset {
     }
 
     /// One mag's leftovers: undo journals and temporary files of killed writers.
-    static func checkLeftovers(of mag: MagDirectory, repair: Bool, repaired: (String) -> Void) -> [String] {
+    static func checkLeftovers(of mag: any MagStore, repair: Bool, repaired: (String) -> Void) -> [String] {
         do {
             if repair {
                 for file in try mag.rollBackInterruptedWrites(try mag.leftovers().journals) {

@@ -138,7 +138,7 @@ extension Dataset {
                     } catch {
                         throw DatasetError(.io, targetPath, "cannot create the mag", cause: error)
                     }
-                    if let directory = target as? MagDirectory { _ = try? directory.removeStaleTemporaries() }
+                    _ = try? target.removeStaleTemporaries()
                     let files = try Self.convertedFiles(source, fileEdge: layout.fileEdge, bounds: bounds)
                     try Self.convert(files, from: source, to: target, write: { box, bytes in
                         switch target {

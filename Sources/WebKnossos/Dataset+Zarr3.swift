@@ -34,6 +34,13 @@ extension Dataset {
         try AtomicFile.write(layerPath(layer.name) + "/" + Zarr3Array.metadataName, Array(group.pretty().utf8))
     }
 
+    /// Whether a mag lies outside this dataset (another dataset's, referred to by path).
+    func isForeign(_ layer: LayerProperties, _ entry: MagProperties) -> Bool {
+        let mag = Self.realPath(magPath(layer, entry))
+        let root = Self.realPath(path)
+        return !mag.hasPrefix(root + "/")
+    }
+
     /// Adds a Zarr3 mag to `layer`: an array of `chunk`-voxel chunks in `shard`-voxel shards
     /// (one chunk per file when they are equal), zstd-compressed or not, and its properties entry.
     /// A failed step leaves nothing behind.
@@ -70,9 +77,12 @@ extension Dataset {
                 }
                 layer.mags.append(added)
                 layer.mags.sort { $0.mag < $1.mag }
+                // The box as it is now, under the lock (a write may have grown it meanwhile).
+                try Zarr3Array.growShape(of: directory, toCover: mag.fromMag1(layer.boundingBox).end)
             }
         } catch {
             PathOps.remove(directory + "/" + Zarr3Array.metadataName)
+            PathOps.remove(directory + "/" + Zarr3Array.lockFileName)
             try? PathOps.removeDirectory(directory)
             throw error
         }
@@ -85,14 +95,15 @@ extension Dataset {
         return MagView(layer: updated, mag: mag, store: array)
     }
 
-    /// Sets the shape of every Zarr3 mag of `layer` to whole shards covering its bounding box,
-    /// as webknossos does whenever the box changes.
+    /// Grows the shape of every Zarr3 mag of `layer` to whole shards covering its bounding box,
+    /// as webknossos does whenever the box grows. Mags of other datasets that the layer refers
+    /// to (webknossos's `add_mag_as_ref`) are theirs: left alone, as webknossos does.
     func fitZarrShapes(_ layer: LayerProperties) throws {
         guard layer.format == .zarr3 else { return }
-        for entry in layer.mags {
+        for entry in layer.mags where !isForeign(layer, entry) {
             let end = entry.mag.fromMag1(layer.boundingBox).end
             do {
-                try Zarr3Array.setShape(of: magPath(layer, entry), covering: end)
+                try Zarr3Array.growShape(of: magPath(layer, entry), toCover: end)
             } catch {
                 throw DatasetError(.io, magPath(layer, entry), "cannot update the array's shape", cause: error)
             }

@@ -282,3 +282,114 @@ def test_copy_wkw_to_zarr3_to_wkw_keeps_every_voxel(fixtures_dir, tmp_path, name
             want = wk.Dataset.open(src).get_layer(layer["name"]).get_mag(mag_name).read()
             assert np.array_equal(got, want)
             assert h.properties_layer(back, layer["name"])["dataFormat"] == "wkw"
+
+
+# --------------------------------------------------------------------------------------------
+# Regressions from a hostile review (each failed before its fix)
+
+
+def test_check_reports_and_repair_removes_zarr3_temporaries(fixtures_dir, tmp_path):
+    """Temporary files that killed writers leave in a Zarr3 array and beside a layer's
+    zarr.json are reported by `check` and removed by `check --repair` (a dead process's only)."""
+    ds = _zarr_copy(fixtures_dir, tmp_path)
+    shard = _shard(ds)
+    dead = 2**22 + 12345  # above the kernel's default pid_max: no such process runs
+    stale = [shard.parent / f"{shard.name}.{dead}-1.tmp", ds / "color" / "1" / f"zarr.json.{dead}-2.tmp",
+             ds / "color" / f"zarr.json.{dead}-3.tmp"]
+    for path in stale:
+        path.write_bytes(b"partial")
+    proc = h.wkfs_fails("check", ds)
+    report = proc.stdout.decode() + proc.stderr.decode()
+    for path in stale:
+        assert str(path) in report, report
+    h.wkfs_ok("check", ds, "--repair")
+    assert not any(p.exists() for p in stale)
+    h.wkfs_ok("check", ds)
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (('"fill_value":0', '"fill_value":-1e19'), "'fill_value'"),
+    (('"fill_value":0', '"fill_value":256'), "'fill_value' 256 is not a uint8"),
+    (('"fill_value":0', '"fill_value":1.5'), "'fill_value'"),
+    (('"chunk_shape":[1,32,32,32]', '"chunk_shape":[1,4611686018427387904,4611686018427387904,4611686018427387904]'), "extent above 2^31"),
+    (('"chunk_shape":[1,8,8,8]', '"chunk_shape":[1,1,1,1]', '"chunk_shape":[1,32,32,32]', '"chunk_shape":[1,256,256,256]'), "chunks per shard"),
+    (('{"configuration":{"endian":"little"},"name":"bytes"},{"name":"crc32c"}', '{"configuration":{"endian":5},"name":"bytes"},{"name":"crc32c"}'), "endian is not a string"),
+    (('"chunk_key_encoding":{"name":"default"}', '"chunk_key_encoding":"default"'), "'chunk_key_encoding' is not an object"),
+    ((',"fill_value":0', ''), "'fill_value' is missing"),
+])
+def test_bad_zarr_json_values_are_errors_not_crashes(fixtures_dir, tmp_path, edit, needle):
+    """zarr.json values wkfs cannot honour exactly are refused with the reason (once a crash, a
+    wrong fill value, or a silently ignored field)."""
+    ds = _zarr_copy(fixtures_dir, tmp_path)
+    meta = ds / "color" / "1" / "zarr.json"
+    text = meta.read_text()
+    for old, new in zip(edit[::2], edit[1::2]):
+        assert old in text
+        text = text.replace(old, new, 1)
+    meta.write_text(text)
+    _bad_input_fails(ds, needle, "color/1/zarr.json")
+
+
+@pytest.mark.parametrize("fill", [9223372036854775809, 18446744073709551615])
+def test_uint64_fill_values_above_2_63_read_exactly(fixtures_dir, tmp_path, fill):
+    ds = _zarr_copy(fixtures_dir, tmp_path, "wk433z_segmentation_uint64")
+    shutil.rmtree(ds / "segmentation" / "1" / "c")
+    meta = ds / "segmentation" / "1" / "zarr.json"
+    meta.write_text(meta.read_text().replace('"fill_value":0', f'"fill_value":{fill}'))
+    got = h.wkfs_read(ds, "segmentation", "1", (3, 4, 5), (1, 1, 1))
+    assert int.from_bytes(got, "little") == fill
+    assert _tensorstore(ds / "segmentation" / "1")[0, 3, 4, 5].read().result() == fill
+
+
+def test_add_mag_refuses_a_shard_of_too_many_chunks(tmp_path):
+    ds = _new_zarr_dataset(tmp_path, "uint8", 1, True, 32, 64)
+    proc = h.wkfs_fails("add-mag", ds, "data", "2", "--chunk-shape", "1", "--shard-shape", "1024")
+    assert "chunks per shard" in proc.stderr.decode(), h.describe(proc)
+    assert not (ds / "data" / "2").exists()
+
+
+def test_a_write_grows_its_own_shape_even_inside_the_box(tmp_path):
+    """A mag whose shape fell behind the box (an add-mag that raced a write) gets a shape that
+    covers what is written into it, so tensorstore and webknossos see the data."""
+    ds = _new_zarr_dataset(tmp_path, "uint8", 1, True, 32, 64)
+    h.wkfs_write(ds, "data", "1", (0, 0, 0), (1, 1, 1), b"\x01")
+    h.wkfs_write(ds, "data", "1", (300, 0, 0), (1, 1, 1), b"\x02")  # the box now reaches x = 301
+    meta = ds / "data" / "1" / "zarr.json"
+    assert '"shape":[1,320,64,64]' in meta.read_text()
+    meta.write_text(meta.read_text().replace('"shape":[1,320,64,64]', '"shape":[1,64,64,64]'))
+    h.wkfs_write(ds, "data", "1", (200, 0, 0), (1, 1, 1), b"\x03")  # inside the box: it does not grow
+    array = _tensorstore(ds / "data" / "1")
+    assert array.shape[1] >= 256 and int(array[0, 200, 0, 0].read().result()) == 3
+
+
+def test_another_datasets_referenced_mag_is_left_alone(tmp_path):
+    """A layer referring to another dataset's mag by path (webknossos's add_mag_as_ref): growing
+    this dataset's box never rewrites the other dataset's zarr.json."""
+    a = _new_zarr_dataset(tmp_path / "a", "uint8", 1, True, 32, 64)
+    h.wkfs_ok("add-mag", a, "data", "2", "--chunk-shape", "32", "--shard-shape", "64")
+    h.wkfs_write(a, "data", "2", (0, 0, 0), (200, 10, 10), b"\x05" * 20000)
+    foreign = a / "data" / "2" / "zarr.json"
+    before = foreign.read_text()
+    b = _new_zarr_dataset(tmp_path / "b", "uint8", 1, True, 32, 64)
+    props = json.loads((b / "datasource-properties.json").read_text())
+    props["dataLayers"][0]["mags"].append({"mag": [2, 2, 2], "path": str(a / "data" / "2"), "axisOrder": {"c": 0, "x": 1, "y": 2, "z": 3}})
+    (b / "datasource-properties.json").write_text(json.dumps(props, indent=4))
+    h.wkfs_write(b, "data", "1", (16, 0, 0), (16, 16, 16), b"\x07" * 16**3)
+    assert foreign.read_text() == before
+
+
+def test_writes_past_2_31_are_refused(tmp_path):
+    ds = _new_zarr_dataset(tmp_path, "uint8", 1, True, 32, 64)
+    before = h.snapshot(ds)
+    proc = h.wkfs_fails("write", ds, "data", "1", "--offset", "0,0,2147483647", "--size", "1,1,2", input=b"AB")
+    assert "too large" in proc.stderr.decode(), h.describe(proc)
+    h.assert_unchanged(ds, before)
+    h.wkfs_ok("info", ds)
+
+
+def test_big_integers_in_zarr_json_survive_a_shape_change(tmp_path):
+    ds = _new_zarr_dataset(tmp_path, "uint8", 1, True, 32, 64)
+    meta = ds / "data" / "1" / "zarr.json"
+    meta.write_text(meta.read_text()[:-1] + ',"attributes":{"x":18446744073709551615}}')
+    h.wkfs_write(ds, "data", "1", (500, 0, 0), (1, 1, 1), b"\x01")
+    assert json.loads(meta.read_text())["attributes"]["x"] == 18446744073709551615

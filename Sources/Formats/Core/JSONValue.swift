@@ -6,6 +6,8 @@ public enum JSONValue: Sendable, Equatable {
     case null
     case bool(Bool)
     case int(Int64)
+    /// An integer above `Int64.max` (a uint64 fill value, a segment id), kept exact.
+    case uint(UInt64)
     case double(Double)
     case string(String)
     case array([JSONValue])
@@ -16,6 +18,7 @@ public enum JSONValue: Sendable, Equatable {
         case (.null, .null): true
         case (.bool(let x), .bool(let y)): x == y
         case (.int(let x), .int(let y)): x == y
+        case (.uint(let x), .uint(let y)): x == y
         case (.double(let x), .double(let y)): x == y
         case (.int(let x), .double(let y)), (.double(let y), .int(let x)): Double(x) == y
         case (.string(let x), .string(let y)): x == y
@@ -53,6 +56,7 @@ public enum JSONValue: Sendable, Equatable {
     public var intValue: Int? {
         switch self {
         case .int(let i): return Int(exactly: i)
+        case .uint(let u): return Int(exactly: u)
         case .double(let d): return d.rounded() == d && abs(d) < 9e15 ? Int(d) : nil
         default: return nil
         }
@@ -60,6 +64,7 @@ public enum JSONValue: Sendable, Equatable {
     public var doubleValue: Double? {
         switch self {
         case .int(let i): Double(i)
+        case .uint(let u): Double(u)
         case .double(let d): d
         default: nil
         }
@@ -93,6 +98,8 @@ extension JSONValue: Decodable {
                 self = .bool(b)
             } else if let i = try? value.decode(Int64.self) {
                 self = .int(i)
+            } else if let u = try? value.decode(UInt64.self) {
+                self = .uint(u)
             } else if let d = try? value.decode(Double.self) {
                 self = .double(d)
             } else {
@@ -117,6 +124,7 @@ extension JSONValue {
         case .null: out += "null"
         case .bool(let b): out += b ? "true" : "false"
         case .int(let i): out += String(i)
+        case .uint(let u): out += String(u)
         case .double(let d): out += Self.format(d)
         case .string(let s): out += Self.quote(s)
         case .array(let items):
@@ -153,6 +161,7 @@ extension JSONValue {
         case .null: "null"
         case .bool(let b): b ? "true" : "false"
         case .int(let i): String(i)
+        case .uint(let u): String(u)
         case .double(let d): Self.format(d)
         case .string(let s): Self.quote(s)
         case .array(let items): "[" + items.map { $0.compact() }.joined(separator: ",") + "]"

@@ -60,6 +60,18 @@ public protocol MagStore: Sendable {
     func fileExists(_ index: Vec3) -> Bool
     func hasFilePlane(z: Int) -> Bool
     func hasFileRow(y: Int, z: Int) -> Bool
+    /// What killed writers left: temporary files, and data files that an interrupted in-place
+    /// write left half-patched (with an undo journal).
+    /// - Throws: when a directory cannot be listed.
+    func leftovers() throws -> (temporaries: [String], journals: [Vec3])
+    /// Removes the temporary files whose writer is gone (its process no longer runs here).
+    /// - Returns: the paths removed.
+    func removeStaleTemporaries() throws -> [String]
+    /// Rolls back the interrupted in-place writes of data files `indices`.
+    /// - Returns: the data files rolled back.
+    func rollBackInterruptedWrites(_ indices: [Vec3]) throws -> [String]
+    /// The undo journal of data file `index`, where the format has them.
+    func journalPath(_ index: Vec3) -> String
     /// Whether the data files lie in `zZ/yY` directories on disk (WKW), which a mount can make
     /// and remove; otherwise such directories exist only where data files do.
     var filesInPlaneDirectories: Bool { get }

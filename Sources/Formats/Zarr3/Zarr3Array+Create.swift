@@ -15,6 +15,11 @@ extension Zarr3Array {
         if shard.x % chunk.x != 0 || shard.y % chunk.y != 0 || shard.z % chunk.z != 0 {
             return "shard shape \(shard) is not a multiple of the chunk shape \(chunk)"
         }
+        if shard.array.contains(where: { $0 > 1 << 16 }) { return "shard shape \(shard) is above 65536 per edge" }
+        let perShard = (shard.x / chunk.x) * (shard.y / chunk.y) * (shard.z / chunk.z)
+        if perShard > Zarr3Metadata.mostChunksPerShard {
+            return "\(perShard) chunks per shard (shard \(shard), chunks \(chunk)): at most \(Zarr3Metadata.mostChunksPerShard); use larger chunks or smaller shards"
+        }
         return nil
     }
 
@@ -96,13 +101,18 @@ extension Zarr3Array {
         }
     }
 
-    /// Sets the array's shape to whole shards covering `end` (x, y, z), as webknossos does when
-    /// the layer's bounding box changes; `zarr.json` is replaced atomically, its other fields kept.
-    /// Nothing is written when the shape is already that. Reads `zarr.json` anew: call it under
-    /// the lock that serializes changes of the layer's bounding box.
-    public static func setShape(of path: String, covering end: Vec3) throws {
+    /// Grows the array's shape to whole shards covering `end` (x, y, z), as webknossos does when
+    /// the layer's bounding box grows (readers such as tensorstore read only inside the shape);
+    /// `zarr.json` is replaced atomically, its other fields kept. It never shrinks: data outside a
+    /// smaller shape would vanish for those readers. Re-reads `zarr.json` under the array's
+    /// metadata lock, so concurrent growths all stay.
+    public static func growShape(of path: String, toCover end: Vec3) throws {
+        let before = try open(path)
+        guard Vec3.max(before.size, shape(covering: end, shard: before.fileShape)) != before.size else { return }
+        let lock = try before.lockMetadata()
+        defer { lock.unlock() }
         let current = try open(path)
-        let target = shape(covering: end, shard: current.fileShape)
+        let target = Vec3.max(current.size, shape(covering: end, shard: current.fileShape))
         guard target != current.size else { return }
         let shape: [Int] = current.hasChannels ? [current.channels] + target.array : target.array
         guard case .object(var pairs) = current.metadata.json, let i = pairs.firstIndex(where: { $0.0 == "shape" }) else {
@@ -110,5 +120,12 @@ extension Zarr3Array {
         }
         pairs[i].1 = .array(shape.map { .int(Int64($0)) })
         try AtomicFile.write(path + "/" + metadataName, Array(JSONValue.object(pairs).compact().utf8))
+    }
+
+    /// The lock of `zarr.json` changes: a byte of the lock file apart from the data files' bytes.
+    func lockMetadata() throws -> MagLock {
+        let fd = Glibc.open(lockFilePath, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644)
+        if fd >= 0 { close(fd) }
+        return MagLock(try FileLock.lock(lockFilePath, ranges: [(0, 1)], exclusive: true)!)
     }
 }

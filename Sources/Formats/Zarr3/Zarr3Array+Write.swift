@@ -34,11 +34,16 @@ extension Zarr3Array {
         guard box.offset.x >= 0, box.offset.y >= 0, box.offset.z >= 0 else {
             throw FormatError(.invalidArgument, path: path, "region \(box) starts below 0")
         }
+        guard box.end.x <= Int(Int32.max), box.end.y <= Int(Int32.max), box.end.z <= Int(Int32.max) else {
+            throw FormatError(.invalidArgument, path: path, "region \(box) is too large: it passes 2^31 - 1")
+        }
         guard !box.isEmpty, let base = source.baseAddress else { return }
         let address = SendableConstAddress(base)
         for index in box.cellRange(fileShape).positions {
             try writeFile(index, box, address.pointer)
         }
+        // Readers such as tensorstore read only inside the shape: it covers what was written.
+        try Self.growShape(of: path, toCover: box.end)
     }
 
     /// Rebuilds data file `index` with the part of `box` inside it.

@@ -74,8 +74,13 @@ public struct Zarr3Metadata: Sendable {
             chunkShape.count == shape.count, chunkShape.allSatisfy({ $0 > 0 })
         else { throw bad("'chunk_grid' is not a regular grid with one chunk size per dimension") }
 
+        // Sizes stay far from overflow: every product below fits an Int with room to spare.
+        guard shape.allSatisfy({ $0 <= Self.largestExtent }), chunkShape.allSatisfy({ $0 <= Self.largestExtent }) else {
+            throw bad("'shape' or the chunk shape has an extent above 2^31")
+        }
         let keyEncoding: KeyEncoding
         let encoding = json["chunk_key_encoding"]
+        if let encoding, encoding.objectPairs == nil { throw bad("'chunk_key_encoding' is not an object") }
         let separator = encoding?["configuration"]?["separator"]?.stringValue
         switch encoding?["name"]?.stringValue {
         case "default", nil: keyEncoding = .default(separator: separator ?? "/")
@@ -84,6 +89,7 @@ public struct Zarr3Metadata: Sendable {
         }
         if let separator, separator != "/" && separator != "." { throw bad("chunk key separator '\(separator)' is not supported") }
 
+        guard json["fill_value"] != nil else { throw bad("'fill_value' is missing") }
         let fill = try fillValue(json["fill_value"], dataType, bad)
         let names = json["dimension_names"]?.arrayValue?.map { $0.stringValue ?? "" }
         if let names, names.count != shape.count { throw bad("'dimension_names' has \(names.count) names for \(shape.count) dimensions") }
@@ -105,9 +111,17 @@ public struct Zarr3Metadata: Sendable {
             guard index.transpose == nil, !index.bigEndian, index.compression.allSatisfy({ $0 == .crc32c }), index.compression.count <= 1 else {
                 throw bad("shard index codecs other than 'bytes' (little-endian) and 'crc32c' are not supported")
             }
+            let perShard = zip(chunkShape, inner).reduce(1) { $0 * ($1.0 / $1.1) }
+            guard perShard <= Self.mostChunksPerShard else {
+                throw bad("\(perShard) chunks per shard: at most \(Self.mostChunksPerShard) are supported (the shard index alone would take \(perShard * 16 >> 20) MiB)")
+            }
             metadata.sharding = Sharding(innerShape: inner, indexAtEnd: location == "end", indexChecksum: !index.compression.isEmpty)
         } else {
             metadata.codecs = try chunkCodecs(codecList, dimensions: shape.count, bad)
+        }
+        let chunkVoxels = (metadata.sharding?.innerShape ?? chunkShape).reduce(1, *)
+        guard chunkVoxels <= Self.largestChunk / dataType.size else {
+            throw bad("a chunk of \(chunkVoxels) voxels is larger than \(Self.largestChunk >> 20) MiB, more than wkfs decodes at once")
         }
         return metadata
     }
@@ -129,7 +143,12 @@ public struct Zarr3Metadata: Sendable {
             case "bytes":
                 guard !sawBytes else { throw bad("two 'bytes' codecs") }
                 sawBytes = true
-                let endian = configuration?["endian"]?.stringValue ?? "little"
+                let endian: String
+                switch configuration?["endian"] {
+                case nil, .null?: endian = "little"  // optional for one-byte types
+                case .string(let text)?: endian = text
+                default: throw bad("'bytes' endian is not a string")
+                }
                 guard endian == "little" || endian == "big" else { throw bad("'bytes' endian '\(endian)' is unknown") }
                 codecs.bigEndian = endian == "big"
             case "zstd":
@@ -151,36 +170,56 @@ public struct Zarr3Metadata: Sendable {
         return codecs
     }
 
-    /// One element of the fill value as little-endian bytes.
+    /// Extents (array and chunk edges) above this are refused.
+    static let largestExtent = 1 << 31
+    /// Inner chunks per shard at most (the index takes 16 bytes each).
+    public static let mostChunksPerShard = 1 << 21
+    /// Bytes of one decoded chunk at most.
+    static let largestChunk = 1 << 30
+
+    /// One element of the fill value as little-endian bytes: exactly the value, or an error.
     private static func fillValue(_ value: JSONValue?, _ type: VoxelType, _ bad: (String) -> FormatError) throws -> [UInt8] {
         func bytes<T>(_ v: T) -> [UInt8] { withUnsafeBytes(of: v) { Array($0) } }
-        let number: Double
-        switch value {
-        case .int(let i)?:
-            switch type {
-            case .uint8: return bytes(UInt8(truncatingIfNeeded: i))
-            case .uint16: return bytes(UInt16(truncatingIfNeeded: i).littleEndian)
-            case .uint32: return bytes(UInt32(truncatingIfNeeded: i).littleEndian)
-            case .uint64: return bytes(UInt64(bitPattern: i).littleEndian)
-            case .int8: return bytes(Int8(truncatingIfNeeded: i))
-            case .int16: return bytes(Int16(truncatingIfNeeded: i).littleEndian)
-            case .int32: return bytes(Int32(truncatingIfNeeded: i).littleEndian)
-            case .int64: return bytes(i.littleEndian)
-            case .float32, .float64: number = Double(i)
+        func outOfRange() -> FormatError { bad("'fill_value' \(value.map { $0.compact() } ?? "") is not a \(type)") }
+        if type.isFloat {
+            let number: Double
+            switch value {
+            case .int(let i)?: number = Double(i)
+            case .uint(let u)?: number = Double(u)
+            case .double(let d)?: number = d
+            case .string("NaN")?: number = .nan
+            case .string("Infinity")?: number = .infinity
+            case .string("-Infinity")?: number = -.infinity
+            case .string(let text)? where text.hasPrefix("0x"):
+                // The raw bits, as the specification allows.
+                guard let bits = UInt64(text.dropFirst(2), radix: 16) else { throw outOfRange() }
+                if type == .float32 {
+                    guard bits <= UInt64(UInt32.max) else { throw outOfRange() }
+                    return bytes(UInt32(bits).littleEndian)
+                }
+                return bytes(bits.littleEndian)
+            default: throw outOfRange()
             }
-        case .double(let d)?: number = d
-        case .string("NaN")?: number = .nan
-        case .string("Infinity")?: number = .infinity
-        case .string("-Infinity")?: number = -.infinity
-        case .null?, nil: return [UInt8](repeating: 0, count: type.size)
-        default: throw bad("'fill_value' \(value.map { "\($0)" } ?? "") is not supported")
+            return type == .float32 ? bytes(Float(number).bitPattern.littleEndian) : bytes(number.bitPattern.littleEndian)
+        }
+        // Integers: exactly representable in the type, or refused.
+        let signed: Int64?, unsigned: UInt64?
+        switch value {
+        case .int(let i)?: (signed, unsigned) = (i, UInt64(exactly: i))
+        case .uint(let u)?: (signed, unsigned) = (nil, u)
+        case .double(let d)? where d.rounded() == d: (signed, unsigned) = (Int64(exactly: d), UInt64(exactly: d))
+        default: throw outOfRange()
         }
         switch type {
-        case .float32: return bytes(Float(number).bitPattern.littleEndian)
-        case .float64: return bytes(number.bitPattern.littleEndian)
-        default:
-            guard number.rounded() == number, abs(number) < 1.8e19 else { throw bad("'fill_value' \(number) is not a \(type)") }
-            return try fillValue(.int(Int64(exactly: number) ?? Int64(bitPattern: UInt64(number))), type, bad)
+        case .uint8: guard let v = unsigned.flatMap({ UInt8(exactly: $0) }) else { throw outOfRange() }; return bytes(v)
+        case .uint16: guard let v = unsigned.flatMap({ UInt16(exactly: $0) }) else { throw outOfRange() }; return bytes(v.littleEndian)
+        case .uint32: guard let v = unsigned.flatMap({ UInt32(exactly: $0) }) else { throw outOfRange() }; return bytes(v.littleEndian)
+        case .uint64: guard let v = unsigned else { throw outOfRange() }; return bytes(v.littleEndian)
+        case .int8: guard let v = signed.flatMap({ Int8(exactly: $0) }) else { throw outOfRange() }; return bytes(v)
+        case .int16: guard let v = signed.flatMap({ Int16(exactly: $0) }) else { throw outOfRange() }; return bytes(v.littleEndian)
+        case .int32: guard let v = signed.flatMap({ Int32(exactly: $0) }) else { throw outOfRange() }; return bytes(v.littleEndian)
+        case .int64: guard let v = signed else { throw outOfRange() }; return bytes(v.littleEndian)
+        case .float32, .float64: throw outOfRange()
         }
     }
 }
