@@ -23,7 +23,7 @@ public final class DatasetFilesystem: FUSEFilesystem {
     }
 
     let options: Options
-    let inodes = InodeTable()
+    let inodes = InodeTable<MountNode>(root: .root)
     let cache: BlockCache
     let prefetcher = DataFilePrefetcher()
     let statistics = MountStatistics()

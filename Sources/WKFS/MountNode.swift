@@ -30,23 +30,30 @@ enum MountNode: Hashable, Sendable {
 /// can show numbers without keeping anything; only the numbers the kernel holds are kept, with
 /// how many lookups it counts (`remember`), and dropped when it forgets them all (`forget`): a
 /// walk over a million cubes does not keep a million entries.
-final class InodeTable: Sendable {
+final class InodeTable<Node: Hashable & Sendable>: Sendable {
     private struct Tables {
         /// Nodes the kernel knows, by number.
-        var byInode: [UInt64: MountNode] = [1: .root]
+        var byInode: [UInt64: Node]
         /// Numbers that are not the node's own hash: after a rename, or to step past a collision.
-        var moved: [MountNode: UInt64] = [:]
+        var moved: [Node: UInt64] = [:]
         var lookups: [UInt64: UInt64] = [:]
     }
-    private let tables = Mutex(Tables())
+    private let tables: Mutex<Tables>
+    /// The root directory's node: inode 1.
+    let root: Node
 
-    /// The number of `node`.
-    func inode(_ node: MountNode) -> Inode {
-        tables.withLock { t in Inode(Self.number(node, in: &t)) }
+    init(root: Node) {
+        self.root = root
+        tables = Mutex(Tables(byInode: [1: root]))
     }
 
-    private static func number(_ node: MountNode, in t: inout Tables) -> UInt64 {
-        if node == .root { return 1 }
+    /// The number of `node`.
+    func inode(_ node: Node) -> Inode {
+        tables.withLock { t in Inode(number(node, in: &t)) }
+    }
+
+    private func number(_ node: Node, in t: inout Tables) -> UInt64 {
+        if node == root { return 1 }
         if let moved = t.moved[node] { return moved }
         var number = hash(node)
         // Another node the kernel knows holds this number (a 63-bit hash: practically never).
@@ -59,18 +66,18 @@ final class InodeTable: Sendable {
 
     /// A hash of the node in 2 ..< 2^63 (Swift's hasher: the same all through one process,
     /// which is as long as a mount's numbers must last).
-    private static func hash(_ node: MountNode) -> UInt64 {
+    private func hash(_ node: Node) -> UInt64 {
         max(2, UInt64(bitPattern: Int64(node.hashValue)) >> 1)
     }
 
-    func node(_ inode: Inode) -> MountNode? {
+    func node(_ inode: Inode) -> Node? {
         tables.withLock { $0.byInode[inode.rawValue] }
     }
 
     /// The number of `node` if the kernel knows it; nil otherwise.
-    func knownInode(_ node: MountNode) -> Inode? {
+    func knownInode(_ node: Node) -> Inode? {
         tables.withLock { t in
-            let number = Self.number(node, in: &t)
+            let number = number(node, in: &t)
             return t.byInode[number] == node ? Inode(number) : nil
         }
     }
@@ -78,9 +85,9 @@ final class InodeTable: Sendable {
     /// Counts one lookup of `node` by the kernel (an entry replied to lookup, create, mkdir or
     /// symlink) and returns its number, in one step: a FORGET of the same number in between
     /// cannot drop what this reply hands out.
-    func remember(_ node: MountNode) -> Inode {
+    func remember(_ node: Node) -> Inode {
         tables.withLock { t in
-            let number = Self.number(node, in: &t)
+            let number = number(node, in: &t)
             t.byInode[number] = node
             t.lookups[number, default: 0] += 1
             return Inode(number)
@@ -105,9 +112,9 @@ final class InodeTable: Sendable {
 
     /// After a rename the kernel keeps the source's inode under the new name: that number now
     /// means `new`, and `old` gets its own number again.
-    func rename(_ old: MountNode, to new: MountNode) {
+    func rename(_ old: Node, to new: Node) {
         tables.withLock { t in
-            let number = Self.number(old, in: &t)
+            let number = number(old, in: &t)
             t.moved[old] = nil
             t.moved[new] = number
             if t.byInode[number] != nil { t.byInode[number] = new }

@@ -10,7 +10,9 @@ struct MountCommand: ParsableCommand {
         discussion: """
             Options (-o, comma-separated): ro, allow_other, cache_size=SIZE (memory for decoded blocks, \
             e.g. 512M or 2G; default 256M), direct_io (cubes opened read-only bypass the kernel's page \
-            cache: faster streaming of large cubes, but no read-only mmap), debug.
+            cache: faster streaming of large cubes, but no read-only mmap), zarr (read-only: the dataset \
+            as a Zarr v3 dataset of uncompressed shards, for zarr-python, tensorstore and OME-Zarr readers; \
+            WKW is decoded on the fly), debug.
             Example: wkfs mount my_dataset /mnt/ds -o ro,cache_size=1G && ls /mnt/ds/color/1
             Unmount with: wkfs unmount /mnt/ds
             """)
@@ -18,11 +20,12 @@ struct MountCommand: ParsableCommand {
     @Argument(help: "The dataset directory.") var dataset: String
     @Argument(help: "An empty directory to mount it on.") var mountPoint: String
     @Flag(name: .customShort("f"), help: "Stay in the foreground (do not daemonize).") var foreground = false
-    @Option(name: .customShort("o"), help: "Mount options: ro, allow_other, cache_size=SIZE, direct_io, debug.") var options: [String] = []
+    @Option(name: .customShort("o"), help: "Mount options: ro, allow_other, cache_size=SIZE, direct_io, zarr, debug.") var options: [String] = []
 
     func run() throws {
         var fsOptions = DatasetFilesystem.Options()
         var fuseOptions = ["default_permissions", "subtype=wkfs"]
+        var zarr = false
         for item in options.flatMap({ $0.split(separator: ",").map(String.init) }) where !item.isEmpty {
             let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
             switch parts[0] {
@@ -36,6 +39,8 @@ struct MountCommand: ParsableCommand {
                 fuseOptions.append(parts[0])
             case "direct_io":
                 fsOptions.directIO = true
+            case "zarr":
+                zarr = true
             case "cache_size":
                 guard parts.count == 2, let bytes = Self.parseSize(parts[1]) else {
                     throw CLIError("-o \(item): expected a size like 512M or 2G")
@@ -43,7 +48,7 @@ struct MountCommand: ParsableCommand {
                 fsOptions.cacheSize = bytes
             default:
                 if parts[0].hasPrefix("x-") { continue }
-                throw CLIError("-o \(item): unknown mount option (known: ro, allow_other, cache_size=SIZE, direct_io, debug)")
+                throw CLIError("-o \(item): unknown mount option (known: ro, allow_other, cache_size=SIZE, direct_io, zarr, debug)")
             }
         }
         let datasetPath = URL(fileURLWithPath: dataset).standardizedFileURL.path
@@ -51,7 +56,13 @@ struct MountCommand: ParsableCommand {
         fuseOptions.append("fsname=\(datasetPath)")
         MountMemory.configure()
         let log = FUSESession.logToStandardError
-        let filesystem = try DatasetFilesystem(datasetPath: datasetPath, options: fsOptions, log: log)
+        let filesystem: any FUSEFilesystem
+        if zarr {
+            if !fuseOptions.contains("ro") { fuseOptions.append("ro") }
+            filesystem = try ZarrViewFilesystem(datasetPath: datasetPath, cacheSize: fsOptions.cacheSize, log: log)
+        } else {
+            filesystem = try DatasetFilesystem(datasetPath: datasetPath, options: fsOptions, log: log)
+        }
         let session = try FUSESession(filesystem: filesystem, mountPoint: mountPath, options: fuseOptions, log: log)
         try session.mount()
         if !foreground {

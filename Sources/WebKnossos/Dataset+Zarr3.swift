@@ -1,4 +1,4 @@
-import Formats
+public import Formats
 
 /// What a Zarr3 layer needs beside its arrays, as webknossos 4.3 writes it: a `zarr.json` group
 /// at the dataset root, and one per layer carrying OME-Zarr 0.5 `multiscales`, so that OME-Zarr
@@ -9,21 +9,30 @@ extension Dataset {
     func writeZarrGroups(_ layer: LayerProperties) throws {
         let root = path + "/" + Zarr3Array.metadataName
         if !PathOps.exists(root) {
-            try AtomicFile.write(root, Array(JSONValue.object([("zarr_format", .int(3)), ("node_type", .string("group"))]).pretty().utf8))
+            try AtomicFile.write(root, Array(Self.zarrRootGroup.pretty().utf8))
         }
+        try AtomicFile.write(layerPath(layer.name) + "/" + Zarr3Array.metadataName, Array(zarrLayerGroup(layer).pretty().utf8))
+    }
+
+    /// The dataset root's `zarr.json`.
+    public static let zarrRootGroup: JSONValue = .object([("zarr_format", .int(3)), ("node_type", .string("group"))])
+
+    /// A layer's `zarr.json`: a group with OME-Zarr 0.5 multiscales, one dataset per mag (its
+    /// directory name), scaled by the voxel size times the mag.
+    public func zarrLayerGroup(_ layer: LayerProperties, magName: ((MagProperties) -> String)? = nil) -> JSONValue {
         let unit = JSONValue.string(properties.unit)
         let axes: JSONValue = .array(
             [.object([("name", .string("c")), ("type", .string("channel"))])]
                 + ["x", "y", "z"].map { .object([("name", .string($0)), ("type", .string("space")), ("unit", unit)]) })
         let datasets: [JSONValue] = layer.mags.map { entry in
             let scale = [1.0] + zip(properties.voxelSize, entry.mag.factors.array).map { $0 * Double($1) }
-            let name = entry.path.map { String($0.split(separator: "/").last ?? "") } ?? entry.mag.shortName
+            let name = magName?(entry) ?? entry.path.map { String($0.split(separator: "/").last ?? "") } ?? entry.mag.shortName
             return .object([
                 ("path", .string(name)),
                 ("coordinateTransformations", .array([.object([("type", .string("scale")), ("scale", .array(scale.map(JSONValue.double)))])])),
             ])
         }
-        let group: JSONValue = .object([
+        return .object([
             ("zarr_format", .int(3)),
             ("node_type", .string("group")),
             (
@@ -31,7 +40,26 @@ extension Dataset {
                 .object([("ome", .object([("version", .string("0.5")), ("multiscales", .array([.object([("axes", axes), ("datasets", .array(datasets))])]))]))])
             ),
         ])
-        try AtomicFile.write(layerPath(layer.name) + "/" + Zarr3Array.metadataName, Array(group.pretty().utf8))
+    }
+
+    /// The properties as a Zarr3 dataset of the same layers shows them: every layer `zarr3`,
+    /// each mag at `./LAYER/MAG` (its directory name here), no `cubeLength`.
+    public func zarrViewProperties(magNames: (LayerProperties, MagProperties) -> String) -> DatasetProperties {
+        var view = properties
+        view.layers = properties.layers.filter { $0.format != nil }.map { layer in
+            var layer = layer
+            layer.dataFormat = DataFormat.zarr3.rawValue
+            layer.usesWkwResolutions = false
+            layer.mags = layer.mags.map { entry in
+                var entry = entry
+                entry.path = "./\(layer.name)/\(magNames(layer, entry))"
+                entry.cubeLength = nil
+                entry.axisOrder = .object([("c", .int(0)), ("x", .int(1)), ("y", .int(2)), ("z", .int(3))])
+                return entry
+            }
+            return layer
+        }
+        return view
     }
 
     /// Whether a mag lies outside this dataset (another dataset's, referred to by path).

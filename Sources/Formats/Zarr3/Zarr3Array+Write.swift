@@ -151,7 +151,7 @@ extension Zarr3Array {
     }
 
     /// The shard index bytes: entries little-endian, then the crc32c of those bytes.
-    static func encodeIndex(_ entries: [UInt64], checksum: Bool) -> [UInt8] {
+    public static func encodeIndex(_ entries: [UInt64], checksum: Bool) -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: entries.count * 8)
         bytes.withUnsafeMutableBytes { raw in
             for (i, e) in entries.enumerated() { raw.storeBytes(of: e.littleEndian, toByteOffset: 8 * i, as: UInt64.self) }
