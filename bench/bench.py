@@ -313,6 +313,78 @@ class Bench:
                                          f"{len(names)} cubes, {mib} MiB",
                                          stats[f"wkfs {kind}"], stats[other], note))
 
+    # ---- 7: Zarr3 ----
+
+    def bench_zarr3(self):
+        """The LZ4 32/32 data as webknossos's default Zarr3 (chunk 32, zstd; shard 1024, or 128
+        in the smoke run): `wkfs read` against tensorstore and webknossos, `wkfs copy` WKW ->
+        Zarr3 against webknossos's copy_dataset, and a fresh mount reading every cube of it
+        against the same data as WKW LZ4."""
+        v = self.variants[0]
+        src = self.ds(v)
+        chunk, shard = 32, (1024 if self.cfg is CONFIGS["full"] else 128)
+        zarr = os.path.join(self.root, "ds", f"zarr3-c{chunk}s{shard}")
+        if not os.path.isdir(zarr):
+            run([self.wkfs, "copy", src, zarr, "--data-format", "zarr3", "--chunk-shape", str(chunk),
+                 "--shard-shape", str(shard), "--compress"], timeout=7200)
+        data_label = f"zstd chunk {chunk} shard {shard}"
+        for layer in self.layers:
+            name, size = layer["name"], csv(layer["shape"])
+
+            def wkfs_side(name=name, size=size):
+                self.cold()
+                return self.timed([self.wkfs, "read", zarr, name, "1", "--offset", "0,0,0", "--size", size,
+                                   "--output", "/dev/null"])
+
+            def ts_side(name=name, size=size):
+                self.cold()
+                return self.timed(self.py("read-ts", os.path.join(zarr, name, "1"), "0,0,0", size))
+
+            def wk_side(name=name, size=size):
+                self.cold()
+                return self.timed(self.py("read-wk", zarr, name, "0,0,0", size))
+
+            stats = self.group(f"7 zarr3 read {name}", {"wkfs": wkfs_side, "tensorstore": ts_side, "webknossos": wk_side})
+            self.rows.append(row("7 Zarr3 read bbox", f"{name} {data_label}", stats["wkfs"], stats["tensorstore"], "vs tensorstore"))
+            self.rows.append(row("7 Zarr3 read bbox", f"{name} {data_label}", stats["wkfs"], stats["webknossos"], "vs webknossos"))
+
+        targets = {"wkfs": os.path.join(self.work, "zarr-wkfs"), "webknossos": os.path.join(self.work, "zarr-wk")}
+
+        def copy_wkfs():
+            rmtree(targets["wkfs"])
+            self.cold()
+            return self.timed([self.wkfs, "copy", src, targets["wkfs"], "--data-format", "zarr3", "--chunk-shape",
+                               str(chunk), "--shard-shape", str(shard), "--compress"], timeout=7200)
+
+        def copy_wk():
+            rmtree(targets["webknossos"])
+            self.cold()
+            return self.timed(self.py("copy-zarr3", src, targets["webknossos"], chunk, shard), timeout=7200)
+
+        stats = self.group("7 zarr3 copy", {"wkfs": copy_wkfs, "webknossos": copy_wk})
+        for target in targets.values():
+            data.verify_dataset(target, self.layers, os.path.join(self.root, "src"))
+            rmtree(target)
+        self.rows.append(row("7 Zarr3 copy WKW -> Zarr3", f"both layers {v['name']} -> {data_label}", stats["wkfs"],
+                             stats["webknossos"], "voxels verified"))
+
+        # A fresh mount reading every cube: Zarr3 against the same data as WKW LZ4.
+        lists = {}
+        for kind, ds in (("zarr3", zarr), ("lz4", src)):
+            listpath = os.path.join(self.work, f"cubes-{kind}.list")
+            with self.wkfs_mount(ds, name=f"list-{kind}") as m:
+                names = sorted(os.path.relpath(os.path.join(d, f), m.mountpoint)
+                               for d, _, fs in os.walk(m.mountpoint) for f in fs if f.endswith(".raw"))
+                expected = sum(os.path.getsize(os.path.join(m.mountpoint, n)) for n in names)
+            with open(listpath, "w") as f:
+                f.write("\n".join(names) + "\n")
+            lists[kind] = (listpath, expected, len(names))
+        runners = {kind: (lambda kind=kind, ds=ds: self.read_through(self.wkfs_mount(ds, name=f"read-{kind}"), *lists[kind][:2]))
+                   for kind, ds in (("zarr3", zarr), ("lz4", src))}
+        stats = self.group("7 zarr3 mount read", runners)
+        self.rows.append(row("7 mount: read all cubes", f"Zarr3 {data_label} ({lists['zarr3'][2]} cubes) vs WKW {v['name']} "
+                             f"({lists['lz4'][2]} cubes), {lists['zarr3'][1] >> 20} MiB", stats["zarr3"], stats["lz4"]))
+
     # ---- 5: cp into the mount ----
 
     def bench_mount_write(self):
@@ -460,7 +532,7 @@ def static_notes(bench, cfg):
 
 BENCHMARKS = {
     "1": "bench_read", "2": "bench_write", "3": "bench_copy",
-    "4": "bench_mount_read", "5": "bench_mount_write", "6": "bench_boxes",
+    "4": "bench_mount_read", "5": "bench_mount_write", "6": "bench_boxes", "7": "bench_zarr3",
 }
 
 
@@ -468,7 +540,7 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="tiny data, one repetition (also SMOKE=1)")
     p.add_argument("--reps", type=int, help="repetitions per benchmark (default: 3, smoke: 1)")
-    p.add_argument("--only", default="1,2,3,4,5,6", help="comma-separated benchmark numbers")
+    p.add_argument("--only", default="1,2,3,4,5,6,7", help="comma-separated benchmark numbers")
     p.add_argument("--json", help="where to write the results (default: bench/results.json; "
                                   "smoke: <data dir>/results-smoke.json)")
     p.add_argument("--data-dir", help="where the data goes (default: bench/.data, or $BENCH_DATA)")

@@ -107,19 +107,27 @@ def make_dataset(wkfs, path, variant, layers, largest, srcdir=None):
 
 
 def verify_dataset(path, layers, srcdir):
-    """The reference reads back exactly the generated voxels."""
+    """The reference reads back exactly the generated voxels: wkw for WKW mags, tensorstore for Zarr3."""
     import wkw
 
     for layer in layers:
         sx, sy, sz = layer["shape"]
         expected = np.memmap(os.path.join(srcdir, layer["name"] + ".raw"), dtype=layer["dtype"],
                              mode="r", shape=(sz, sy, sx))
-        with wkw.Dataset.open(os.path.join(path, layer["name"], "1")) as ds:
-            for z0 in range(0, sz, 64):
-                nz = min(64, sz - z0)
-                got = ds.read((0, 0, z0), (sx, sy, nz))[0].transpose(2, 1, 0)
-                if not np.array_equal(got, expected[z0:z0 + nz]):
-                    raise BenchError(f"{path}/{layer['name']}: wkw reads other voxels than were written")
+        magdir = os.path.join(path, layer["name"], "1")
+        if os.path.exists(os.path.join(magdir, "zarr.json")):
+            import tensorstore as ts
+
+            array = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": magdir}}).result()
+            read = lambda z0, nz: array[0, :sx, :sy, z0:z0 + nz].read().result()
+        else:
+            ds = wkw.Dataset.open(magdir)
+            read = lambda z0, nz: ds.read((0, 0, z0), (sx, sy, nz))[0]
+        for z0 in range(0, sz, 64):
+            nz = min(64, sz - z0)
+            got = read(z0, nz).transpose(2, 1, 0)
+            if not np.array_equal(got, expected[z0:z0 + nz]):
+                raise BenchError(f"{path}/{layer['name']}: the reference reads other voxels than were written")
 
 
 def wkw_files(magdir):

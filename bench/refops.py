@@ -12,6 +12,9 @@ imports), ...}. The whole-process time and peak memory are measured by the calle
     refops.py boxes-mmap  MAGROOT SIDE DTYPE BOXES.json
     refops.py boxes-planes MAGROOT SIDE DTYPE BOXES.json
     refops.py readall     ROOT LIST
+    refops.py read-ts     MAGDIR X,Y,Z SX,SY,SZ            (tensorstore, Zarr3)
+    refops.py read-wk     DATASET LAYER X,Y,Z SX,SY,SZ     (webknossos, mag 1)
+    refops.py copy-zarr3  SRC DST CHUNK SHARD
 
 Arrays on disk are C-order (z, y, x) with one channel, as wkfs reads and writes them.
 """
@@ -109,6 +112,36 @@ def cmd_copy(src, dst, block_len, file_len):
         data_format="wkw",
         compress=True,
     )
+    done()
+
+
+def cmd_read_ts(magdir, offset, size):
+    """tensorstore (C++), the fastest Zarr reader: one region of a Zarr3 array (c, x, y, z)."""
+    import tensorstore as ts
+
+    start_clock()
+    array = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": magdir}}).result()
+    (x, y, z), (sx, sy, sz) = vec(offset), vec(size)
+    data = array[:, x:x + sx, y:y + sy, z:z + sz].read().result()
+    done(bytes=int(data.nbytes))
+
+
+def cmd_read_wk(dataset, layer, offset, size):
+    """webknossos: one region of a layer's mag 1 (any format)."""
+    import webknossos as wk
+
+    start_clock()
+    mag = wk.Dataset.open(dataset).get_layer(layer).get_mag("1")
+    data = mag.read(absolute_offset=vec(offset), size=vec(size))
+    done(bytes=int(data.nbytes))
+
+
+def cmd_copy_zarr3(src, dst, chunk, shard):
+    """webknossos's copy_dataset into Zarr3 (zstd, as webknossos writes it by default)."""
+    import webknossos as wk
+
+    start_clock()
+    wk.Dataset.open(src).copy_dataset(dst, chunk_shape=int(chunk), shard_shape=int(shard), data_format="zarr3", compress=True)
     done()
 
 
@@ -273,6 +306,9 @@ COMMANDS = {
     "write": cmd_write,
     "write-cubes": cmd_write_cubes,
     "copy": cmd_copy,
+    "read-ts": cmd_read_ts,
+    "read-wk": cmd_read_wk,
+    "copy-zarr3": cmd_copy_zarr3,
     "boxes-wkw": cmd_boxes_wkw,
     "boxes-pread": cmd_boxes_pread,
     "boxes-mmap": cmd_boxes_mmap,

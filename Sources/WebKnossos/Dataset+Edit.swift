@@ -17,8 +17,10 @@ extension Dataset {
         let new = try DatasetProperties.decode(text, file: file)
         for (i, layer) in new.layers.enumerated() {
             let old = properties.layer(named: layer.name)
-            if old == nil && layer.dataFormat != "wkw" {
-                throw DatasetError(.invalidProperties, file, "field 'dataLayers[\(i)].dataFormat': '\(layer.dataFormat)' is not supported (only wkw)")
+            if old == nil && layer.format != .wkw {
+                throw DatasetError(
+                    .invalidProperties, file,
+                    "field 'dataLayers[\(i)].dataFormat': a layer added by editing the properties must be a wkw layer ('\(layer.dataFormat)' given); \(layer.dataFormat) layers are created with their arrays, not declared by hand")
             }
             for (j, mag) in layer.mags.enumerated() {
                 guard let path = mag.path else { continue }
@@ -35,7 +37,7 @@ extension Dataset {
                 throw DatasetError(
                     .invalidProperties, file, "field 'dataLayers[\(i)].name': \(layerDirectory) exists and is not a directory")
             }
-            if layer.dataFormat == "wkw" {
+            if layer.format == .wkw {
                 for (j, mag) in layer.mags.enumerated() where !PathOps.exists(magPath(layer, mag) + "/header.wkw") {
                     let target = magPath(layer, mag)
                     if PathOps.exists(target) && !PathOps.isDirectory(target) {
@@ -78,7 +80,7 @@ extension Dataset {
         // names a mag that could not be made.
         var made: [String] = []
         do {
-            for layer in new.layers where layer.dataFormat == "wkw" {
+            for layer in new.layers where layer.format == .wkw {
                 if !PathOps.exists(layerPath(layer.name)) {
                     try PathOps.makeDirectory(layerPath(layer.name))
                     made.append(layerPath(layer.name))
@@ -98,6 +100,10 @@ extension Dataset {
             throw DatasetError(.io, propertiesPath, "cannot save the edit", cause: error)
         }
         properties = new
+        // Zarr3 arrays' shapes follow a box that grew (under the lock, as for writes).
+        for layer in new.layers where layer.format == .zarr3 {
+            try fitZarrShapes(layer)
+        }
     }
 
     /// The header of a mag that a hand-written entry asks for: raw, 32³ blocks (fewer for a small

@@ -94,15 +94,38 @@ public struct Zarr3Array: Sendable {
             throw FormatError(.invalidArgument, path: path, "region \(box) starts below 0")
         }
         guard !box.isEmpty, let base = destination.baseAddress else { return }
+        // Planned first (files opened, shard indexes read), then every chunk decoded in
+        // parallel: one large shard keeps every core busy, not one.
+        var reads: [ChunkRead] = []
+        for index in box.cellRange(fileShape).positions {
+            try plan(index, box, base, into: &reads)
+        }
         let address = SendableAddress(base)
-        let files = box.cellRange(fileShape).positions
-        try Parallel.forEach(files.count) { i in
-            try readFile(files[i], box, address.pointer)
+        let planned = reads
+        try Parallel.forEach(planned.count) { i in
+            let read = planned[i]
+            guard let file = read.file, let range = read.range else { return fill(read.part, of: box, address.pointer) }
+            let bytes = try file.read(at: range.lowerBound, count: range.count)
+            let decoded = try [UInt8](unsafeUninitializedCapacity: chunkBytes) { buffer, count in
+                try bytes.withUnsafeBytes { try decodeChunk($0, into: UnsafeMutableRawBufferPointer(buffer), path: read.path, what: read.what) }
+                count = chunkBytes
+            }
+            copy(decoded, read.chunkBox, read.part, into: address.pointer, box)
         }
     }
 
-    /// Copies the part of `box` inside grid chunk `index` from its file.
-    private func readFile(_ index: Vec3, _ box: Box, _ destination: UnsafeMutableRawPointer) throws {
+    /// One chunk's part of a region read: where it is stored (nil: the fill value).
+    private struct ChunkRead: @unchecked Sendable {
+        let file: OpenFile?
+        let range: Range<Int>?
+        let path: String
+        let what: String
+        let chunkBox: Box
+        let part: Box
+    }
+
+    /// Adds the chunks of grid chunk (shard) `index` that `box` meets; a missing file is filled at once.
+    private func plan(_ index: Vec3, _ box: Box, _ destination: UnsafeMutableRawPointer, into reads: inout [ChunkRead]) throws {
         let fileBox = Box(offset: index * fileShape, size: fileShape)
         guard let part = fileBox.intersection(box) else { return }
         let file = filePath(index)
@@ -110,23 +133,51 @@ public struct Zarr3Array: Sendable {
             return fill(part, of: box, destination)
         }
         let stored = try opened.size()
-        if let sharding = metadata.sharding {
-            let index = try ShardIndex.read(opened, size: stored, chunks: fileShape.ceilDiv(chunkShape), sharding: sharding, path: file)
-            for local in Box(offset: .zero, size: fileShape.ceilDiv(chunkShape)).positions {
-                let chunkBox = Box(offset: fileBox.offset + local * chunkShape, size: chunkShape)
-                guard let inner = chunkBox.intersection(box) else { continue }
-                guard let range = try index.range(of: local, fileSize: stored, path: file) else {
-                    fill(inner, of: box, destination)
-                    continue
-                }
-                let bytes = try opened.read(at: range.lowerBound, count: range.count)
-                let decoded = try decodeChunk(bytes, path: file, what: "chunk \(local) of the shard")
-                copy(decoded, chunkBox, inner, into: destination, box)
+        guard let sharding = metadata.sharding else {
+            reads.append(ChunkRead(file: opened, range: 0..<stored, path: file, what: "the chunk", chunkBox: fileBox, part: part))
+            return
+        }
+        let shardIndex = try ShardIndex.read(opened, size: stored, chunks: fileShape.ceilDiv(chunkShape), sharding: sharding, path: file)
+        let first = Box(offset: part.offset - fileBox.offset, size: part.size).cellRange(chunkShape)
+        for local in first.positions {
+            let chunkBox = Box(offset: fileBox.offset + local * chunkShape, size: chunkShape)
+            guard let inner = chunkBox.intersection(box) else { continue }
+            let range = try shardIndex.range(of: local, fileSize: stored, path: file)
+            reads.append(ChunkRead(file: opened, range: range, path: file, what: "chunk \(local) of the shard", chunkBox: chunkBox, part: inner))
+        }
+    }
+
+    /// Decodes one stored chunk into `destination` (one chunk, `(z, y, x, c)` C order). The
+    /// chunks webknossos writes (transpose [3,2,1,0], little-endian, zstd or none, optionally a
+    /// crc32c) decode straight into it; others through `decodeChunk(_:path:what:)`.
+    func decodeChunk(_ stored: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer, path file: String, what: String) throws {
+        let codecs = metadata.codecs.compression
+        let direct = order == [3, 2, 1, 0] && (!metadata.codecs.bigEndian || metadata.dataType.size == 1)
+            && codecs.allSatisfy({ if case .blosc = $0 { false } else { true } })
+            && (codecs.count <= 1 || codecs == [.crc32c] || (codecs.count == 2 && codecs[1] == .crc32c))
+        guard direct else {
+            let decoded = try decodeChunk([UInt8](stored), path: file, what: what)
+            decoded.withUnsafeBytes { destination.copyMemory(from: $0) }
+            return
+        }
+        var body = stored
+        do {
+            if codecs.last == .crc32c {
+                guard body.count >= 4 else { throw Zarr3CodecError("too short for its crc32c checksum") }
+                let want = body.loadUnaligned(fromByteOffset: body.count - 4, as: UInt32.self).littleEndian
+                body = UnsafeRawBufferPointer(rebasing: body[0..<(body.count - 4)])
+                guard Zarr3Compression.crc32c(body) == want else { throw Zarr3CodecError("crc32c checksum mismatch") }
             }
-        } else {
-            let bytes = try opened.read(at: 0, count: stored)
-            let decoded = try decodeChunk(bytes, path: file, what: "the chunk")
-            copy(decoded, fileBox, part, into: destination, box)
+            if case .zstd = codecs.first {
+                try Zarr3Compression.zstdDecompress(body, into: destination)
+            } else {
+                guard body.count == destination.count else {
+                    throw Zarr3CodecError("holds \(body.count) bytes, expected \(destination.count)")
+                }
+                destination.copyMemory(from: body)
+            }
+        } catch let error as Zarr3CodecError {
+            throw FormatError(.corrupt, path: file, "\(what) does not decode: \(error.reason)")
         }
     }
 

@@ -1,6 +1,7 @@
 import CBlosc
 import CISAL
 import CZstd
+import Synchronization
 
 /// The C libraries behind Zarr3's byte codecs: zstd, blosc (reading) and crc32c. The only file
 /// of the Zarr3 format that calls C.
@@ -26,6 +27,36 @@ enum Zarr3Compression {
         }
         if let failure { throw Zarr3CodecError("zstd: \(failure)") }
         return output
+    }
+
+    /// Decompresses a zstd frame into `destination`, which it must fill exactly. Uses a pooled
+    /// decompression context: making one per chunk cost more than decoding a 32 KiB chunk.
+    static func zstdDecompress(_ input: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer) throws(Zarr3CodecError) {
+        let context = DecompressionContexts.take()
+        defer { DecompressionContexts.give(context) }
+        let n = ZSTD_decompressDCtx(context.pointer, destination.baseAddress, destination.count, input.baseAddress, input.count)
+        if ZSTD_isError(n) != 0 { throw Zarr3CodecError("zstd: \(String(cString: ZSTD_getErrorName(n)))") }
+        if n != destination.count { throw Zarr3CodecError("zstd frame holds \(n) bytes, expected \(destination.count)") }
+    }
+
+    /// Idle zstd decompression contexts, reused across chunks and threads.
+    private enum DecompressionContexts {
+        struct Context: @unchecked Sendable { let pointer: OpaquePointer }
+        static let idle = Mutex<[Context]>([])
+
+        static func take() -> Context {
+            if let context = idle.withLock({ $0.popLast() }) { return context }
+            return Context(pointer: ZSTD_createDCtx())
+        }
+
+        static func give(_ context: Context) {
+            let kept = idle.withLock { pool -> Bool in
+                guard pool.count < 64 else { return false }
+                pool.append(context)
+                return true
+            }
+            if !kept { ZSTD_freeDCtx(context.pointer) }
+        }
     }
 
     /// Compresses with zstd at `level`, with or without the frame's content checksum.

@@ -42,16 +42,35 @@ public final class Zarr3ShardFile: DataFile {
     }
 
     public func decode(consecutive numbers: Range<Int>) throws -> [UInt8] {
-        var out: [UInt8] = []
-        out.reserveCapacity(numbers.count * array.chunkBytes)
-        for n in numbers {
-            if let range = try range(n) {
-                out += try array.decodeChunk(try file.read(at: range.lowerBound, count: range.count), path: path, what: "chunk \(position(n)) of the shard")
-            } else {
-                out += array.fillChunk(array.chunkShape)
+        let chunk = array.chunkBytes
+        let ranges = try numbers.map { try range($0) }
+        // Chunks stored back to back (as webknossos writes them) come in one read.
+        let present = ranges.compactMap { $0 }
+        let together = !present.isEmpty && zip(present, present.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound }
+        let span = together ? present.first!.lowerBound..<present.last!.upperBound : 0..<0
+        let stored = together ? try file.read(at: span.lowerBound, count: span.count) : []
+        let fill = ranges.contains(where: { $0 == nil }) ? array.fillChunk(array.chunkShape) : []
+        return try [UInt8](unsafeUninitializedCapacity: numbers.count * chunk) { buffer, initialized in
+            let out = UnsafeMutableRawBufferPointer(buffer)
+            for (i, range) in ranges.enumerated() {
+                let slot = UnsafeMutableRawBufferPointer(rebasing: out[(i * chunk)..<((i + 1) * chunk)])
+                let what = "chunk \(position(numbers.lowerBound + i)) of the shard"
+                guard let range else {
+                    fill.withUnsafeBytes { slot.copyMemory(from: $0) }
+                    continue
+                }
+                if together {
+                    try stored.withUnsafeBytes { all in
+                        let part = UnsafeRawBufferPointer(rebasing: all[(range.lowerBound - span.lowerBound)..<(range.upperBound - span.lowerBound)])
+                        try array.decodeChunk(part, into: slot, path: path, what: what)
+                    }
+                } else {
+                    let bytes = try file.read(at: range.lowerBound, count: range.count)
+                    try bytes.withUnsafeBytes { try array.decodeChunk($0, into: slot, path: path, what: what) }
+                }
             }
+            initialized = numbers.count * chunk
         }
-        return out
     }
 
     public func isHole(consecutive numbers: Range<Int>) -> Bool {
