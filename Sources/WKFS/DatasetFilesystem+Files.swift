@@ -31,6 +31,13 @@ extension DatasetFilesystem {
             if flags.isWritable { throw FUSEError.accessDenied }
             let text = try magInfo(layer, mag)
             return OpenResult(handle: state.withLock { $0.addHandle(.generated(text)) }, directIO: true)
+        case .volumeHeader, .cubeHeader:
+            if flags.isWritable { throw FUSEError.accessDenied }
+            let header = try nrrdHeader(node)
+            return OpenResult(handle: state.withLock { $0.addHandle(.generated(header)) }, directIO: true)
+        case .volume, .slice:
+            if flags.isWritable { throw refuse(EACCES, "\(node): the generated views are read-only; write cubes instead") }
+            return OpenResult(handle: state.withLock { $0.addHandle(.view(node)) }, noFlush: true)
         case .errors:
             if flags.isWritable { throw FUSEError.accessDenied }
             return OpenResult(handle: state.withLock { $0.addHandle(.generated(errors.text)) }, directIO: true)
@@ -231,6 +238,14 @@ extension DatasetFilesystem {
             return serve(state.withLock { $0.scratch[name]?.bytes ?? [] })
         case .generated(let bytes):
             return serve(bytes)
+        case .view(let node):
+            do {
+                let count = try readView(node, offset: offset, into: buffer)
+                MountStatistics.add(statistics.cubeBytesRead, count)
+                return count
+            } catch {
+                throw translate(error, "\(node)")
+            }
         }
     }
 
@@ -274,7 +289,7 @@ extension DatasetFilesystem {
                 patch(&s.scratch[name]!.bytes)
                 s.scratch[name]!.modified = .now
             }
-        case .generated:
+        case .generated, .view:
             throw FUSEError.badHandle
         }
         return data.count
@@ -324,7 +339,7 @@ extension DatasetFilesystem {
             guard let pending else { return }
             defer { text.content.withLock { $0.dirty = false } }
             try applyProperties(pending)
-        case .scratch, .generated:
+        case .scratch, .generated, .view:
             return
         }
     }

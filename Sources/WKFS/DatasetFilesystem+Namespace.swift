@@ -69,10 +69,10 @@ extension DatasetFilesystem {
 
     static func kind(of node: MountNode, linked: (String) -> Bool) -> FileKind {
         switch node {
-        case .root, .linkTarget, .mag, .zDirectory, .yDirectory, .control, .links: return .directory
+        case .root, .linkTarget, .mag, .zDirectory, .yDirectory, .control, .links, .slices: return .directory
         case .layer(let name): return linked(name) ? .symbolicLink : .directory
         case .scratch(let name): return linked(name) ? .symbolicLink : .regular
-        case .properties, .magInfo, .cube, .errors, .stats: return .regular
+        case .properties, .magInfo, .cube, .errors, .stats, .cubeHeader, .volume, .volumeHeader, .slice: return .regular
         }
     }
 
@@ -89,6 +89,9 @@ extension DatasetFilesystem {
             if s.mags(layer).contains(where: { $0.name == name }) { return .mag(layer: layer, mag: name) }
         case .mag(let layer, let mag):
             if name == magInfoName { return .magInfo(layer: layer, mag: mag) }
+            if name == MountNode.volumeName { return .volume(layer: layer, mag: mag) }
+            if name == MountNode.volumeHeaderName { return .volumeHeader(layer: layer, mag: mag) }
+            if name == MountNode.slicesName { return .slices(layer: layer, mag: mag) }
             if let z = MagDirectory.nameIndex(name, "z"), let store = try s.openedStore(layer, mag) {
                 let node = MountNode.zDirectory(layer: layer, mag: mag, z: z)
                 if s.madeDirectories.contains(node) || store.hasFilePlane(z: z) { return node }
@@ -103,6 +106,11 @@ extension DatasetFilesystem {
                 let node = MountNode.cube(layer: layer, mag: mag, index: Vec3(x, y, z))
                 if try s.pendingCubes[node] != nil || s.openedStore(layer, mag)?.fileExists(Vec3(x, y, z)) == true { return node }
             }
+            if let x = MagDirectory.nameIndex(name, "x", ".nhdr"), try s.openedStore(layer, mag)?.fileExists(Vec3(x, y, z)) == true {
+                return .cubeHeader(layer: layer, mag: mag, index: Vec3(x, y, z))
+            }
+        case .slices(let layer, let mag):
+            if let planes = s.volumePlanes(layer, mag), let z = sliceIndex(name, planes: planes) { return .slice(layer: layer, mag: mag, z: z) }
         case .control:
             if name == "errors" { return .errors }
             if name == "stats" { return .stats }
@@ -134,8 +142,10 @@ extension DatasetFilesystem {
             guard let store = try s.openedStore(layer, mag) else { throw FUSEError.noEntry }
             var zs = Set(store.fileZs())
             for case .zDirectory(let l, let m, let z) in s.madeDirectories where l == layer && m == mag { zs.insert(z) }
-            return [(magInfoName, .magInfo(layer: layer, mag: mag))]
-                + zs.sorted().map { ("z\($0)", .zDirectory(layer: layer, mag: mag, z: $0)) }
+            return [
+                (magInfoName, .magInfo(layer: layer, mag: mag)), (MountNode.volumeName, .volume(layer: layer, mag: mag)),
+                (MountNode.volumeHeaderName, .volumeHeader(layer: layer, mag: mag)), (MountNode.slicesName, .slices(layer: layer, mag: mag)),
+            ] + zs.sorted().map { ("z\($0)", .zDirectory(layer: layer, mag: mag, z: $0)) }
         case .zDirectory(let layer, let mag, let z):
             guard let store = try s.openedStore(layer, mag) else { throw FUSEError.noEntry }
             var ys = Set(store.fileYs(z: z))
@@ -147,7 +157,15 @@ extension DatasetFilesystem {
             for case .cube(let l, let m, let index) in s.pendingCubes.keys where l == layer && m == mag && index.z == z && index.y == y {
                 xs.insert(index.x)
             }
-            return xs.sorted().map { ("x\($0).raw", .cube(layer: layer, mag: mag, index: Vec3($0, y, z))) }
+            let onDisk = Set(store.fileXs(y: y, z: z))
+            return xs.sorted().flatMap { x -> [(String, MountNode)] in
+                let cube: (String, MountNode) = ("x\(x).raw", .cube(layer: layer, mag: mag, index: Vec3(x, y, z)))
+                guard onDisk.contains(x) else { return [cube] }
+                return [cube, ("x\(x).nhdr", .cubeHeader(layer: layer, mag: mag, index: Vec3(x, y, z)))]
+            }
+        case .slices(let layer, let mag):
+            let planes = s.volumePlanes(layer, mag) ?? 0
+            return (0..<planes).map { (sliceName($0, planes: planes), .slice(layer: layer, mag: mag, z: $0)) }
         case .control:
             return [("errors", .errors), ("links", .links), ("stats", .stats)]
         case .links:
@@ -220,6 +238,13 @@ extension DatasetFilesystem {
             return file(size, mode: fileMode, time: .now, allocated: 0)
         case .control, .links:
             return directory(nil)
+        case .slices(let layer, let mag):
+            return directory(state.withLock { $0.magPath(layer, mag) })
+        case .volume(let layer, let mag), .volumeHeader(let layer, let mag), .slice(let layer, let mag, _), .cubeHeader(let layer, let mag, _):
+            // Made from the properties and the data: as recent as the newest of those it shows.
+            let time = [state.withLock { $0.dataset.propertiesPath }, state.withLock { $0.magPath(layer, mag) }]
+                .compactMap { $0.flatMap { FileStatus.of($0, followLinks: true) }.map(Timestamp.init) }.max() ?? statistics.startedAt
+            return file(try viewSize(node), mode: 0o444, time: time)
         case .errors:
             return file(errors.text.count, mode: 0o444, time: errors.modified)
         case .stats:
@@ -270,6 +295,16 @@ extension DatasetFilesystem {
             ("boundingBox", .object([("topLeft", ints(box.offset.array)), ("size", ints(box.size.array))])),
             ("boundingBoxMag1", .object([("topLeft", ints(properties.boundingBox.offset.array)), ("size", ints(properties.boundingBox.size.array))])),
             ("numpy", .string("numpy.fromfile('z0/y0/x0.raw', dtype='\(type)').reshape(\(shape.z), \(shape.y), \(shape.x), \(c))  # (z, y, x, c)")),
+            (
+                "volume",
+                .object([
+                    ("file", .string(MountNode.volumeName)),
+                    ("shape", ints([box.size.z, box.size.y, box.size.x, c])),
+                    ("offset", ints(box.offset.array)),
+                    ("offsetMag1", ints(entry.mag.toMag1(box).offset.array)),
+                    ("numpy", .string("numpy.memmap('\(MountNode.volumeName)', dtype='\(type)', mode='r', shape=(\(box.size.z), \(box.size.y), \(box.size.x), \(c)))  # (z, y, x, c) of the bounding box")),
+                ])
+            ),
         ]
         let json: JSONValue = .object(pairs)
         return Array((json.pretty() + "\n").utf8)

@@ -226,6 +226,12 @@ struct ViewState {
         return store
     }
 
+    /// The z planes of a mag's volume (its layer's box snapped to the mag); nil for an unknown mag.
+    func volumePlanes(_ layer: String, _ mag: String) -> Int? {
+        guard let properties = self.layer(layer), let entry = mags(layer).first(where: { $0.name == mag })?.entry else { return nil }
+        return entry.mag.fromMag1(properties.boundingBox).size.z
+    }
+
     /// The mag if it is open or opens (without keeping it: for lookups, which see the state only).
     /// - Throws: the format's error when the mag cannot be opened (a corrupt header).
     func openedStore(_ layer: String, _ mag: String) throws -> (any MagStore)? {
@@ -255,8 +261,10 @@ enum OpenItem: Sendable {
     case cube(CubeHandle)
     case properties(TextBuffer)
     case scratch(String)
-    /// Generated read-only content (mag.json, errors), fixed at open.
+    /// Generated read-only content (mag.json, errors, NRRD headers), fixed at open.
     case generated([UInt8])
+    /// A generated view made as it is read (`volume.raw`, a slice image).
+    case view(MountNode)
 }
 
 /// An open cube: its place and, once written or truncated, its pending changes.

@@ -16,14 +16,25 @@ enum MountNode: Hashable, Sendable {
     case magInfo(layer: String, mag: String)
     case zDirectory(layer: String, mag: String, z: Int)
     case yDirectory(layer: String, mag: String, z: Int, y: Int)
-    /// `z{Z}/y{Y}/x{X}.raw`: the decoded voxels of one WKW file.
+    /// `z{Z}/y{Y}/x{X}.raw`: the decoded voxels of one data file (WKW file, Zarr3 shard).
     case cube(layer: String, mag: String, index: Vec3)
+    /// `z{Z}/y{Y}/x{X}.nhdr`: the NRRD header of a cube.
+    case cubeHeader(layer: String, mag: String, index: Vec3)
+    /// `volume.raw`: the mag's bounding box as one array; `volume.nhdr` its NRRD header.
+    case volume(layer: String, mag: String)
+    case volumeHeader(layer: String, mag: String)
+    /// `slices/` and its `z{N}.tif`, one TIFF per z plane of the bounding box (`z` from its start).
+    case slices(layer: String, mag: String)
+    case slice(layer: String, mag: String, z: Int)
     /// `.wkfs`, `.wkfs/errors`, `.wkfs/links`, `.wkfs/stats`.
     case control, errors, links, stats
     /// An editor's temporary or backup file in the mount root, kept in memory only.
     case scratch(String)
 
     static let controlName = ".wkfs"
+    static let volumeName = "volume.raw"
+    static let volumeHeaderName = "volume.nhdr"
+    static let slicesName = "slices"
 }
 
 /// Inode numbers for nodes. A node's number is derived from what it is (a hash), so listings

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// The on-disk formats of a mag.
 public enum DataFormat: String, Sendable, CaseIterable, CustomStringConvertible {
     case wkw
@@ -64,9 +68,11 @@ public protocol MagStore: Sendable {
     /// write left half-patched (with an undo journal).
     /// - Throws: when a directory cannot be listed.
     func leftovers() throws -> (temporaries: [String], journals: [Vec3])
-    /// Removes the temporary files whose writer is gone (its process no longer runs here).
-    /// - Returns: the paths removed.
-    func removeStaleTemporaries() throws -> [String]
+    /// The data file a temporary file of `leftovers()` stands for; nil for other temporaries.
+    func dataFileIndex(ofTemporary file: String) -> Vec3?
+    /// Takes the write locks of data files `indices` only when no one holds any of them (nil
+    /// otherwise): for finding what a dead writer left.
+    func tryLockFiles(_ indices: [Vec3]) throws -> MagLock?
     /// Rolls back the interrupted in-place writes of data files `indices`.
     /// - Returns: the data files rolled back.
     func rollBackInterruptedWrites(_ indices: [Vec3]) throws -> [String]
@@ -138,6 +144,27 @@ extension MagStore {
     }
 
     public func prefetch(_ box: Box) throws {}
+
+    /// Removes the temporary files whose writer is gone: its process (named in the file's name)
+    /// no longer runs on this machine, and no writer holds the lock of the data file it belongs
+    /// to. A writer in another PID namespace or on another machine that holds no lock (a mount's
+    /// cube being written) cannot be seen: run the repair while no such writer runs.
+    /// - Returns: the paths removed.
+    public func removeStaleTemporaries() throws -> [String] {
+        var removed: [String] = []
+        for file in try leftovers().temporaries {
+            let name = String(file[file.index(after: file.lastIndex(of: "/")!)...])
+            guard let owner = AtomicFile.temporaryOwner(name), !AtomicFile.processRuns(owner) else { continue }
+            var lock: MagLock?
+            if let index = dataFileIndex(ofTemporary: file) {
+                guard let free = try tryLockFiles([index]) else { continue }
+                lock = free
+            }
+            if unlink(file) == 0 { removed.append(file) }
+            lock?.unlock()
+        }
+        return removed
+    }
 
     public func fileZs() -> [Int] { Array(Set(((try? dataFiles()) ?? []).map(\.z))).sorted() }
     public func fileYs(z: Int) -> [Int] { Array(Set(((try? dataFiles()) ?? []).filter { $0.z == z }.map(\.y))).sorted() }

@@ -33,29 +33,8 @@ extension MagDirectory {
         return (temporaries.sorted(), journals)
     }
 
-    /// Removes the temporary files whose writer is gone: its process (named in the file's name)
-    /// no longer runs on this machine, and no writer holds the lock of the data file it belongs
-    /// to. A writer in another PID namespace or on another machine that holds no lock (a mount's
-    /// cube being written) cannot be seen: run the repair while no such writer runs.
-    /// - Returns: the paths removed.
-    public func removeStaleTemporaries() throws -> [String] {
-        var removed: [String] = []
-        for file in try leftovers().temporaries {
-            let name = String(file[file.index(after: file.lastIndex(of: "/")!)...])
-            guard let owner = AtomicFile.temporaryOwner(name), !AtomicFile.processRuns(owner) else { continue }
-            var lock: MagLock?
-            if let index = dataFileIndex(ofTemporary: file) {
-                guard let free = try tryLockFiles([index]) else { continue }
-                lock = free
-            }
-            if unlink(file) == 0 { removed.append(file) }
-            lock?.unlock()
-        }
-        return removed
-    }
-
     /// The data file a temporary file in a row stands for (`zZ/yY/xX.wkw[.wkfs-undo].PID-R.tmp`).
-    private func dataFileIndex(ofTemporary file: String) -> Vec3? {
+    public func dataFileIndex(ofTemporary file: String) -> Vec3? {
         let parts = file.dropFirst(path.count + 1).split(separator: "/").map(String.init)
         guard parts.count == 3, let z = Self.nameIndex(parts[0], "z"), let y = Self.nameIndex(parts[1], "y"),
             let dot = parts[2].firstIndex(of: "."), let x = Self.nameIndex(String(parts[2][..<dot]), "x")

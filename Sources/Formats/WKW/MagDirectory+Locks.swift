@@ -41,7 +41,7 @@ extension MagDirectory {
 
     /// Takes the write locks of `indices` only when no one holds any of them (nil otherwise):
     /// for finding what a dead writer left.
-    func tryLockFiles(_ indices: [Vec3]) throws -> MagLock? {
+    public func tryLockFiles(_ indices: [Vec3]) throws -> MagLock? {
         guard !indices.isEmpty else { return MagLock(nil) }
         return try FileLock.lock(lockFilePath, ranges: Self.lockRanges(indices), exclusive: true, wait: false).map(MagLock.init)
     }

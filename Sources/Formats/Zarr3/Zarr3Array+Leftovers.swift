@@ -21,30 +21,12 @@ extension Zarr3Array {
         return (temporaries.sorted(), [])
     }
 
-    /// Removes the temporary files whose process (named in the file's name) no longer runs on
-    /// this machine, and, for shards, whose shard's lock is free.
-    public func removeStaleTemporaries() throws -> [String] {
-        var removed: [String] = []
-        for file in try leftovers().temporaries {
-            let name = String(file[file.index(after: file.lastIndex(of: "/")!)...])
-            guard let owner = AtomicFile.temporaryOwner(name), !AtomicFile.processRuns(owner) else { continue }
-            var lock: MagLock?
-            if let index = dataFileIndex(ofTemporary: file) {
-                guard let free = try tryLockFiles([index]) else { continue }
-                lock = free
-            }
-            if unlink(file) == 0 { removed.append(file) }
-            lock?.unlock()
-        }
-        return removed
-    }
-
     public func rollBackInterruptedWrites(_ indices: [Vec3]) throws -> [String] { [] }
 
     public func journalPath(_ index: Vec3) -> String { filePath(index) }
 
     /// The data file a temporary file stands for (`KEY.PID-R.tmp` beside the key's file).
-    private func dataFileIndex(ofTemporary file: String) -> Vec3? {
+    public func dataFileIndex(ofTemporary file: String) -> Vec3? {
         guard let dot = file.lastIndex(of: ".") else { return nil }
         let withoutTag = file[..<dot]
         guard let second = withoutTag.lastIndex(of: ".") else { return nil }
@@ -53,7 +35,7 @@ extension Zarr3Array {
     }
 
     /// Takes the locks of data files `indices` only when no one holds any of them.
-    func tryLockFiles(_ indices: [Vec3]) throws -> MagLock? {
+    public func tryLockFiles(_ indices: [Vec3]) throws -> MagLock? {
         guard !indices.isEmpty, PathOps.exists(lockFilePath) else { return MagLock(nil) }
         return try FileLock.lock(lockFilePath, ranges: MagDirectory.lockRanges(indices), exclusive: true, wait: false).map(MagLock.init)
     }

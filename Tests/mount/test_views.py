@@ -1,0 +1,142 @@
+"""The generated views of a mag (issue 15): `volume.raw` (the bounding box as one array),
+`volume.nhdr` and a NRRD header beside each cube, `slices/z{N}.tif` (one TIFF per z plane),
+over WKW and Zarr3 layers, read by numpy, tifffile, Pillow and pynrrd and compared with the
+reference's read of the same bounding box."""
+
+from __future__ import annotations
+
+import errno
+import gc
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import mounthelp as mh
+
+#: (fixture, layer): WKW raw and LZ4HC, 3 channels, uint16 with an anisotropic mag, float32, Zarr3.
+VIEWS = [
+    ("wk433_color_uint8_lz4hc", "color"),
+    ("wk433_color_uint8x3", "color"),
+    ("wk433_color_uint16", "color"),
+    ("wk433_color_float32", "color"),
+    ("wk433z_color_uint8x3_zstd", "color"),
+    ("wk433z_dtype_int16", "color"),
+]
+
+
+def _reference(dataset, layer, mag_name):
+    """The reference's read of the mag's bounding box (snapped outward), as (z, y, x, c)."""
+    import webknossos as wk
+
+    mag = wk.Dataset.open(dataset).get_layer(layer).get_mag(mag_name)
+    return np.ascontiguousarray(mag.read().transpose(3, 2, 1, 0))
+
+
+@pytest.mark.parametrize("name,layer", VIEWS)
+def test_volume_raw_is_the_bounding_box(name, layer, fixture_copies, mounted, mountpoint):
+    dataset = fixture_copies / name
+    with mounted(dataset):
+        for mag_dir in mh.mag_dirs(dataset / layer):
+            want = _reference(dataset, layer, mag_dir.name)
+            view = mountpoint / layer / mag_dir.name
+            info = json.loads((view / "mag.json").read_text())
+            volume = np.memmap(view / "volume.raw", dtype=want.dtype, mode="r", shape=want.shape)
+            assert np.array_equal(volume, want), f"{view}/volume.raw differs from the reference"
+            del volume  # a mapping left open would keep the mount busy at unmount
+            # Partial, unaligned reads give the same bytes as the whole.
+            raw = want.tobytes()
+            with open(view / "volume.raw", "rb", buffering=0) as f:
+                for start, count in ((0, 1), (1234, 100_003), (len(raw) // 3, 4096), (len(raw) - 7, 100)):
+                    f.seek(start)
+                    assert f.read(count) == raw[start:start + count]
+            box = info["boundingBox"]
+            assert os.path.getsize(view / "volume.raw") == len(raw)
+            cli = mh.run([mh.WKFS_BIN, "read", dataset, layer, mag_dir.name])
+            assert cli.returncode == 0 and cli.stdout == raw, "cp volume.raw and wkfs read of the box differ"
+            assert box["size"] == list(want.shape[2::-1])
+
+
+@pytest.mark.parametrize("name,layer", VIEWS)
+def test_slices_are_the_planes(name, layer, fixture_copies, mounted, mountpoint):
+    import tifffile
+    from PIL import Image
+
+    dataset = fixture_copies / name
+    with mounted(dataset):
+        mag_dir = mh.mag_dirs(dataset / layer)[0]
+        want = _reference(dataset, layer, mag_dir.name)
+        slices = mountpoint / layer / mag_dir.name / "slices"
+        names = sorted(os.listdir(slices))
+        assert len(names) == want.shape[0] and names == sorted(names, key=lambda n: int(n[1:-4]))
+        props = json.loads((mountpoint / "datasource-properties.json").read_text())
+        voxel = props["scale"]["factor"] if isinstance(props["scale"], dict) else props["scale"]
+        for z in sorted({0, len(names) // 2, len(names) - 1}):
+            path = slices / names[z]
+            image = tifffile.imread(path)
+            plane = want[z] if want.shape[3] > 1 else want[z, :, :, 0]
+            assert image.shape == plane.shape and image.dtype == plane.dtype
+            assert np.array_equal(image, plane), f"{path} differs from plane {z}"
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                x_res = page.tags["XResolution"].value
+                assert abs(x_res[1] / x_res[0] - voxel[0] * int(mag_dir.name.split("-")[0])) < 1e-3
+                assert tif.imagej_metadata and "unit" in tif.imagej_metadata
+            assert os.path.getsize(path) == len(path.read_bytes())
+            if plane.dtype in (np.uint8, np.uint16, np.int16, np.float32) and (plane.ndim == 2 or plane.shape[2] == 3):
+                with Image.open(path) as pil:
+                    pixels = np.array(pil)
+                del pil
+                gc.collect()  # Pillow maps uncompressed files: unmapped before the unmount
+                assert np.array_equal(pixels, plane), f"Pillow reads {path} differently"
+
+
+@pytest.mark.parametrize("name,layer", VIEWS[:3] + VIEWS[4:5])
+def test_nrrd_headers_give_array_and_geometry(name, layer, fixture_copies, mounted, mountpoint):
+    import nrrd
+
+    dataset = fixture_copies / name
+    props = mh.load_properties(dataset)
+    voxel = props["scale"]["factor"] if isinstance(props["scale"], dict) else props["scale"]
+    with mounted(dataset):
+        mag_dir = mh.mag_dirs(dataset / layer)[0]
+        mag = mh.mag_vector(mag_dir.name)
+        spacing = [voxel[i] * mag[i] for i in range(3)]
+        view = mountpoint / layer / mag_dir.name
+        want = _reference(dataset, layer, mag_dir.name)
+        data, header = nrrd.read(str(view / "volume.nhdr"), index_order="C")
+        channels = want.shape[3]
+        assert np.array_equal(data, want if channels > 1 else want[..., 0])
+        directions = np.asarray(header["space directions"][-3:], dtype=float)
+        assert np.allclose(np.diag(directions), spacing)
+        info = json.loads((view / "mag.json").read_text())
+        assert np.allclose(header["space origin"], [info["boundingBox"]["topLeft"][i] * spacing[i] for i in range(3)])
+        # A cube's header, beside it.
+        cube = next(view.glob("z*/y*/x*.raw"))
+        cube_data, cube_header = nrrd.read(str(cube.with_suffix(".nhdr")), index_order="C")
+        assert cube_data.tobytes() == cube.read_bytes()
+
+
+def test_simpleitk_reads_the_volume_header(fixture_copies, mounted, mountpoint):
+    sitk = pytest.importorskip("SimpleITK")
+    dataset = fixture_copies / "wk433_color_uint16"
+    with mounted(dataset):
+        view = mountpoint / "color" / "2-2-1"
+        image = sitk.ReadImage(str(view / "volume.nhdr"))
+        want = _reference(dataset, "color", "2-2-1")[..., 0]
+        assert np.array_equal(sitk.GetArrayFromImage(image), want)
+        props = mh.load_properties(dataset)
+        voxel = props["scale"]["factor"]
+        assert np.allclose(image.GetSpacing(), [voxel[0] * 2, voxel[1] * 2, voxel[2]])
+
+
+def test_views_are_read_only_and_listings_stay_plain(fixture_copies, mounted, mountpoint):
+    dataset = fixture_copies / "wk433_color_uint8_lz4hc"
+    with mounted(dataset):
+        view = mountpoint / "color" / "1"
+        for name in ("volume.raw", "volume.nhdr"):
+            assert mh.oserror_errno(open, view / name, "r+b") in (errno.EACCES, errno.EPERM)
+        names = os.listdir(view)
+        assert {"mag.json", "volume.raw", "volume.nhdr", "slices"} <= set(names)
