@@ -35,8 +35,18 @@ extension DatasetFilesystem {
             if flags.isWritable { throw FUSEError.accessDenied }
             let header = try nrrdHeader(node)
             return OpenResult(handle: state.withLock { $0.addHandle(.generated(header)) }, directIO: true)
+        case .volume(let layer, let mag) where flags.isWritable:
+            if flags.truncate {
+                throw refuse(EINVAL, "\(layer)/\(mag)/\(MountNode.volumeName): the volume is written in place (numpy.memmap mode r+, dd conv=notrunc), not replaced (O_TRUNC)")
+            }
+            let (box, _, store) = try volume(layer, mag)
+            guard let writable = store as? any BlockWritableStore else {
+                throw refuse(EPERM, "\(layer)/\(mag)/\(MountNode.volumeName): \(store.format) mags cannot be written through the mount")
+            }
+            let writer = VolumeWriter(layer: layer, magName: mag, mag: writable, box: box, memoryBudget: writeBudget(writable))
+            return OpenResult(handle: state.withLock { $0.addHandle(.volume(writer)) })
         case .volume, .slice:
-            if flags.isWritable { throw refuse(EACCES, "\(node): the generated views are read-only; write cubes instead") }
+            if flags.isWritable { throw refuse(EACCES, "\(node): the slice images are read-only; write the volume or the cubes") }
             return OpenResult(handle: state.withLock { $0.addHandle(.view(node)) }, noFlush: true)
         case .errors:
             if flags.isWritable { throw FUSEError.accessDenied }
@@ -238,6 +248,15 @@ extension DatasetFilesystem {
             return serve(state.withLock { $0.scratch[name]?.bytes ?? [] })
         case .generated(let bytes):
             return serve(bytes)
+        case .volume(let writer):
+            // Pending writes are committed first, so reads see them.
+            try commitVolume(writer)
+            let node = MountNode.volume(layer: writer.layer, mag: writer.magName)
+            do {
+                return try readView(node, offset: offset, into: buffer)
+            } catch {
+                throw translate(error, "\(node)")
+            }
         case .view(let node):
             do {
                 let count = try readView(node, offset: offset, into: buffer)
@@ -289,6 +308,13 @@ extension DatasetFilesystem {
                 patch(&s.scratch[name]!.bytes)
                 s.scratch[name]!.modified = .now
             }
+        case .volume(let writer):
+            do {
+                try writer.write(data, at: offset, cache: cache)
+            } catch {
+                throw translate(error, "\(writer.layer)/\(writer.magName)/\(MountNode.volumeName)")
+            }
+            MountStatistics.add(statistics.cubeBytesWritten, data.count)
         case .generated, .view:
             throw FUSEError.badHandle
         }
@@ -339,9 +365,28 @@ extension DatasetFilesystem {
             guard let pending else { return }
             defer { text.content.withLock { $0.dirty = false } }
             try applyProperties(pending)
+        case .volume(let writer):
+            try commitVolume(writer)
         case .scratch, .generated, .view:
             return
         }
+    }
+
+    /// Commits a volume handle's writes, file by file, and makes the kernel drop what it cached
+    /// of the cubes and the volume they change.
+    func commitVolume(_ writer: VolumeWriter) throws {
+        let files: [Vec3]
+        do {
+            files = try writer.commit(cache: cache, directories: pendingDirectories)
+        } catch {
+            throw translate(error, "\(writer.layer)/\(writer.magName)/\(MountNode.volumeName)")
+        }
+        guard !files.isEmpty else { return }
+        MountStatistics.add(statistics.cubesCommitted, files.count)
+        for index in files {
+            invalidate(inodes.knownInode(.cube(layer: writer.layer, mag: writer.magName, index: index)))
+        }
+        invalidate(inodes.knownInode(.volume(layer: writer.layer, mag: writer.magName)))
     }
 
     /// Grows a layer's bounding box to cover `box` (voxels of the mag).
@@ -444,6 +489,13 @@ extension DatasetFilesystem {
         try requireWritable()
         guard size <= UInt64(Int.max) else { throw FUSEError.fileTooBig }
         let size64 = Int(size)
+        if case .volume = node {
+            // The volume's size follows the bounding box; a truncate to that size changes nothing.
+            guard size64 == (try viewSize(node)) else {
+                throw refuse(EINVAL, "\(node): volume.raw is always the bounding box (\(try viewSize(node)) bytes); truncate to \(size64) refused")
+            }
+            return try attributes(node)
+        }
         if case .cube = node {} else if size64 > Self.largestTextFile {
             throw refuse(EFBIG, "files in the mount root (the properties, editor files) are at most \(Self.largestTextFile >> 20) MiB")
         }

@@ -153,11 +153,12 @@ extension DatasetFilesystem {
             return ys.sorted().map { ("y\($0)", .yDirectory(layer: layer, mag: mag, z: z, y: $0)) }
         case .yDirectory(let layer, let mag, let z, let y):
             guard let store = try s.openedStore(layer, mag) else { throw FUSEError.noEntry }
-            var xs = Set(store.fileXs(y: y, z: z))
+            // One listing of the row: each cube on disk also gets its NRRD header's name.
+            let onDisk = Set(store.fileXs(y: y, z: z))
+            var xs = onDisk
             for case .cube(let l, let m, let index) in s.pendingCubes.keys where l == layer && m == mag && index.z == z && index.y == y {
                 xs.insert(index.x)
             }
-            let onDisk = Set(store.fileXs(y: y, z: z))
             return xs.sorted().flatMap { x -> [(String, MountNode)] in
                 let cube: (String, MountNode) = ("x\(x).raw", .cube(layer: layer, mag: mag, index: Vec3(x, y, z)))
                 guard onDisk.contains(x) else { return [cube] }

@@ -265,6 +265,8 @@ enum OpenItem: Sendable {
     case generated([UInt8])
     /// A generated view made as it is read (`volume.raw`, a slice image).
     case view(MountNode)
+    /// `volume.raw` open for writing.
+    case volume(VolumeWriter)
 }
 
 /// An open cube: its place and, once written or truncated, its pending changes.

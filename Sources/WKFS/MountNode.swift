@@ -162,3 +162,30 @@ final class ErrorLog: Sendable {
 
     var text: [UInt8] { Array(recent.withLock { $0.lines.map { $0 + "\n" }.joined() }.utf8) }
 }
+
+extension MountNode: CustomStringConvertible {
+    /// The node's path in the view, for messages.
+    var description: String {
+        switch self {
+        case .root: "/"
+        case .properties: "datasource-properties.json"
+        case .layer(let name): name
+        case .linkTarget(let name): "\(Self.controlName)/links/\(name)"
+        case .mag(let layer, let mag): "\(layer)/\(mag)"
+        case .magInfo(let layer, let mag): "\(layer)/\(mag)/mag.json"
+        case .zDirectory(let layer, let mag, let z): "\(layer)/\(mag)/z\(z)"
+        case .yDirectory(let layer, let mag, let z, let y): "\(layer)/\(mag)/z\(z)/y\(y)"
+        case .cube(let layer, let mag, let i): "\(layer)/\(mag)/z\(i.z)/y\(i.y)/x\(i.x).raw"
+        case .cubeHeader(let layer, let mag, let i): "\(layer)/\(mag)/z\(i.z)/y\(i.y)/x\(i.x).nhdr"
+        case .volume(let layer, let mag): "\(layer)/\(mag)/\(Self.volumeName)"
+        case .volumeHeader(let layer, let mag): "\(layer)/\(mag)/\(Self.volumeHeaderName)"
+        case .slices(let layer, let mag): "\(layer)/\(mag)/\(Self.slicesName)"
+        case .slice(let layer, let mag, let z): "\(layer)/\(mag)/\(Self.slicesName)/z\(z).tif"
+        case .control: Self.controlName
+        case .errors: "\(Self.controlName)/errors"
+        case .links: "\(Self.controlName)/links"
+        case .stats: "\(Self.controlName)/stats"
+        case .scratch(let name): name
+        }
+    }
+}

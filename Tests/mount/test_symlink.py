@@ -150,7 +150,7 @@ def test_mkdir_adds_mag_and_rmdir_removes_it(dataset_copy, mounted, mountpoint):
             assert h["raw"][:8] == h1["raw"][:8], "the new mag does not have the layer's settings"
             mags = [m["mag"] for m in mh.layer_entry(mh.load_properties(ds), "color")["mags"]]
             assert vec in mags or (vec[0] == vec[1] == vec[2] and vec[0] in mags), mags
-            assert os.listdir(mountpoint / "color" / name) == ["mag.json"]
+            assert sorted(os.listdir(mountpoint / "color" / name)) == ["mag.json", "slices", "volume.nhdr", "volume.raw"]
             import wkw
 
             with wkw.Dataset.open(str(ds / "color" / name)) as w:

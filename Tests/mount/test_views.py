@@ -136,7 +136,44 @@ def test_views_are_read_only_and_listings_stay_plain(fixture_copies, mounted, mo
     dataset = fixture_copies / "wk433_color_uint8_lz4hc"
     with mounted(dataset):
         view = mountpoint / "color" / "1"
-        for name in ("volume.raw", "volume.nhdr"):
-            assert mh.oserror_errno(open, view / name, "r+b") in (errno.EACCES, errno.EPERM)
+        slice_path = next((view / "slices").iterdir())
+        for path in (view / "volume.nhdr", slice_path):
+            assert mh.oserror_errno(open, path, "r+b") in (errno.EACCES, errno.EPERM)
         names = os.listdir(view)
         assert {"mag.json", "volume.raw", "volume.nhdr", "slices"} <= set(names)
+
+
+@pytest.mark.parametrize("name", ["wk433_color_uint8x3", "wk433z_color_uint8x3_zstd", "wk433_color_uint16"])
+def test_volume_memmap_writes_land_in_the_data_files(name, dataset_copy, mounted, mountpoint):
+    """numpy.memmap mode r+ of volume.raw: writes at unaligned offsets, across data files, land
+    in the data files (read back by the reference after unmount); cubes show them at once."""
+    dataset = dataset_copy(name)
+    mag_dir = mh.mag_dirs(dataset / "color")[0]
+    want = _reference(dataset, "color", mag_dir.name).copy()
+    rng = np.random.default_rng(11)
+    with mounted(dataset):
+        view = mountpoint / "color" / mag_dir.name
+        volume = np.memmap(view / "volume.raw", dtype=want.dtype, mode="r+", shape=want.shape)
+        z, y, x, c = want.shape
+        patches = [((1, 2, 3), (min(5, z - 1), min(7, y - 2), min(20, x - 3))), ((z // 2, 0, x // 3), (1, y, x - x // 3))]
+        for (oz, oy, ox), (sz, sy, sx) in patches:
+            part = rng.integers(0, 200, size=(sz, sy, sx, c)).astype(want.dtype)
+            volume[oz:oz + sz, oy:oy + sy, ox:ox + sx] = part
+            want[oz:oz + sz, oy:oy + sy, ox:ox + sx] = part
+        volume.flush()
+        del volume
+        again = np.memmap(view / "volume.raw", dtype=want.dtype, mode="r", shape=want.shape)
+        assert np.array_equal(again, want), "the volume does not read back what was written"
+        del again
+        # dd conv=notrunc of a few bytes in the middle.
+        raw = bytearray(want.tobytes())
+        middle = len(raw) // 2 + 3
+        r = mh.run(["dd", f"of={view / 'volume.raw'}", "bs=1", f"seek={middle}", "conv=notrunc", "status=none"], input=b"\x07\x08\x09")
+        assert r.returncode == 0, mh.describe(r)
+        raw[middle:middle + 3] = b"\x07\x08\x09"
+        assert (view / "volume.raw").read_bytes() == bytes(raw)
+        assert mh.oserror_errno(open, view / "volume.raw", "wb") == errno.EINVAL
+    after = _reference(dataset, "color", mag_dir.name)
+    assert after.tobytes() == bytes(raw), "the reference reads other voxels after unmount"
+    r = mh.wkfs("check", dataset)
+    assert r.returncode == 0, mh.describe(r)
