@@ -385,6 +385,70 @@ class Bench:
         self.rows.append(row("7 mount: read all cubes", f"Zarr3 {data_label} ({lists['zarr3'][2]} cubes) vs WKW {v['name']} "
                              f"({lists['lz4'][2]} cubes), {lists['zarr3'][1] >> 20} MiB", stats["zarr3"], stats["lz4"]))
 
+    # ---- 8: the views (volume.raw, slices) ----
+
+    def bench_views(self):
+        """100 random z planes and the random boxes of benchmark 6 through `volume.raw` (numpy
+        memmap) against wkw reading the same; every slice TIFF of the color layer (`cat`) against
+        webknossos's export-as-tiff of the same bounding box."""
+        v = self.variants[0]
+        ds = self.ds(v)
+        color = next(layer for layer in self.layers if layer["category"] == "color")
+        shape = csv(color["shape"])
+        planes = os.path.join(self.work, "planes.json")
+        rng = np.random.default_rng(8)
+        with open(planes, "w") as f:
+            json.dump(sorted(int(z) for z in rng.integers(0, color["shape"][2], size=100)), f)
+        boxes = os.path.join(self.root, "boxes.json")
+        magdir = os.path.join(ds, color["name"], "1")
+
+        def through_volume(what, spec):
+            with self.wkfs_mount(ds) as m:
+                self.cold()
+                s = self.timed(self.py(what, os.path.join(m.mountpoint, color["name"], "1", "volume.raw"), shape,
+                                       color["dtype"], spec), timeout=3600)
+            return Sample(s.seconds, m.peak_kib, s.inproc, s.extra)
+
+        def wkw_planes():
+            self.cold()
+            return self.timed(self.py("planes-wkw", magdir, shape, planes), timeout=3600)
+
+        def wkw_boxes():
+            self.cold()
+            return self.timed(self.py("boxes-wkw", magdir, boxes), timeout=3600)
+
+        stats = self.group("8 volume planes", {"wkfs": lambda: through_volume("planes-volume", planes), "wkw": wkw_planes})
+        if len({s.extra.get("checksum") for st in stats.values() for s in st.samples}) != 1:
+            raise BenchError("8 volume planes: the sides read different voxels")
+        self.rows.append(row("8 volume.raw: 100 z planes", f"color {v['name']} (memmap)", stats["wkfs"], stats["wkw"],
+                             "checksums equal"))
+        stats = self.group("8 volume boxes", {"wkfs": lambda: through_volume("boxes-volume", boxes), "wkw": wkw_boxes})
+        if len({s.extra.get("checksum") for st in stats.values() for s in st.samples}) != 1:
+            raise BenchError("8 volume boxes: the sides read different voxels")
+        with open(boxes) as f:
+            spec = json.load(f)
+        self.rows.append(row("8 volume.raw: random boxes", f"{len(spec['offsets'])} x {'x'.join(map(str, spec['size']))} "
+                             f"color {v['name']} (memmap)", stats["wkfs"], stats["wkw"], "checksums equal"))
+
+        target = os.path.join(self.work, "tiff-wk")
+
+        def slices_side():
+            with self.wkfs_mount(ds) as m:
+                self.cold()
+                s = self.timed(["bash", "-c", 'cat "$1"/*.tif > /dev/null', "cat-slices",
+                                os.path.join(m.mountpoint, color["name"], "1", "slices")], timeout=3600)
+            return Sample(s.seconds, m.peak_kib, s.inproc, s.extra)
+
+        def export_side():
+            rmtree(target)
+            self.cold()
+            return self.timed(self.py("export-tiff", ds, color["name"], target), timeout=3600)
+
+        stats = self.group("8 slices", {"wkfs": slices_side, "webknossos": export_side})
+        rmtree(target)
+        self.rows.append(row("8 slices: every z plane as TIFF", f"color {v['name']}, {color['shape'][2]} planes",
+                             stats["wkfs"], stats["webknossos"], "cat slices/*.tif vs webknossos export-as-tiff"))
+
     # ---- 5: cp into the mount ----
 
     def bench_mount_write(self):
@@ -532,7 +596,7 @@ def static_notes(bench, cfg):
 
 BENCHMARKS = {
     "1": "bench_read", "2": "bench_write", "3": "bench_copy",
-    "4": "bench_mount_read", "5": "bench_mount_write", "6": "bench_boxes", "7": "bench_zarr3",
+    "4": "bench_mount_read", "5": "bench_mount_write", "6": "bench_boxes", "7": "bench_zarr3", "8": "bench_views",
 }
 
 
@@ -540,7 +604,7 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="tiny data, one repetition (also SMOKE=1)")
     p.add_argument("--reps", type=int, help="repetitions per benchmark (default: 3, smoke: 1)")
-    p.add_argument("--only", default="1,2,3,4,5,6,7", help="comma-separated benchmark numbers")
+    p.add_argument("--only", default="1,2,3,4,5,6,7,8", help="comma-separated benchmark numbers")
     p.add_argument("--json", help="where to write the results (default: bench/results.json; "
                                   "smoke: <data dir>/results-smoke.json)")
     p.add_argument("--data-dir", help="where the data goes (default: bench/.data, or $BENCH_DATA)")

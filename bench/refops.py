@@ -145,6 +145,56 @@ def cmd_copy_zarr3(src, dst, chunk, shard):
     done()
 
 
+def cmd_planes_wkw(magdir, shape, planes_path):
+    """wkw: whole z planes of the volume (x, y extent of `shape`), one read each."""
+    import wkw
+
+    start_clock()
+    sx, sy, _ = vec(shape)
+    with open(planes_path) as f:
+        planes = json.load(f)
+    checksum = 0
+    with wkw.Dataset.open(magdir) as ds:
+        for z in planes:
+            checksum += int(ds.read((0, 0, z), (sx, sy, 1)).sum(dtype=np.uint64))
+    done(planes=len(planes), checksum=checksum)
+
+
+def cmd_planes_volume(path, shape, dtype, planes_path):
+    """numpy memmap of a mount's volume.raw: whole z planes."""
+    start_clock()
+    sx, sy, sz = vec(shape)
+    with open(planes_path) as f:
+        planes = json.load(f)
+    volume = np.memmap(path, dtype=dtype, mode="r", shape=(sz, sy, sx))
+    checksum = sum(int(volume[z].sum(dtype=np.uint64)) for z in planes)
+    done(planes=len(planes), checksum=checksum)
+
+
+def cmd_boxes_volume(path, shape, dtype, boxes_path):
+    """numpy memmap of a mount's volume.raw: the boxes sliced out of it."""
+    start_clock()
+    sx, sy, sz = vec(shape)
+    boxes = load_boxes(boxes_path)
+    bx, by, bz = boxes["size"]
+    volume = np.memmap(path, dtype=dtype, mode="r", shape=(sz, sy, sx))
+    checksum = 0
+    for x, y, z in boxes["offsets"]:
+        checksum += int(volume[z:z + bz, y:y + by, x:x + bx].sum(dtype=np.uint64))
+    done(boxes=len(boxes["offsets"]), checksum=checksum)
+
+
+def cmd_export_tiff(dataset, layer, target):
+    """webknossos's export-as-tiff of a layer's bounding box (one TIFF per z plane)."""
+    import subprocess
+
+    start_clock()
+    webknossos = os.path.join(os.path.dirname(sys.executable), "webknossos")
+    subprocess.run([webknossos, "export-as-tiff", dataset, target, "--layer-name", layer], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done(files=len(os.listdir(target)))
+
+
 def load_boxes(path):
     with open(path) as f:
         return json.load(f)  # {"size": [sx, sy, sz], "offsets": [[x, y, z], ...]}
@@ -309,6 +359,10 @@ COMMANDS = {
     "read-ts": cmd_read_ts,
     "read-wk": cmd_read_wk,
     "copy-zarr3": cmd_copy_zarr3,
+    "planes-wkw": cmd_planes_wkw,
+    "planes-volume": cmd_planes_volume,
+    "boxes-volume": cmd_boxes_volume,
+    "export-tiff": cmd_export_tiff,
     "boxes-wkw": cmd_boxes_wkw,
     "boxes-pread": cmd_boxes_pread,
     "boxes-mmap": cmd_boxes_mmap,

@@ -177,3 +177,32 @@ def test_volume_memmap_writes_land_in_the_data_files(name, dataset_copy, mounted
     assert after.tobytes() == bytes(raw), "the reference reads other voxels after unmount"
     r = mh.wkfs("check", dataset)
     assert r.returncode == 0, mh.describe(r)
+
+
+def _peak_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:"))
+
+
+@pytest.mark.limit(180)
+def test_streaming_the_views_stays_within_the_cache_bound(tmp_path, mounted, mountpoint):
+    """`cat volume.raw` and `cat slices/*` of a 64 MiB volume with cache_size=16M: the daemon's
+    peak memory stays near the bound (its own ~40 MiB plus the cache), not the volume's size."""
+    dataset = tmp_path / "ds"
+    for args in (("create", dataset, "--voxel-size", "1,1,1"),
+                 ("add-layer", dataset, "color", "--category", "color", "--dtype", "uint8"),
+                 ("add-mag", dataset, "color", "1", "--block-len", "32", "--file-len", "4", "--compress")):
+        r = mh.wkfs(*args)
+        assert r.returncode == 0, mh.describe(r)
+    data = np.random.default_rng(2).integers(0, 255, size=512 * 512 * 256, dtype=np.uint8).tobytes()
+    r = mh.run([mh.WKFS_BIN, "write", dataset, "color", "1", "--offset", "0,0,0", "--size", "512,512,256"], input=data, timeout=300)
+    assert r.returncode == 0, mh.describe(r)
+    with mounted(dataset, options="cache_size=16M") as m:
+        view = mountpoint / "color" / "1"
+        r = mh.sh(f"cat '{view}/volume.raw' | md5sum; cat '{view}'/slices/*.tif | wc -c", timeout=150)
+        assert r.returncode == 0, mh.describe(r)
+        import hashlib
+
+        assert r.stdout.decode().split()[0] == hashlib.md5(data).hexdigest()
+        peak = _peak_kib(m.proc.pid) >> 10
+        assert peak < 16 + 80, f"the daemon peaked at {peak} MiB streaming 64 MiB of views with cache_size=16M"
