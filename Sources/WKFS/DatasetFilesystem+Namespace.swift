@@ -110,7 +110,7 @@ extension DatasetFilesystem {
                 return .cubeHeader(layer: layer, mag: mag, index: Vec3(x, y, z))
             }
         case .slices(let layer, let mag):
-            if let planes = s.volumePlanes(layer, mag), let z = sliceIndex(name, planes: planes) { return .slice(layer: layer, mag: mag, z: z) }
+            if let planes = s.slicePlanes(layer, mag), let z = sliceIndex(name, planes: planes) { return .slice(layer: layer, mag: mag, z: z) }
         case .control:
             if name == "errors" { return .errors }
             if name == "stats" { return .stats }
@@ -165,7 +165,7 @@ extension DatasetFilesystem {
                 return [cube, ("x\(x).nhdr", .cubeHeader(layer: layer, mag: mag, index: Vec3(x, y, z)))]
             }
         case .slices(let layer, let mag):
-            let planes = s.volumePlanes(layer, mag) ?? 0
+            let planes = s.slicePlanes(layer, mag) ?? 0
             return (0..<planes).map { (sliceName($0, planes: planes), .slice(layer: layer, mag: mag, z: $0)) }
         case .control:
             return [("errors", .errors), ("links", .links), ("stats", .stats)]

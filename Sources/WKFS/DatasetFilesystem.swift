@@ -226,11 +226,18 @@ struct ViewState {
         return store
     }
 
-    /// The z planes of a mag's volume (its layer's box snapped to the mag); nil for an unknown mag.
-    func volumePlanes(_ layer: String, _ mag: String) -> Int? {
+    /// The slice images of a mag: one per z plane of its volume (its layer's box snapped to the
+    /// mag); none when a plane would not fit a (32-bit) TIFF. Nil for an unknown mag.
+    func slicePlanes(_ layer: String, _ mag: String) -> Int? {
         guard let properties = self.layer(layer), let entry = mags(layer).first(where: { $0.name == mag })?.entry else { return nil }
-        return entry.mag.fromMag1(properties.boundingBox).size.z
+        let box = entry.mag.fromMag1(properties.boundingBox)
+        guard let store = try? openedStore(layer, mag) else { return nil }
+        let planeBytes = box.size.x.multipliedReportingOverflow(by: box.size.y * store.voxelBytes)
+        return planeBytes.overflow || planeBytes.partialValue > Self.largestSlice ? 0 : box.size.z
     }
+
+    /// Bytes of one slice image's pixels at most: TIFF's offsets are 32-bit.
+    static let largestSlice = Int(UInt32.max) - (1 << 20)
 
     /// The mag if it is open or opens (without keeping it: for lookups, which see the state only).
     /// - Throws: the format's error when the mag cannot be opened (a corrupt header).
