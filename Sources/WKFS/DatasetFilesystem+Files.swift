@@ -36,8 +36,8 @@ extension DatasetFilesystem {
             let header = try nrrdHeader(node)
             return OpenResult(handle: state.withLock { $0.addHandle(.generated(header)) }, directIO: true)
         case .volume(let layer, let mag) where flags.isWritable:
-            if flags.truncate {
-                throw refuse(EINVAL, "\(layer)/\(mag)/\(MountNode.volumeName): the volume is written in place (numpy.memmap mode r+, dd conv=notrunc), not replaced (O_TRUNC)")
+            if flags.truncate || flags.append {
+                throw refuse(EINVAL, "\(layer)/\(mag)/\(MountNode.volumeName): the volume is written in place (numpy.memmap mode r+, dd conv=notrunc), not replaced (O_TRUNC) or extended (O_APPEND)")
             }
             let (box, _, store) = try volume(layer, mag)
             guard let writable = store as? any BlockWritableStore else {

@@ -245,6 +245,8 @@ extension DatasetFilesystem {
             // Made from the properties and the data: as recent as the newest of those it shows.
             let time = [state.withLock { $0.dataset.propertiesPath }, state.withLock { $0.magPath(layer, mag) }]
                 .compactMap { $0.flatMap { FileStatus.of($0, followLinks: true) }.map(Timestamp.init) }.max() ?? statistics.startedAt
+            // volume.raw is written in place; the headers and slice images are read-only.
+            if case .volume = node { return file(try viewSize(node), mode: fileMode, time: time) }
             return file(try viewSize(node), mode: 0o444, time: time)
         case .errors:
             return file(errors.text.count, mode: 0o444, time: errors.modified)

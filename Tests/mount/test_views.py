@@ -177,6 +177,9 @@ def test_volume_memmap_writes_land_in_the_data_files(name, dataset_copy, mounted
         raw[middle:middle + 3] = b"\x07\x08\x09"
         assert (view / "volume.raw").read_bytes() == bytes(raw)
         assert mh.oserror_errno(open, view / "volume.raw", "wb") == errno.EINVAL
+        assert mh.oserror_errno(open, view / "volume.raw", "ab") == errno.EINVAL
+        assert (view / "volume.raw").stat().st_mode & 0o200, "volume.raw must show as writable"
+        assert not (view / "volume.nhdr").stat().st_mode & 0o222
     after = _reference(dataset, "color", mag_dir.name)
     assert after.tobytes() == bytes(raw), "the reference reads other voxels after unmount"
     r = mh.wkfs("check", dataset)
