@@ -30,10 +30,10 @@ KILLS = int(os.environ.get("WKFS_KILLS", "14"))
 TRIALS = int(os.environ.get("WKFS_TRIALS", "8"))
 
 
-def _dataset(root: Path, *, compress: bool, block_len: int, file_len: int, name: str = "ds") -> Path:
+def _dataset(root: Path, *, compress: bool, block_len: int, file_len: int, name: str = "ds", data_format: str = "wkw") -> Path:
     ds = root / name
     h.wkfs_ok("create", ds, "--voxel-size", "1,1,1")
-    h.wkfs_ok("add-layer", ds, "color", "--category", "color", "--dtype", "uint8")
+    h.wkfs_ok("add-layer", ds, "color", "--category", "color", "--dtype", "uint8", "--data-format", data_format)
     h.wkfs_ok("add-mag", ds, "color", "1", "--block-len", block_len, "--file-len", file_len,
               "--compress" if compress else "--no-compress")
     return ds
@@ -59,8 +59,16 @@ def _finish(proc: subprocess.Popen) -> None:
 
 
 def _read_zyx(ds: Path, offset, size) -> np.ndarray:
-    """The reference's read of mag 1 as a (z, y, x) array."""
-    arr = h.wkw_read(ds / "color" / "1", offset, size)  # (c, x, y, z)
+    """The reference's read of mag 1 as a (z, y, x) array: wkw, or tensorstore for Zarr3."""
+    mag = ds / "color" / "1"
+    if (mag / "zarr.json").is_file():
+        import tensorstore as ts
+
+        array = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(mag)}}).result()
+        (x, y, z), (sx, sy, sz) = offset, size
+        arr = array[:, x:x + sx, y:y + sy, z:z + sz].read().result()
+    else:
+        arr = h.wkw_read(mag, offset, size)  # (c, x, y, z)
     return np.ascontiguousarray(arr[0].transpose(2, 1, 0))
 
 
@@ -135,12 +143,13 @@ def _kill_during(args: list, data: bytes, delay: float) -> int:
     return proc.wait(timeout=h.TIMEOUT)
 
 
-@pytest.mark.parametrize("compress", [False, True], ids=["raw", "lz4hc"])
-def test_kill_during_write_leaves_each_file_old_or_new(tmp_path, compress):
-    """SIGKILL of `wkfs write` over 16 existing files at random moments."""
+@pytest.mark.parametrize("compress,data_format", [(False, "wkw"), (True, "wkw"), (True, "zarr3")],
+                         ids=["raw", "lz4hc", "zarr3-zstd"])
+def test_kill_during_write_leaves_each_file_old_or_new(tmp_path, compress, data_format):
+    """SIGKILL of `wkfs write` over 16 existing files (WKW files, Zarr3 shards) at random moments."""
     rng = np.random.default_rng(11 if compress else 12)
     random.seed(13)
-    ds = _dataset(tmp_path, compress=compress, block_len=32, file_len=2)  # 64³ files
+    ds = _dataset(tmp_path, compress=compress, block_len=32, file_len=2, data_format=data_format)  # 64³ files
     mag = ds / "color" / "1"
     size = (256, 256, 64)  # 4 × 4 × 1 files
     old = rng.integers(0, 255, size=size[::-1], dtype=np.uint8)
@@ -151,7 +160,7 @@ def test_kill_during_write_leaves_each_file_old_or_new(tmp_path, compress):
     expected_new = old.copy()
     expected_new[1:61, 3:253, 5:255] = new
     # How long an uninterrupted write takes, to spread the kills over it.
-    scratch = _dataset(tmp_path / "timing", compress=compress, block_len=32, file_len=2)
+    scratch = _dataset(tmp_path / "timing", compress=compress, block_len=32, file_len=2, data_format=data_format)
     h.wkfs_ok("write", scratch, "color", "1", "--offset", "0,0,0", "--size", h.csv(size), input=old.tobytes())
     start = time.monotonic()
     h.wkfs_ok("write", scratch, "color", "1", "--offset", h.csv(new_offset), "--size", h.csv(new_size), input=new.tobytes())
@@ -175,7 +184,7 @@ def test_kill_during_write_leaves_each_file_old_or_new(tmp_path, compress):
         outcomes["rolled back"] += repair.stdout.count("rolled back")
         # Start the next kill from the old content again.
         h.wkfs_ok("write", ds, "color", "1", "--offset", "0,0,0", "--size", h.csv(size), input=old.tobytes())
-    print(f"{KILLS} kills of wkfs write ({'lz4hc' if compress else 'raw'}): {outcomes}")
+    print(f"{KILLS} kills of wkfs write ({data_format}, {'compressed' if compress else 'raw'}): {outcomes}")
 
 
 def test_kill_during_a_write_of_several_slabs_leaves_each_file_old_or_new(tmp_path):

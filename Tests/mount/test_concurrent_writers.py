@@ -23,10 +23,10 @@ def _ok(*args, input: bytes = b""):
     assert proc.returncode == 0, mh.describe(proc)
 
 
-def _raw_dataset(root, compress=False):
+def _raw_dataset(root, compress=False, data_format="wkw"):
     ds = root / "ds"
     _ok("create", ds, "--voxel-size", "1,1,1")
-    _ok("add-layer", ds, "color", "--category", "color", "--dtype", "uint8")
+    _ok("add-layer", ds, "color", "--category", "color", "--dtype", "uint8", "--data-format", data_format)
     _ok("add-mag", ds, "color", "1", "--block-len", "32", "--file-len", "2", "--compress" if compress else "--no-compress")
     _ok("write", ds, "color", "1", "--offset", "0,0,0", "--size", "64,64,64", input=b"\x11" * 64 ** 3)
     return ds
@@ -66,12 +66,13 @@ def test_cli_writes_into_cubes_the_mount_writes_survive(tmp_path, mounted, mount
     assert (mh.wkw_read_cube(ds / "color" / "1", (1, 0, 0)) == 0x23).all()
 
 
-@pytest.mark.parametrize("compress", [False, True], ids=["raw", "lz4hc"])
-def test_partial_block_written_by_the_mount_and_the_cli_keeps_both(tmp_path, mounted, mountpoint, compress):
+@pytest.mark.parametrize("compress,data_format", [(False, "wkw"), (True, "wkw"), (True, "zarr3"), (False, "zarr3")],
+                         ids=["raw", "lz4hc", "zarr3-zstd", "zarr3-raw"])
+def test_partial_block_written_by_the_mount_and_the_cli_keeps_both(tmp_path, mounted, mountpoint, compress, data_format):
     """A program changes one voxel of a block through the mount and closes later; meanwhile
     `wkfs write` changes another voxel of that block. Both changes survive: the mount's commit
-    merges the block it had loaded with what is on disk now."""
-    ds = _raw_dataset(tmp_path, compress)
+    merges the block it had loaded with what is on disk now (WKW and Zarr3)."""
+    ds = _raw_dataset(tmp_path, compress, data_format)
     with mounted(ds):
         cube = mountpoint / "color" / "1" / "z0" / "y0" / "x0.raw"
         # A separate process holds the descriptor, so that nothing else flushes it early.
@@ -95,7 +96,8 @@ def test_partial_block_written_by_the_mount_and_the_cli_keeps_both(tmp_path, mou
             program.kill()
             program.wait(timeout=10)
         assert "another writer" not in (mountpoint / ".wkfs" / "errors").read_text()
-    row = bytes(mh.wkw_read_cube(ds / "color" / "1", (0, 0, 0)).reshape(-1)[:8])
+    cube = mh.zarr3_read_cube(ds / "color" / "1", (0, 0, 0)) if data_format == "zarr3" else mh.wkw_read_cube(ds / "color" / "1", (0, 0, 0))
+    row = bytes(cube.reshape(-1)[:8])
     assert row == bytes([0x22, 0x11, 0x11, 0x11, 0x11, 0x33, 0x11, 0x11]), row.hex(" ")
 
 
@@ -283,13 +285,14 @@ def test_daemon_killed_during_cp_or_dd_leaves_every_cube_old_or_new(tmp_path, to
 
 
 @pytest.mark.limit(180)
-@pytest.mark.parametrize("compress", [False, True], ids=["raw", "lz4hc"])
-def test_cli_processes_and_a_mount_writing_at_once_match_a_model(tmp_path, mounted, mountpoint, compress):
+@pytest.mark.parametrize("compress,data_format", [(False, "wkw"), (True, "wkw"), (True, "zarr3")],
+                         ids=["raw", "lz4hc", "zarr3-zstd"])
+def test_cli_processes_and_a_mount_writing_at_once_match_a_model(tmp_path, mounted, mountpoint, compress, data_format):
     """Three `wkfs write` processes at a time and a program writing through the mount, all into
     the same cubes and blocks at once, each into its own voxels (x stripes of 4, interleaved, so
     every block is shared): the result equals a model of every write."""
     rng = np.random.default_rng(77 + compress)
-    ds = _raw_dataset(tmp_path, compress)  # 64³ cube of 0x11 at the origin, 32³ blocks
+    ds = _raw_dataset(tmp_path, compress, data_format)  # 64³ cube of 0x11 at the origin, 32³ blocks
     side = 64
     model = np.full((side, side, side), 0x11, dtype=np.uint8)  # (z, y, x)
     owner = (np.arange(side) // 4) % 4  # the writer of each x column
@@ -340,7 +343,8 @@ def test_cli_processes_and_a_mount_writing_at_once_match_a_model(tmp_path, mount
         for t in threads:
             t.join(timeout=120)
     assert not failures, failures[0]
-    got = mh.wkw_read_cube(ds / "color" / "1", (0, 0, 0)).reshape(side, side, side)
+    read = mh.zarr3_read_cube if data_format == "zarr3" else mh.wkw_read_cube
+    got = read(ds / "color" / "1", (0, 0, 0)).reshape(side, side, side)
     wrong = np.argwhere(got != model)
     assert len(wrong) == 0, f"{len(wrong)} voxels differ from the model, first at (z, y, x) {tuple(wrong[0])}"
 
