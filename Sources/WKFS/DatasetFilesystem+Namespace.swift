@@ -9,7 +9,7 @@ extension DatasetFilesystem {
     static let magInfoName = "mag.json"
 
     public func lookup(parent: Inode, name: String) throws -> Entry {
-        let child = try state.withLock { s in try Self.child(of: try node(parent), named: name, in: s) }
+        let child = try state.withLock { s in try Self.child(of: try node(parent), named: name, in: &s) }
         return replying(Entry(attributes: try attributes(child), entryTimeout: Self.entryTimeout(parent: parent)), child)
     }
 
@@ -48,7 +48,7 @@ extension DatasetFilesystem {
 
     public func readdir(_ inode: Inode, handle: Handle, offset: UInt64) throws -> [DirectoryEntry] {
         let node = try node(inode)
-        let children = try state.withLock { s in try Self.children(of: node, in: s) }
+        let children = try state.withLock { s in try Self.children(of: node, in: &s) }
         let all = [(".", node), ("..", node)] + children
         guard offset < all.count else { return [] }
         let linked = Set(state.withLock { s in s.layerNames.filter { s.isLinked($0) } + s.scratch.filter(\.value.isLink).map(\.key) })
@@ -77,7 +77,7 @@ extension DatasetFilesystem {
     }
 
     /// The child `name` of `parent`, or ENOENT.
-    static func child(of parent: MountNode, named name: String, in s: ViewState) throws -> MountNode {
+    static func child(of parent: MountNode, named name: String, in s: inout ViewState) throws -> MountNode {
         switch parent {
         case .root:
             if name == propertiesName && !s.propertiesHidden { return .properties }
@@ -92,21 +92,21 @@ extension DatasetFilesystem {
             if name == MountNode.volumeName { return .volume(layer: layer, mag: mag) }
             if name == MountNode.volumeHeaderName { return .volumeHeader(layer: layer, mag: mag) }
             if name == MountNode.slicesName { return .slices(layer: layer, mag: mag) }
-            if let z = MagDirectory.nameIndex(name, "z"), let store = try s.openedStore(layer, mag) {
+            if let z = MagDirectory.nameIndex(name, "z"), let store = try s.knownStore(layer, mag) {
                 let node = MountNode.zDirectory(layer: layer, mag: mag, z: z)
                 if s.madeDirectories.contains(node) || store.hasFilePlane(z: z) { return node }
             }
         case .zDirectory(let layer, let mag, let z):
-            if let y = MagDirectory.nameIndex(name, "y"), let store = try s.openedStore(layer, mag) {
+            if let y = MagDirectory.nameIndex(name, "y"), let store = try s.knownStore(layer, mag) {
                 let node = MountNode.yDirectory(layer: layer, mag: mag, z: z, y: y)
                 if s.madeDirectories.contains(node) || store.hasFileRow(y: y, z: z) { return node }
             }
         case .yDirectory(let layer, let mag, let z, let y):
             if let x = MagDirectory.nameIndex(name, "x", ".raw") {
                 let node = MountNode.cube(layer: layer, mag: mag, index: Vec3(x, y, z))
-                if try s.pendingCubes[node] != nil || s.openedStore(layer, mag)?.fileExists(Vec3(x, y, z)) == true { return node }
+                if try s.pendingCubes[node] != nil || s.knownStore(layer, mag)?.fileExists(Vec3(x, y, z)) == true { return node }
             }
-            if let x = MagDirectory.nameIndex(name, "x", ".nhdr"), try s.openedStore(layer, mag)?.fileExists(Vec3(x, y, z)) == true {
+            if let x = MagDirectory.nameIndex(name, "x", ".nhdr"), try s.knownStore(layer, mag)?.fileExists(Vec3(x, y, z)) == true {
                 return .cubeHeader(layer: layer, mag: mag, index: Vec3(x, y, z))
             }
         case .slices(let layer, let mag):
@@ -126,7 +126,7 @@ extension DatasetFilesystem {
     }
 
     /// The children of a directory node, by name.
-    static func children(of node: MountNode, in s: ViewState) throws -> [(String, MountNode)] {
+    static func children(of node: MountNode, in s: inout ViewState) throws -> [(String, MountNode)] {
         switch node {
         case .root:
             var result: [(String, MountNode)] = []
@@ -139,7 +139,7 @@ extension DatasetFilesystem {
             if case .layer = node, s.isLinked(layer) { throw FUSEError(ENOTDIR) }
             return s.mags(layer).map { ($0.name, .mag(layer: layer, mag: $0.name)) }
         case .mag(let layer, let mag):
-            guard let store = try s.openedStore(layer, mag) else { throw FUSEError.noEntry }
+            guard let store = try s.knownStore(layer, mag) else { throw FUSEError.noEntry }
             var zs = Set(store.fileZs())
             for case .zDirectory(let l, let m, let z) in s.madeDirectories where l == layer && m == mag { zs.insert(z) }
             return [
@@ -147,12 +147,12 @@ extension DatasetFilesystem {
                 (MountNode.volumeHeaderName, .volumeHeader(layer: layer, mag: mag)), (MountNode.slicesName, .slices(layer: layer, mag: mag)),
             ] + zs.sorted().map { ("z\($0)", .zDirectory(layer: layer, mag: mag, z: $0)) }
         case .zDirectory(let layer, let mag, let z):
-            guard let store = try s.openedStore(layer, mag) else { throw FUSEError.noEntry }
+            guard let store = try s.knownStore(layer, mag) else { throw FUSEError.noEntry }
             var ys = Set(store.fileYs(z: z))
             for case .yDirectory(let l, let m, let zz, let y) in s.madeDirectories where l == layer && m == mag && zz == z { ys.insert(y) }
             return ys.sorted().map { ("y\($0)", .yDirectory(layer: layer, mag: mag, z: z, y: $0)) }
         case .yDirectory(let layer, let mag, let z, let y):
-            guard let store = try s.openedStore(layer, mag) else { throw FUSEError.noEntry }
+            guard let store = try s.knownStore(layer, mag) else { throw FUSEError.noEntry }
             // One listing of the row: each cube on disk also gets its NRRD header's name.
             let onDisk = Set(store.fileXs(y: y, z: z))
             var xs = onDisk

@@ -228,10 +228,10 @@ struct ViewState {
 
     /// The slice images of a mag: one per z plane of its volume (its layer's box snapped to the
     /// mag); none when a plane would not fit a (32-bit) TIFF. Nil for an unknown mag.
-    func slicePlanes(_ layer: String, _ mag: String) -> Int? {
+    mutating func slicePlanes(_ layer: String, _ mag: String) -> Int? {
         guard let properties = self.layer(layer), let entry = mags(layer).first(where: { $0.name == mag })?.entry else { return nil }
         let box = entry.mag.fromMag1(properties.boundingBox)
-        guard let store = try? openedStore(layer, mag) else { return nil }
+        guard let store = try? knownStore(layer, mag) else { return nil }
         let planeBytes = box.size.x.multipliedReportingOverflow(by: box.size.y * store.voxelBytes)
         return planeBytes.overflow || planeBytes.partialValue > Self.largestSlice ? 0 : box.size.z
     }
@@ -239,12 +239,11 @@ struct ViewState {
     /// Bytes of one slice image's pixels at most: TIFF's offsets are 32-bit.
     static let largestSlice = Int(UInt32.max) - (1 << 20)
 
-    /// The mag if it is open or opens (without keeping it: for lookups, which see the state only).
+    /// The mag (opened once and kept, as `magStore` does), or nil when the view has no such mag.
     /// - Throws: the format's error when the mag cannot be opened (a corrupt header).
-    func openedStore(_ layer: String, _ mag: String) throws -> (any MagStore)? {
-        if let known = mags[layer + "/" + mag] { return known }
-        guard let path = magPath(layer, mag), let format = self.layer(layer)?.format else { return nil }
-        return try Dataset.openStore(format, path)
+    mutating func knownStore(_ layer: String, _ mag: String) throws -> (any MagStore)? {
+        guard magPath(layer, mag) != nil, self.layer(layer)?.format != nil else { return nil }
+        return try magStore(layer, mag)
     }
 
     mutating func addHandle(_ item: OpenItem) -> Handle {

@@ -46,7 +46,7 @@ extension Dataset {
         }
 
         /// Opens the target mag an interrupted copy made, or creates it.
-        func openOrCreate(_ path: String, size: Vec3) throws -> any MagStore {
+        func openOrCreate(_ path: String, size: Vec3) throws -> any BlockWritableStore {
             switch format {
             case .wkw:
                 let header = try wkwHeader()
@@ -80,10 +80,7 @@ extension Dataset {
 
     /// Copies `files` of the target grid from `source` into `target`, each in z-slabs of whole
     /// blocks up to `convertSlabLimit`; slabs of zeros are not written (they read as zeros).
-    static func convert(
-        _ files: [Vec3], from source: any MagStore, to target: any MagStore, write: (Box, UnsafeRawBufferPointer) throws -> Void,
-        done: () throws -> Void
-    ) throws {
+    static func convert(_ files: [Vec3], from source: any MagStore, to target: any BlockWritableStore, done: () throws -> Void) throws {
         let edge = target.fileShape
         let v = source.voxelBytes
         let plane = edge.x * edge.y * v
@@ -98,7 +95,7 @@ extension Dataset {
                 let bytes = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<(slab.voxelCount * v)])
                 try source.read(slab, into: bytes)
                 if !RegionCopy.isZero(slab, voxelSize: v, in: bytes.baseAddress!, layout: slab) {
-                    try write(slab, UnsafeRawBufferPointer(bytes))
+                    try target.writeRegion(slab, from: UnsafeRawBufferPointer(bytes))
                 }
                 z = slab.end.z
             }

@@ -132,7 +132,7 @@ extension Dataset {
                 guard case .wkw(let source, let header) = magCopy else {
                     guard case .converted(let source, let layout) = magCopy else { continue }
                     let bounds = entry.mag.fromMag1(layer.boundingBox)
-                    let target: any MagStore
+                    let target: any BlockWritableStore
                     do {
                         target = try layout.openOrCreate(targetPath, size: bounds.end)
                     } catch {
@@ -140,13 +140,7 @@ extension Dataset {
                     }
                     _ = try? target.removeStaleTemporaries()
                     let files = try Self.convertedFiles(source, fileEdge: layout.fileEdge, bounds: bounds)
-                    try Self.convert(files, from: source, to: target, write: { box, bytes in
-                        switch target {
-                        case let directory as MagDirectory: try directory.write(box, from: bytes)
-                        case let array as Zarr3Array: try array.write(box, from: bytes)
-                        default: throw DatasetError(.unsupported, targetPath, "cannot write \(target.format) mags")
-                        }
-                    }) {
+                    try Self.convert(files, from: source, to: target) {
                         done += 1
                         progress(done, total)
                     }

@@ -334,11 +334,10 @@ public struct MagView: Sendable {
     /// Writes `box` from `bytes` (exactly its bytes), in the mag's own format. The caller grows
     /// the layer's bounding box (`Dataset.growBoundingBox`).
     public func write(_ box: Box, from bytes: UnsafeRawBufferPointer) throws {
-        switch store {
-        case let directory as MagDirectory: try directory.write(box, from: bytes)
-        case let array as Zarr3Array: try array.write(box, from: bytes)
-        default: throw DatasetError(.unsupported, "layer '\(layer.name)' mag \(mag.shortName)", "writing \(store.format) mags is not supported")
+        guard let writable = store as? any BlockWritableStore else {
+            throw DatasetError(.unsupported, "layer '\(layer.name)' mag \(mag.shortName)", "writing \(store.format) mags is not supported")
         }
+        try writable.writeRegion(box, from: bytes)
     }
 
     /// The mag as a WKW directory, for the operations only WKW mags have so far.

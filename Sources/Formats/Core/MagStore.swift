@@ -123,6 +123,8 @@ public protocol BlockWritableStore: MagStore {
     /// rename is made durable through `directories` (at once when nil).
     func replaceFile(
         _ index: Vec3, directories: PendingDirectorySyncs?, parallel: Bool, blocks: @Sendable (Int) throws -> BlockSource) throws
+    /// Writes a region (`(z, y, x, c)` C order, exactly its bytes) into the data files it meets.
+    func writeRegion(_ box: Box, from source: UnsafeRawBufferPointer) throws
 }
 
 extension MagStore {
@@ -202,7 +204,9 @@ extension DataFileReader: DataFile {
     public func storedBytes(ofBlock n: Int) throws -> [UInt8]? { try storedBlock(n) }
 }
 
-extension MagDirectory: BlockWritableStore {}
+extension MagDirectory: BlockWritableStore {
+    public func writeRegion(_ box: Box, from source: UnsafeRawBufferPointer) throws { try write(box, from: source) }
+}
 
 extension Zarr3Array: MagStore {
     public var format: DataFormat { .zarr3 }
@@ -223,10 +227,17 @@ extension Zarr3Array: MagStore {
         let n = blocksPerFileEdge
         return (position.x * n.y + position.y) * n.z + position.z
     }
+
+    /// The position of chunk `n` in the shard's chunk grid (inverse of `blockNumber`).
+    public func chunkPosition(_ n: Int) -> Vec3 {
+        let grid = blocksPerFileEdge
+        return Vec3(n / (grid.y * grid.z), n / grid.z % grid.y, n % grid.z)
+    }
     public func openDataFile(_ index: Vec3) throws -> (any DataFile)? { try Zarr3ShardFile.open(self, index) }
 }
 
 extension Zarr3Array: BlockWritableStore {
+    public func writeRegion(_ box: Box, from source: UnsafeRawBufferPointer) throws { try write(box, from: source) }
     public func encodeBlock(_ decoded: [UInt8]) throws -> [UInt8] { try encodeChunk(decoded, path: path) }
     public func decodeBlock(_ encoded: [UInt8], origin: String) throws -> [UInt8] {
         try decodeChunk(encoded, path: origin, what: "a chunk")

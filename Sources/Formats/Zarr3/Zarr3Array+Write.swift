@@ -43,41 +43,28 @@ extension Zarr3Array {
             try writeFile(index, box, address.pointer)
         }
         // Readers such as tensorstore read only inside the shape: it covers what was written.
-        try Self.growShape(of: path, toCover: box.end)
+        // (zarr.json is read again only when this array's shape falls short.)
+        if Vec3.max(size, Self.shape(covering: box.end, shard: fileShape)) != size {
+            try Self.growShape(of: path, toCover: box.end)
+        }
     }
 
-    /// Rebuilds data file `index` with the part of `box` inside it.
+    /// Rebuilds data file `index` with the part of `box` inside it: the chunks the region
+    /// touches are merged and re-encoded, the others kept as stored.
     private func writeFile(_ index: Vec3, _ box: Box, _ source: UnsafeRawPointer) throws {
         let lock = try lockFiles([index])
         defer { lock.unlock() }
-        let file = filePath(index)
         let fileBox = Box(offset: index * fileShape, size: fileShape)
-        let existing = try OpenFile.openIfExists(file)
-        let storedSize = try existing?.size() ?? 0
-        guard let sharding = metadata.sharding else {
-            let old = try existing.map { try decodeChunk(try $0.read(at: 0, count: storedSize), path: file, what: "the chunk") }
-            let chunk = merged(old, fileBox, box, source)
-            if isFill(chunk) { return try remove(file, existed: existing != nil) }
-            let encoded = try encodeChunk(chunk, path: file)
-            try PathOps.makeDirectories(PathOps.dirname(file))
-            return try AtomicFile.write(file, encoded)
-        }
-        let chunks = blocksPerFileEdge
-        let oldIndex = try existing.map { try ShardIndex.read($0, size: storedSize, chunks: chunks, sharding: sharding, path: file) }
+        let existing = try Zarr3ShardFile.open(self, index)
         let address = SendableConstAddress(source)
-        // The chunks the region touches are merged and re-encoded; the others are kept as stored.
         try replaceFile(index, directories: nil, parallel: true) { n in
-            let local = Vec3(n / (chunks.y * chunks.z), n / chunks.z % chunks.y, n % chunks.z)
-            let chunkBox = Box(offset: fileBox.offset + local * chunkShape, size: chunkShape)
-            let range = try oldIndex?.range(of: local, fileSize: storedSize, path: file)
+            let chunkBox = Box(offset: fileBox.offset + chunkPosition(n) * chunkShape, size: chunkShape)
             guard chunkBox.intersection(box) != nil else {
-                guard let range, let existing else { return .zero }
-                return .encoded(try existing.read(at: range.lowerBound, count: range.count))
+                guard let stored = try existing?.storedBytes(ofBlock: n) else { return .zero }
+                return .encoded(stored)
             }
-            var old: [UInt8]?
-            if let range, let existing, box.intersection(chunkBox) != chunkBox {
-                old = try decodeChunk(try existing.read(at: range.lowerBound, count: range.count), path: file, what: "chunk \(local) of the shard")
-            }
+            let covered = box.intersection(chunkBox) == chunkBox
+            let old = covered ? nil : try existing?.decode(consecutive: n..<(n + 1))
             return .decoded(merged(old, chunkBox, box, address.pointer))
         }
     }
@@ -167,16 +154,8 @@ extension Zarr3Array {
     private func merged(_ old: [UInt8]?, _ chunkBox: Box, _ box: Box, _ source: UnsafeRawPointer) -> [UInt8] {
         var chunk = old ?? fillChunk(chunkBox.size)
         guard let part = chunkBox.intersection(box) else { return chunk }
-        let v = voxelBytes
-        let run = part.size.x * v
         chunk.withUnsafeMutableBytes { target in
-            for z in part.offset.z..<part.end.z {
-                for y in part.offset.y..<part.end.y {
-                    let d = (((z - chunkBox.offset.z) * chunkBox.size.y + (y - chunkBox.offset.y)) * chunkBox.size.x + (part.offset.x - chunkBox.offset.x)) * v
-                    let s = (((z - box.offset.z) * box.size.y + (y - box.offset.y)) * box.size.x + (part.offset.x - box.offset.x)) * v
-                    (target.baseAddress! + d).copyMemory(from: source + s, byteCount: run)
-                }
-            }
+            RegionCopy.copy(part, voxelSize: voxelBytes, from: source, layout: box, to: target.baseAddress!, layout: chunkBox)
         }
         return chunk
     }

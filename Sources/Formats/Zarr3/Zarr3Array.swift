@@ -106,11 +106,10 @@ public struct Zarr3Array: Sendable {
             let read = planned[i]
             guard let file = read.file, let range = read.range else { return fill(read.part, of: box, address.pointer) }
             let bytes = try file.read(at: range.lowerBound, count: range.count)
-            let decoded = try [UInt8](unsafeUninitializedCapacity: chunkBytes) { buffer, count in
-                try bytes.withUnsafeBytes { try decodeChunk($0, into: UnsafeMutableRawBufferPointer(buffer), path: read.path, what: read.what) }
-                count = chunkBytes
+            let decoded = try decodeChunk(bytes, path: read.path, what: read.what)
+            decoded.withUnsafeBytes { chunk in
+                RegionCopy.copy(read.part, voxelSize: voxelBytes, from: chunk.baseAddress!, layout: read.chunkBox, to: address.pointer, layout: box)
             }
-            copy(decoded, read.chunkBox, read.part, into: address.pointer, box)
         }
     }
 
@@ -149,14 +148,14 @@ public struct Zarr3Array: Sendable {
 
     /// Decodes one stored chunk into `destination` (one chunk, `(z, y, x, c)` C order). The
     /// chunks webknossos writes (transpose [3,2,1,0], little-endian, zstd or none, optionally a
-    /// crc32c) decode straight into it; others through `decodeChunk(_:path:what:)`.
+    /// crc32c) decode straight into it; others through `decodeAnyChunk`.
     func decodeChunk(_ stored: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer, path file: String, what: String) throws {
         let codecs = metadata.codecs.compression
         let direct = order == [3, 2, 1, 0] && (!metadata.codecs.bigEndian || metadata.dataType.size == 1)
             && codecs.allSatisfy({ if case .blosc = $0 { false } else { true } })
             && (codecs.count <= 1 || codecs == [.crc32c] || (codecs.count == 2 && codecs[1] == .crc32c))
         guard direct else {
-            let decoded = try decodeChunk([UInt8](stored), path: file, what: what)
+            let decoded = try decodeAnyChunk([UInt8](stored), path: file, what: what)
             decoded.withUnsafeBytes { destination.copyMemory(from: $0) }
             return
         }
@@ -181,8 +180,16 @@ public struct Zarr3Array: Sendable {
         }
     }
 
-    /// Decodes one stored chunk into `(z, y, x, c)` C order.
+    /// Decodes one stored chunk into a new buffer, `(z, y, x, c)` C order.
     func decodeChunk(_ stored: [UInt8], path file: String, what: String) throws -> [UInt8] {
+        try [UInt8](unsafeUninitializedCapacity: chunkBytes) { buffer, count in
+            try stored.withUnsafeBytes { try decodeChunk($0, into: UnsafeMutableRawBufferPointer(buffer), path: file, what: what) }
+            count = chunkBytes
+        }
+    }
+
+    /// Decodes a chunk through every codec of any chain wkfs reads (blosc, big-endian, any transpose).
+    private func decodeAnyChunk(_ stored: [UInt8], path file: String, what: String) throws -> [UInt8] {
         let expected = chunkBytes
         var bytes = stored
         do {
@@ -262,40 +269,13 @@ public struct Zarr3Array: Sendable {
         }
     }
 
-    /// Copies `part` (inside `chunkBox`) of a decoded chunk into the region buffer of `box`.
-    private func copy(_ chunk: [UInt8], _ chunkBox: Box, _ part: Box, into destination: UnsafeMutableRawPointer, _ box: Box) {
-        let v = voxelBytes
-        let run = part.size.x * v
-        chunk.withUnsafeBytes { source in
-            for z in part.offset.z..<part.end.z {
-                for y in part.offset.y..<part.end.y {
-                    let s = (((z - chunkBox.offset.z) * chunkBox.size.y + (y - chunkBox.offset.y)) * chunkBox.size.x + (part.offset.x - chunkBox.offset.x)) * v
-                    let d = (((z - box.offset.z) * box.size.y + (y - box.offset.y)) * box.size.x + (part.offset.x - box.offset.x)) * v
-                    (destination + d).copyMemory(from: source.baseAddress! + s, byteCount: run)
-                }
-            }
-        }
-    }
-
     /// Fills `part` of the region buffer of `box` with the fill value.
     private func fill(_ part: Box, of box: Box, _ destination: UnsafeMutableRawPointer) {
-        let v = voxelBytes
-        let run = part.size.x * v
-        let zero = metadata.fillValue.allSatisfy { $0 == 0 }
-        var pattern: [UInt8] = []
-        if !zero {
-            pattern.reserveCapacity(run)
-            for _ in 0..<(part.size.x * channels) { pattern += metadata.fillValue }
+        if metadata.fillValue.allSatisfy({ $0 == 0 }) {
+            return RegionCopy.zero(part, voxelSize: voxelBytes, in: destination, layout: box)
         }
-        for z in part.offset.z..<part.end.z {
-            for y in part.offset.y..<part.end.y {
-                let d = (((z - box.offset.z) * box.size.y + (y - box.offset.y)) * box.size.x + (part.offset.x - box.offset.x)) * v
-                if zero {
-                    memset(destination + d, 0, run)
-                } else {
-                    pattern.withUnsafeBytes { (destination + d).copyMemory(from: $0.baseAddress!, byteCount: run) }
-                }
-            }
+        fillChunk(part.size).withUnsafeBytes { pattern in
+            RegionCopy.copy(part, voxelSize: voxelBytes, from: pattern.baseAddress!, layout: part, to: destination, layout: box)
         }
     }
 

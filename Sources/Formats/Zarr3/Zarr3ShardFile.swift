@@ -29,16 +29,10 @@ public final class Zarr3ShardFile: DataFile {
         self.identity = identity
     }
 
-    /// Block `n`'s position in the shard's chunk grid (inverse of `Zarr3Array.blockNumber`).
-    private func position(_ n: Int) -> Vec3 {
-        let grid = array.blocksPerFileEdge
-        return Vec3(n / (grid.y * grid.z), n / grid.z % grid.y, n % grid.z)
-    }
-
     /// The stored byte range of block `n`; nil when the chunk is empty.
     func range(_ n: Int) throws -> Range<Int>? {
         guard let index else { return 0..<size }
-        return try index.range(of: position(n), fileSize: size, path: path)
+        return try index.range(of: array.chunkPosition(n), fileSize: size, path: path)
     }
 
     public func decode(consecutive numbers: Range<Int>) throws -> [UInt8] {
@@ -54,7 +48,7 @@ public final class Zarr3ShardFile: DataFile {
             let out = UnsafeMutableRawBufferPointer(buffer)
             for (i, range) in ranges.enumerated() {
                 let slot = UnsafeMutableRawBufferPointer(rebasing: out[(i * chunk)..<((i + 1) * chunk)])
-                let what = "chunk \(position(numbers.lowerBound + i)) of the shard"
+                let what = "chunk \(array.chunkPosition(numbers.lowerBound + i)) of the shard"
                 guard let range else {
                     fill.withUnsafeBytes { slot.copyMemory(from: $0) }
                     continue
