@@ -393,3 +393,14 @@ def test_big_integers_in_zarr_json_survive_a_shape_change(tmp_path):
     meta.write_text(meta.read_text()[:-1] + ',"attributes":{"x":18446744073709551615}}')
     h.wkfs_write(ds, "data", "1", (500, 0, 0), (1, 1, 1), b"\x01")
     assert json.loads(meta.read_text())["attributes"]["x"] == 18446744073709551615
+
+
+def test_a_write_keeps_the_fill_value_of_chunks_it_does_not_touch(tmp_path):
+    """An array whose fill value is not 0: a write into one chunk of a shard leaves the shard's
+    other chunks empty (they read as the fill value), not stored as zeros."""
+    ds = _new_zarr_dataset(tmp_path, "uint8", 1, True, 8, 32)
+    meta = ds / "data" / "1" / "zarr.json"
+    meta.write_text(meta.read_text().replace('"fill_value":0', '"fill_value":7'))
+    h.wkfs_write(ds, "data", "1", (0, 0, 0), (2, 2, 2), b"\x01" * 8)
+    assert h.wkfs_read(ds, "data", "1", (8, 0, 0), (1, 1, 1)) == b"\x07"
+    assert int(_tensorstore(ds / "data" / "1")[0, 8, 0, 0].read().result()) == 7

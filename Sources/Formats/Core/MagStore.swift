@@ -106,7 +106,7 @@ public enum BlockSource: Sendable {
     case decoded([UInt8])
     /// Bytes already in the mag's block encoding (kept from the old file or encoded earlier).
     case encoded([UInt8])
-    /// A block of zeros.
+    /// A block with no data: zeros in WKW, the fill value (stored as an empty chunk) in Zarr3.
     case zero
 }
 

@@ -89,9 +89,7 @@ extension Zarr3Array {
             switch try blocks(n) {
             case .encoded(let bytes): return bytes
             case .decoded(let bytes): return self.isFill(bytes) ? nil : try self.encodeChunk(bytes, path: file)
-            case .zero:
-                let zeros = [UInt8](repeating: 0, count: self.chunkBytes)
-                return self.isFill(zeros) ? nil : try self.encodeChunk(zeros, path: file)
+            case .zero: return nil  // no data: an empty chunk, which reads as the fill value
             }
         }
         guard let sharding = metadata.sharding else {
