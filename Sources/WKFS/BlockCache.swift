@@ -34,7 +34,7 @@ final class BlockCache: Sendable {
         var old: [Key: Entry] = [:]
         var youngBytes = 0
         var oldBytes = 0
-        var readers: [String: (reader: any DataFile, number: Int)] = [:]
+        var readers: [String: OpenedFile] = [:]
         var nextFileNumber = 0
         /// One lock per file, held while its blocks are decoded (milliseconds). `NSLock` is a plain
         /// pthread mutex whose waiters sleep; `Mutex` is a priority-inheritance futex here, whose
@@ -93,10 +93,12 @@ final class BlockCache: Sendable {
     /// not exist. A cached one is used only while the file on disk is still the same (same inode,
     /// size and modification time).
     func reader(_ mag: any MagStore, _ index: Vec3) throws -> (any DataFile)? {
-        try numberedReader(mag, index)?.reader
+        try current(mag, index)?.reader
     }
 
-    private func numberedReader(_ mag: any MagStore, _ index: Vec3) throws -> (reader: any DataFile, number: Int)? {
+    /// The version of data file `index` of `mag` on disk now (nil: there is none), to read from
+    /// later even after the file was replaced (`blocks(_:_:_:from:)`).
+    func current(_ mag: any MagStore, _ index: Vec3) throws -> OpenedFile? {
         let path = mag.filePath(index)
         guard let status = FileStatus.of(path, followLinks: true) else {
             storage.withLock { _ = $0.readers.removeValue(forKey: path) }
@@ -107,9 +109,22 @@ final class BlockCache: Sendable {
         return storage.withLock { s in
             if s.readers.count > Self.openReaders { s.readers.removeAll() }
             s.nextFileNumber += 1
-            s.readers[path] = (reader, s.nextFileNumber)
-            return (reader, s.nextFileNumber)
+            let opened = OpenedFile(reader: reader, number: s.nextFileNumber)
+            s.readers[path] = opened
+            return opened
         }
+    }
+
+    /// `pinned` while its file is still the one on disk or was replaced (renamed over: the pinned
+    /// descriptor keeps the old content); the file on disk when it was changed in place (a raw
+    /// file patched: the pinned descriptor reads the new bytes, so the old cached blocks must
+    /// not be mixed with them) or when nothing was pinned.
+    func following(_ pinned: OpenedFile?, _ mag: any MagStore, _ index: Vec3) throws -> OpenedFile? {
+        guard let pinned else { return try current(mag, index) }
+        guard let status = FileStatus.of(pinned.reader.path, followLinks: true) else { return pinned }
+        let identity = pinned.reader.identity
+        if identity == status.identity || identity.first != status.identity.first { return pinned }
+        return try current(mag, index)
     }
 
     /// Blocks are cached in groups of consecutive block numbers of about 64 KiB: a dataset of
@@ -123,9 +138,14 @@ final class BlockCache: Sendable {
 
     /// Decoded blocks `numbers` of data file `index`, in that order; zeros when the file does not exist.
     func blocks(_ mag: any MagStore, _ index: Vec3, _ numbers: [Int]) throws -> [CachedBlock] {
+        try blocks(mag, index, numbers, from: try current(mag, index))
+    }
+
+    /// Decoded blocks `numbers` of `opened`, a version of data file `index` (nil: none, zeros).
+    func blocks(_ mag: any MagStore, _ index: Vec3, _ numbers: [Int], from opened: OpenedFile?) throws -> [CachedBlock] {
         let blockBytes = mag.blockBytes
         let size = Self.groupSize(mag)
-        guard let (reader, file) = try numberedReader(mag, index) else {
+        guard let (reader, file) = opened.map({ ($0.reader, $0.number) }) else {
             let zero = zeroGroup(size * blockBytes)
             return numbers.map { _ in CachedBlock(group: zero, offset: 0, count: blockBytes, isZero: true) }
         }
@@ -174,9 +194,9 @@ final class BlockCache: Sendable {
     /// Asks the kernel to start reading the stored bytes of the groups of `numbers` that are not
     /// cached, so a request that decodes many groups one after another does not wait on the disk
     /// for each (the first plane of a cube's block layer needs a whole layer of blocks).
-    func prefetch(_ mag: any MagStore, _ index: Vec3, _ numbers: [Int]) throws {
+    func prefetch(_ mag: any MagStore, _ numbers: [Int], from opened: OpenedFile?) {
         let size = Self.groupSize(mag)
-        guard let (reader, file) = try numberedReader(mag, index) else { return }
+        guard let (reader, file) = opened.map({ ($0.reader, $0.number) }) else { return }
         let groups = Array(Set(numbers.map { $0 / size }))
         let missing = storage.withLock { s in groups.filter { !s.contains(Key(file: file, group: $0)) } }
         guard missing.count > 1 else { return }
@@ -226,6 +246,13 @@ final class BlockCache: Sendable {
     func invalidate(_ path: String) {
         storage.withLock { s in s.readers[path] = nil }
     }
+}
+
+/// One opened version of a data file and its number in the cache's keys: its blocks stay
+/// readable after the file on disk was replaced, for as long as someone keeps it.
+struct OpenedFile: Sendable {
+    let reader: any DataFile
+    let number: Int
 }
 
 /// One decoded block inside a cached group of consecutive blocks.

@@ -3,7 +3,8 @@ import Formats
 /// Reads of raw cubes: decoded blocks come from the shared cache and are copied row by row.
 extension BlockCache {
     /// Fills `destination` with cube bytes from `offset` on; returns how many bytes (short at the end).
-    func readCube(_ mag: any MagStore, _ index: Vec3, offset: Int, into destination: UnsafeMutableRawBufferPointer) throws -> Int {
+    /// `file`: the version of the cube's data file to read (nil: none, zeros).
+    func readCube(_ mag: any MagStore, _ index: Vec3, from file: OpenedFile?, offset: Int, into destination: UnsafeMutableRawBufferPointer) throws -> Int {
         let geometry = CubeGeometry(mag)
         let end = min(geometry.cubeBytes, offset + destination.count)
         guard offset < end, let base = destination.baseAddress else { return 0 }
@@ -12,7 +13,7 @@ extension BlockCache {
         if rowAligned {
             var position = 0
             for box in boxes {
-                try readBox(mag, index, box, into: base + position)
+                try readBox(mag, index, box, from: file, into: base + position)
                 position += box.voxelCount * geometry.voxelSize
             }
         } else {
@@ -21,7 +22,7 @@ extension BlockCache {
             defer { rows.deallocate() }
             var position = 0
             for box in boxes {
-                try readBox(mag, index, box, into: rows.baseAddress! + position)
+                try readBox(mag, index, box, from: file, into: rows.baseAddress! + position)
                 position += box.voxelCount * geometry.voxelSize
             }
             base.copyMemory(from: rows.baseAddress! + (offset - start), byteCount: end - offset)
@@ -32,11 +33,11 @@ extension BlockCache {
     /// Writes the voxels of `box` (cube-local) in C order to `destination`.
     /// Blocks are fetched a group at a time, so a request holds a few MiB of decoded blocks, not a
     /// whole layer (readahead keeps several requests in flight; each would pin its layer).
-    func readBox(_ mag: any MagStore, _ index: Vec3, _ box: Box, into destination: UnsafeMutableRawPointer) throws {
+    func readBox(_ mag: any MagStore, _ index: Vec3, _ box: Box, from file: OpenedFile?, into destination: UnsafeMutableRawPointer) throws {
         let b = mag.blockShape
         let positions = box.cellRange(b).positions
         let group = max(1, (4 << 20) / mag.blockBytes)
-        if positions.count > group { try prefetch(mag, index, positions.map(mag.blockNumber)) }
+        if positions.count > group { prefetch(mag, positions.map(mag.blockNumber), from: file) }
         // Zero blocks are not copied: when one comes before any block with data, the whole
         // destination is cleared at once (one memset instead of a copy per row) and later blocks
         // with data overwrite their part; after one with data, a zero block clears its own part.
@@ -45,7 +46,7 @@ extension BlockCache {
         var start = 0
         while start < positions.count {
             let slice = positions[start..<min(positions.count, start + group)]
-            let blocks = try blocks(mag, index, slice.map(mag.blockNumber))
+            let blocks = try blocks(mag, index, slice.map(mag.blockNumber), from: file)
             for (position, block) in zip(slice, blocks) {
                 let blockBox = Box(offset: position * b, size: b)
                 let part = blockBox.intersection(box)!

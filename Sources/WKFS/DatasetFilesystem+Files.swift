@@ -9,13 +9,13 @@ extension DatasetFilesystem {
         let node = try node(inode)
         if flags.isWritable { try requireWritable() }
         switch node {
-        case .cube(let layer, let mag, _):
-            let cube = try openCube(node, truncate: flags.truncate)
+        case .cube:
+            let (cube, fresh) = try openCube(node, inode, truncate: flags.truncate)
             if !flags.isWritable, let directory = cube.directory { prefetcher.cubeOpened(directory, cube.index) }
             // A read-only handle has nothing to flush: its close costs no request (the writers'
-            // own closes commit their changes).
+            // own closes commit their changes). A fresh version drops pages of an older one.
             return OpenResult(
-                handle: state.withLock { $0.addHandle(.cube(cube)) }, keepCache: !flags.truncate,
+                handle: state.withLock { $0.addHandle(.cube(cube)) }, keepCache: !flags.truncate && !fresh,
                 directIO: options.directIO && !flags.isWritable, noFlush: !flags.isWritable)
         case .properties:
             let bytes = flags.truncate ? [] : try currentProperties()
@@ -85,53 +85,82 @@ extension DatasetFilesystem {
                 throw refuse(EINVAL, "\(layer)/\(mag)/z\(z)/y\(y)/\(name): only cubes named x{X}.raw can be created here")
             }
             let node = MountNode.cube(layer: layer, mag: mag, index: Vec3(x, y, z))
-            let cube = try openCube(node, truncate: true)
+            let entry = replying(Entry(attributes: try attributes(node)), node)
+            let (cube, _) = try openCube(node, entry.attributes.inode, truncate: true)
             let handle = state.withLock { s in
                 s.pendingCubes[node, default: 0] += 1
                 return s.addHandle(.cube(cube))
             }
-            return (replying(Entry(attributes: try attributes(node)), node), OpenResult(handle: handle))
+            return (entry, OpenResult(handle: handle))
         default:
             throw refuse(EPERM, "cannot create '\(name)' here: new files are cubes (LAYER/MAG/zZ/yY/xX.raw) or editor files in the root")
         }
     }
 
-    /// The one open cube of `node`, shared by every handle on it, so that changes made through
-    /// several descriptors (a program's `write` and its `mmap` writeback, two programs) all land.
+    /// The one open cube of `node` through `inode`, shared by every handle on it, so that changes
+    /// made through several descriptors (a program's `write` and its `mmap` writeback, two
+    /// programs) all land; `fresh`: the first open of a version whose pages the kernel must not
+    /// keep from before.
+    ///
+    /// An inode stands for one version of the cube's data file (`InodeTable`), and its handles
+    /// read that version even after another program replaced the file: as the open descriptors
+    /// of a local file replaced by rename. An open through an inode whose version is no longer
+    /// on disk while others still read it answers ESTALE, on which the kernel looks the name up
+    /// again and opens the new version's inode.
     ///
     /// A cube is replaced whole (`truncate`: O_TRUNC, or a new cube) only while no other handle
     /// has it open, and nothing else opens it until that replacement is committed: the kernel
     /// shrinks a file opened with O_TRUNC for every reader of it (a mapped reader dies of SIGBUS,
     /// others read a short or half-new cube), so readers see the old or the new cube, whole.
-    func openCube(_ node: MountNode, truncate: Bool) throws -> CubeHandle {
+    func openCube(_ node: MountNode, _ inode: Inode, truncate: Bool) throws -> (cube: CubeHandle, fresh: Bool) {
         guard case .cube(let layer, let mag, let index) = node else { throw FUSEError.invalid }
         let store = try magStore(layer, mag)
+        let onDisk: OpenedFile?
+        do {
+            onDisk = try cache.current(store, index)
+        } catch {
+            throw translate(error, "\(node)")
+        }
+        let diskVersion = onDisk?.reader.identity ?? []
         var busy = ""
-        let opened: CubeHandle? = waitWhileBusy(replacing: truncate ? node : nil) { s in
-            if let shared = s.openCubes[node] {
-                if truncate {
-                    busy = "open elsewhere; a cube is replaced whole (O_TRUNC) only when nothing else has it open"
-                    return nil
-                }
-                if shared.cube.replacing.load(ordering: .acquiring) {
-                    busy = "being replaced whole by another program (opened with O_TRUNC); open it when that program has closed it"
-                    return nil
-                }
+        var fresh = false
+        enum Attempt { case opened(CubeHandle), stale }
+        let attempt: Attempt? = waitWhileBusy(replacing: truncate ? node : nil) { s in
+            let (version, current) = inodes.version(inode)
+            let shared = s.openCubes[inode]
+            if let version, version != diskVersion, shared != nil || !current { return .stale }
+            if truncate && shared != nil {
+                busy = "open elsewhere; a cube is replaced whole (O_TRUNC) only when nothing else has it open"
+                return nil
+            }
+            if let shared, shared.cube.replacing.load(ordering: .acquiring) {
+                busy = "being replaced whole by another program (opened with O_TRUNC); open it when that program has closed it"
+                return nil
             }
             if !truncate && s.replacementsWaiting[node] != nil {
                 busy = "another program waits to replace it whole (O_TRUNC); open it when that program has closed it"
                 return nil
             }
-            if s.openCubes[node] != nil {
-                s.openCubes[node]!.handles += 1
-                return s.openCubes[node]!.cube
+            if let shared {
+                s.openCubes[inode]!.handles += 1
+                return .opened(shared.cube)
             }
-            let cube = CubeHandle(node: node, layer: layer, magName: mag, mag: store, index: index, writer: nil)
+            inodes.setVersion(inode, diskVersion)
+            fresh = version != diskVersion
+            let cube = CubeHandle(node: node, inode: inode, layer: layer, magName: mag, mag: store, index: index, pinned: onDisk)
             if truncate { cube.replacing.store(true, ordering: .releasing) }
-            s.openCubes[node] = (cube, 1)
-            return cube
+            s.openCubes[inode] = (cube, 1)
+            return .opened(cube)
         }
-        guard let cube = opened else {
+        let cube: CubeHandle
+        switch attempt {
+        case .opened(let opened):
+            cube = opened
+        case .stale:
+            // Not a failure the user sees: the kernel looks the name up again and retries.
+            inodes.retire(inode)
+            throw FUSEError(ESTALE)
+        case nil:
             throw refuse(EBUSY, "\(layer)/\(mag)/z\(index.z)/y\(index.y)/x\(index.x).raw: \(busy)")
         }
         if truncate {
@@ -141,7 +170,15 @@ extension DatasetFilesystem {
                 writer = CubeWriter(mag: writable, index: index, truncated: true, memoryBudget: budget)
             }
         }
-        return cube
+        return (cube, fresh)
+    }
+
+    /// After `cube` committed its changes: its inode stands for the new version, which its
+    /// handles read from now on.
+    func repin(_ cube: CubeHandle) {
+        let now = try? cache.current(cube.mag, cube.index)
+        cube.pinned.withLock { $0 = now }
+        inodes.setVersion(cube.inode, now?.reader.identity ?? [])
     }
 
     /// Calls `attempt` under the state lock until it returns a value, for up to `busyWait`:
@@ -231,12 +268,17 @@ extension DatasetFilesystem {
                 do {
                     try writer!.commit(cache: cache, directories: pendingDirectories)
                     cube.replacing.store(false, ordering: .releasing)
+                    repin(cube)
                 } catch {
                     throw translate(error, cube.mag.filePath(cube.index))
                 }
             }
             do {
-                let count = try cache.readCube(cube.mag, cube.index, offset: offset, into: buffer)
+                let file = try cube.pinned.withLock { pinned in
+                    pinned = try cache.following(pinned, cube.mag, cube.index)
+                    return pinned
+                }
+                let count = try cache.readCube(cube.mag, cube.index, from: file, offset: offset, into: buffer)
                 MountStatistics.add(statistics.cubeBytesRead, count)
                 return count
             } catch {
@@ -339,6 +381,7 @@ extension DatasetFilesystem {
                 do {
                     try writer!.commit(cache: cache, directories: pendingDirectories)
                     cube.replacing.store(false, ordering: .releasing)
+                    repin(cube)
                     MountStatistics.add(statistics.cubesCommitted, 1)
                 } catch {
                     // Counted where a program sees the error (close, fsync), not again at release.
@@ -459,8 +502,8 @@ extension DatasetFilesystem {
             state.withLock { s in
                 if case .cube(let cube) = s.handles[handle.rawValue] {
                     if let count = s.pendingCubes[cube.node] { s.pendingCubes[cube.node] = count > 1 ? count - 1 : nil }
-                    if let open = s.openCubes[cube.node] {
-                        if open.handles > 1 { s.openCubes[cube.node]!.handles -= 1 } else { s.openCubes[cube.node] = nil }
+                    if let open = s.openCubes[cube.inode] {
+                        if open.handles > 1 { s.openCubes[cube.inode]!.handles -= 1 } else { s.openCubes[cube.inode] = nil }
                     }
                 }
                 s.handles[handle.rawValue] = nil
@@ -469,7 +512,7 @@ extension DatasetFilesystem {
         // The last handle on a cube drops what cannot be made durable; earlier ones leave it pending.
         let last: Bool = state.withLock { s in
             guard case .cube(let cube) = s.handles[handle.rawValue] else { return true }
-            return (s.openCubes[cube.node]?.handles ?? 1) <= 1
+            return (s.openCubes[cube.inode]?.handles ?? 1) <= 1
         }
         try? commit(inode, handle, final: last)
     }
@@ -506,7 +549,7 @@ extension DatasetFilesystem {
                     // Emptying the cube replaces it whole: as for O_TRUNC (`openCube`), only
                     // when no other handle has it open.
                     let alone = waitWhileBusy(replacing: node) { s -> Bool? in
-                        guard (s.openCubes[node]?.handles ?? 1) <= 1 else { return nil }
+                        guard (s.openCubes[inode]?.handles ?? 1) <= 1 else { return nil }
                         cube.replacing.store(true, ordering: .releasing)
                         return true
                     }

@@ -14,9 +14,15 @@ extension DatasetFilesystem {
     }
 
     /// `entry` of `node` as it goes to the kernel, which counts it as one lookup of its inode.
+    /// A cube's inode stands for the version of its data file on disk now (`InodeTable`).
     func replying(_ entry: Entry, _ node: MountNode) -> Entry {
         var entry = entry
-        entry.attributes.inode = inodes.remember(node)
+        if case .cube(let layer, let mag, let index) = node, let store = try? magStore(layer, mag) {
+            let version = FileStatus.of(store.filePath(index), followLinks: true)?.identity ?? []
+            entry.attributes.inode = inodes.remember(node, version: version)
+        } else {
+            entry.attributes.inode = inodes.remember(node)
+        }
         return entry
     }
 
@@ -32,7 +38,9 @@ extension DatasetFilesystem {
     static func entryTimeout(parent: Inode) -> Double? { parent == .root ? 0 : nil }
 
     public func getattr(_ inode: Inode) throws -> Attributes {
-        try attributes(try node(inode))
+        var attributes = try attributes(try node(inode))
+        attributes.inode = inode  // an old version of a cube keeps its own number
+        return attributes
     }
 
     public func readlink(_ inode: Inode) throws -> String {

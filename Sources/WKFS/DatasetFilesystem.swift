@@ -172,8 +172,9 @@ struct ViewState {
     var propertiesHidden = false
     /// Cubes created and still open, not yet on disk: open count by node.
     var pendingCubes: [MountNode: Int] = [:]
-    /// Open cubes, each shared by all handles on it, with the number of those handles.
-    var openCubes: [MountNode: (cube: CubeHandle, handles: Int)] = [:]
+    /// Open cubes by inode (a cube has one per version, `InodeTable`), each shared by all
+    /// handles on it, with the number of those handles.
+    var openCubes: [Inode: (cube: CubeHandle, handles: Int)] = [:]
     /// Cubes that a program waits to replace whole: new opens wait behind it, so readers in a
     /// loop cannot starve it (`DatasetFilesystem.openCube`).
     var replacementsWaiting: [MountNode: Int] = [:]
@@ -275,9 +276,12 @@ enum OpenItem: Sendable {
     case volume(VolumeWriter)
 }
 
-/// An open cube: its place and, once written or truncated, its pending changes.
+/// An open cube: its place, the version of its data file it reads and, once written or
+/// truncated, its pending changes.
 final class CubeHandle: Sendable {
     let node: MountNode
+    /// The inode the cube was opened through: the version of the cube the kernel's pages hold.
+    let inode: Inode
     let layer: String
     let magName: String
     let mag: any MagStore
@@ -288,14 +292,20 @@ final class CubeHandle: Sendable {
     /// A handle replaces the cube whole (opened with O_TRUNC, or truncated to 0) and has not
     /// committed yet: no other handle may open the cube meanwhile (`DatasetFilesystem.openCube`).
     let replacing = Atomic<Bool>(false)
+    /// The version of the data file that reads come from (nil: there was none, zeros): the one
+    /// on disk at the first open, then each one this cube committed. Another program replacing
+    /// the file does not change it (`BlockCache.following`).
+    let pinned: Mutex<OpenedFile?>
 
-    init(node: MountNode, layer: String, magName: String, mag: any MagStore, index: Vec3, writer: CubeWriter?) {
+    init(node: MountNode, inode: Inode, layer: String, magName: String, mag: any MagStore, index: Vec3, pinned: OpenedFile?) {
         self.node = node
+        self.inode = inode
+        self.pinned = Mutex(pinned)
         self.layer = layer
         self.magName = magName
         self.mag = mag
         self.index = index
-        self.writer = Mutex(writer)
+        self.writer = Mutex(nil)
     }
 }
 

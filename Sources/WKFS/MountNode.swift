@@ -41,6 +41,13 @@ enum MountNode: Hashable, Sendable {
 /// can show numbers without keeping anything; only the numbers the kernel holds are kept, with
 /// how many lookups it counts (`remember`), and dropped when it forgets them all (`forget`): a
 /// walk over a million cubes does not keep a million entries.
+///
+/// A node may also have versions (a cube: the identity of its data file on disk). A number
+/// stands for the version it was handed out with; when another version is remembered, the node
+/// gets a new number and the old one is retired: it keeps meaning the node for the kernel's
+/// open files of it (their pages are the old version's), but is never handed out again. That is
+/// how a file replaced on disk by another program keeps serving its old content to the
+/// programs that had it open, as a local file replaced by rename does.
 final class InodeTable<Node: Hashable & Sendable>: Sendable {
     private struct Tables {
         /// Nodes the kernel knows, by number.
@@ -48,6 +55,10 @@ final class InodeTable<Node: Hashable & Sendable>: Sendable {
         /// Numbers that are not the node's own hash: after a rename, or to step past a collision.
         var moved: [Node: UInt64] = [:]
         var lookups: [UInt64: UInt64] = [:]
+        /// The version each number stands for (only for nodes that have versions).
+        var versions: [UInt64: [Int64]] = [:]
+        /// Numbers of old versions: still known to the kernel, never handed out again.
+        var retired: Set<UInt64> = []
     }
     private let tables: Mutex<Tables>
     /// The root directory's node: inode 1.
@@ -66,9 +77,14 @@ final class InodeTable<Node: Hashable & Sendable>: Sendable {
     private func number(_ node: Node, in t: inout Tables) -> UInt64 {
         if node == root { return 1 }
         if let moved = t.moved[node] { return moved }
-        var number = hash(node)
-        // Another node the kernel knows holds this number (a 63-bit hash: practically never).
-        while let other = t.byInode[number], other != node {
+        return unused(from: hash(node), for: node, in: &t)
+    }
+
+    /// `start`, or the first number after it that no other node (nor a retired version of this
+    /// one) holds (a 63-bit hash: a collision practically never happens).
+    private func unused(from start: UInt64, for node: Node, in t: inout Tables) -> UInt64 {
+        var number = start
+        while let other = t.byInode[number], other != node || t.retired.contains(number) {
             number = number == UInt64.max >> 1 ? 2 : number + 1
             t.moved[node] = number
         }
@@ -105,6 +121,52 @@ final class InodeTable<Node: Hashable & Sendable>: Sendable {
         }
     }
 
+    /// As `remember`, for `version` of the node: when the kernel knows the node's number with
+    /// another version, that number is retired and the node gets a new one.
+    func remember(_ node: Node, version: [Int64]) -> Inode {
+        tables.withLock { t in
+            var number = number(node, in: &t)
+            if let known = t.versions[number], known != version, t.byInode[number] == node {
+                retire(number, of: node, in: &t)
+                number = self.number(node, in: &t)
+            }
+            t.byInode[number] = node
+            t.lookups[number, default: 0] += 1
+            t.versions[number] = version
+            return Inode(number)
+        }
+    }
+
+    /// The version `inode` stands for, and whether it is still its node's current number.
+    func version(_ inode: Inode) -> (version: [Int64]?, current: Bool) {
+        tables.withLock { t in (t.versions[inode.rawValue], !t.retired.contains(inode.rawValue)) }
+    }
+
+    /// `inode` now stands for `version` (its node was changed through it); a retired number keeps
+    /// its old version. Returns false for a retired number.
+    @discardableResult
+    func setVersion(_ inode: Inode, _ version: [Int64]) -> Bool {
+        tables.withLock { t in
+            guard !t.retired.contains(inode.rawValue), t.byInode[inode.rawValue] != nil else { return false }
+            t.versions[inode.rawValue] = version
+            return true
+        }
+    }
+
+    /// Retires `inode` (it stands for an old version of its node): the next lookup of the node
+    /// gets a new number.
+    func retire(_ inode: Inode) {
+        tables.withLock { t in
+            guard let node = t.byInode[inode.rawValue], !t.retired.contains(inode.rawValue) else { return }
+            retire(inode.rawValue, of: node, in: &t)
+        }
+    }
+
+    private func retire(_ number: UInt64, of node: Node, in t: inout Tables) {
+        t.retired.insert(number)
+        t.moved[node] = unused(from: number == UInt64.max >> 1 ? 2 : number + 1, for: node, in: &t)
+    }
+
     /// The kernel forgot `count` lookups of `inode`; at none left, the number is dropped.
     func forget(_ inode: Inode, _ count: UInt64) {
         guard inode != .root else { return }
@@ -112,6 +174,8 @@ final class InodeTable<Node: Hashable & Sendable>: Sendable {
             let held = t.lookups[inode.rawValue] ?? 0
             guard held > count else {
                 t.lookups[inode.rawValue] = nil
+                t.versions[inode.rawValue] = nil
+                t.retired.remove(inode.rawValue)
                 if let node = t.byInode.removeValue(forKey: inode.rawValue), t.moved[node] == inode.rawValue {
                     t.moved[node] = nil
                 }

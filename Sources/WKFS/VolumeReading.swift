@@ -11,13 +11,14 @@ extension BlockCache {
             let fileBox = Box(offset: index * mag.fileShape, size: mag.fileShape)
             guard let part = fileBox.intersection(box) else { continue }
             let local = Box(offset: part.offset - fileBox.offset, size: part.size)
+            let file = try current(mag, index)
             if part == box {
-                return try readBox(mag, index, local, into: destination)
+                return try readBox(mag, index, local, from: file, into: destination)
             }
             let bytes = part.voxelCount * mag.voxelBytes
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 16)
             defer { buffer.deallocate() }
-            try readBox(mag, index, local, into: buffer.baseAddress!)
+            try readBox(mag, index, local, from: file, into: buffer.baseAddress!)
             RegionCopy.copy(part, voxelSize: mag.voxelBytes, from: buffer.baseAddress!, layout: part, to: destination, layout: box)
         }
     }
