@@ -283,8 +283,6 @@ final class CubeHandle: Sendable {
     let mag: any MagStore
     let index: Vec3
     let writer: Mutex<CubeWriter?>
-    /// The mag as a WKW directory (nil for other formats).
-    var directory: MagDirectory? { mag as? MagDirectory }
     /// A handle replaces the cube whole (opened with O_TRUNC, or truncated to 0) and has not
     /// committed yet: no other handle may open the cube meanwhile (`DatasetFilesystem.openCube`).
     let replacing = Atomic<Bool>(false)

@@ -74,15 +74,9 @@ public struct MagDirectory: Sendable {
         "\(path)/z\(index.z)/y\(index.y)/x\(index.x).wkw"
     }
 
-    /// The number in a data path name: `z12` -> 12, `x3.wkw` (suffix `.wkw`) -> 3; nil for any
-    /// other name, including leading zeros, which `filePath` never writes.
-    public static func nameIndex(_ name: String, _ prefix: Character, _ suffix: String = "") -> Int? {
-        guard name.first == prefix, name.hasSuffix(suffix) else { return nil }
-        let digits = name.dropFirst().dropLast(suffix.count)
-        guard !digits.isEmpty, digits.count < 10, digits.allSatisfy({ $0.isASCII && $0.isNumber }),
-            digits == "0" || digits.first != "0"
-        else { return nil }
-        return Int(digits)
+    /// The number in a data path name: `z12` -> 12, `x3.wkw` (suffix `.wkw`) -> 3 (`GridName`).
+    static func nameIndex(_ name: String, _ prefix: Character, _ suffix: String = "") -> Int? {
+        GridName.index(name, prefix, suffix)
     }
 
     /// The indices of the data files that exist, sorted by z, y, x; an unreadable directory
@@ -158,25 +152,6 @@ public struct MagDirectory: Sendable {
         let local = Box(offset: part.offset - fileBox.offset, size: part.size)
         return local.cellRange(b).positions.map { position in
             (Morton.encode(position), Box(offset: fileBox.offset + position * b, size: b))
-        }
-    }
-}
-
-extension MagDirectory {
-    /// The data files of row (`y`, `z`) that exist: their x indices, sorted.
-    public func fileRow(y: Int, z: Int) -> [Int] {
-        PathOps.list("\(path)/z\(z)/y\(y)").compactMap { Self.nameIndex($0, "x", ".wkw") }.sorted()
-    }
-
-    /// Asks the kernel to read whole data files into the page cache in the background
-    /// (`posix_fadvise` WILLNEED), in this order, until about `budget` bytes; missing files are
-    /// skipped. Advice only: nothing waits for the disk but the opens.
-    public func willNeed(files indices: [Vec3], budget: Int) {
-        var asked = 0
-        for index in indices where asked < budget {
-            guard let file = try? OpenFile.openIfExists(filePath(index)), let size = try? file.size() else { continue }
-            file.willNeed(0..<size)
-            asked += size
         }
     }
 }
