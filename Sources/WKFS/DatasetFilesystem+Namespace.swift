@@ -285,15 +285,7 @@ extension DatasetFilesystem {
             ("cubeFile", .string("z{Z}/y{Y}/x{X}.raw holds voxels [X*\(shape.x), (X+1)*\(shape.x)) along x, [Y*\(shape.y), (Y+1)*\(shape.y)) along y, [Z*\(shape.z), (Z+1)*\(shape.z)) along z, in this mag's voxels")),
             ("format", .string(store.format.rawValue)),
         ]
-        if let h = (store as? MagDirectory)?.header {
-            pairs += [
-                ("blockLength", .int(Int64(h.blockLength))),
-                ("fileLength", .int(Int64(h.fileLength))),
-                ("blockType", .string(h.blockType.description)),
-            ]
-        } else {
-            pairs += [("chunkShape", ints(store.blockShape.array)), ("shardShape", ints(shape.array)), ("compression", .string(store.compressionName))]
-        }
+        pairs += store.describeLayout()
         pairs += [
             ("boundingBox", .object([("topLeft", ints(box.offset.array)), ("size", ints(box.size.array))])),
             ("boundingBoxMag1", .object([("topLeft", ints(properties.boundingBox.offset.array)), ("size", ints(properties.boundingBox.size.array))])),
