@@ -9,6 +9,11 @@ public enum DataFormat: String, Sendable, CaseIterable, CustomStringConvertible 
 
     public var description: String { rawValue }
 
+    /// Whether a copy within this format keeps data files byte for byte where the layout stays
+    /// (`MagStore.copyDataFile`) and writes the others file by file; other copies convert region
+    /// by region through the stores.
+    public var copiesDataFiles: Bool { self == .wkw }
+
     /// The file that marks a directory as a mag of this format.
     public var markerFile: String {
         switch self {
