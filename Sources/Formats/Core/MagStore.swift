@@ -12,7 +12,12 @@ public enum DataFormat: String, Sendable, CaseIterable, CustomStringConvertible 
     /// Whether a copy within this format keeps data files byte for byte where the layout stays
     /// (`MagStore.copyDataFile`) and writes the others file by file; other copies convert region
     /// by region through the stores.
-    public var copiesDataFiles: Bool { self == .wkw }
+    public var copiesDataFiles: Bool {
+        switch self {
+        case .wkw: true
+        case .zarr3: false
+        }
+    }
 
     /// The file that marks a directory as a mag of this format.
     public var markerFile: String {
@@ -148,11 +153,11 @@ public protocol BlockWritableStore: MagStore {
         _ index: Vec3, directories: PendingDirectorySyncs?, parallel: Bool, blocks: @Sendable (Int) throws -> BlockSource) throws
     /// Writes a region (`(z, y, x, c)` C order, exactly its bytes) into the data files it meets.
     func writeRegion(_ box: Box, from source: UnsafeRawBufferPointer) throws
+
+    // Capabilities a format may have, with defaults (`MagStore+Defaults.swift`).
     /// `writeRegion(_:from:)` into only the data files `files` accepts (the others stay as they
     /// are, or missing).
     func writeRegion(_ box: Box, from source: UnsafeRawBufferPointer, files: @escaping @Sendable (Vec3) -> Bool) throws
-
-    // Capabilities a format may have, with defaults (`MagStore+Defaults.swift`).
     /// Whether `writeRegion(_:slabs:)` holds about one layer of blocks at a time (WKW); a caller
     /// streaming a large region into another format writes it in slabs of whole files instead.
     var streamsLayers: Bool { get }

@@ -74,11 +74,6 @@ public struct MagDirectory: Sendable {
         "\(path)/z\(index.z)/y\(index.y)/x\(index.x).wkw"
     }
 
-    /// The number in a data path name: `z12` -> 12, `x3.wkw` (suffix `.wkw`) -> 3 (`GridName`).
-    static func nameIndex(_ name: String, _ prefix: Character, _ suffix: String = "") -> Int? {
-        GridName.index(name, prefix, suffix)
-    }
-
     /// The indices of the data files that exist, sorted by z, y, x; an unreadable directory
     /// reads as empty (for listings that must not fail, such as the mount's).
     public func fileIndices() -> [Vec3] {
@@ -98,15 +93,15 @@ public struct MagDirectory: Sendable {
             }
         }
         for zName in try PathOps.listOrThrow(path) {
-            guard let z = Self.nameIndex(zName, "z") else { continue }
+            guard let z = GridName.index(zName, "z") else { continue }
             let zPath = "\(path)/\(zName)"
             try expect(zPath, directory: true)
             for yName in try PathOps.listOrThrow(zPath) {
-                guard let y = Self.nameIndex(yName, "y") else { continue }
+                guard let y = GridName.index(yName, "y") else { continue }
                 let yPath = "\(zPath)/\(yName)"
                 try expect(yPath, directory: true)
                 for xName in try PathOps.listOrThrow(yPath) {
-                    guard let x = Self.nameIndex(xName, "x", ".wkw") else { continue }
+                    guard let x = GridName.index(xName, "x", ".wkw") else { continue }
                     try expect("\(yPath)/\(xName)", directory: false)
                     result.append(Vec3(x, y, z))
                 }
