@@ -13,7 +13,7 @@ import Formats
 /// in the old generation moves back to the young one. Every step is O(1), and a working set that
 /// fits the cache (a layer of blocks that each z-plane of a cube crosses again) stays in it.
 final class BlockCache: Sendable {
-    /// A group of blocks of one version of one file. Each opened file version (a `DataFileReader`) gets its
+    /// A group of blocks of one version of one file. Each opened file version (a `DataFile`) gets its
     /// own number, so a file replaced or changed by anyone (the mount or another program) has new
     /// keys, and its old blocks are never served again.
     struct Key: Hashable, Sendable {

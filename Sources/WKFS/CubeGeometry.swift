@@ -11,11 +11,6 @@ struct CubeGeometry: Sendable {
         voxelSize = mag.voxelBytes
     }
 
-    init(header: WKWHeader) {
-        shape = Vec3(repeating: header.fileEdge)
-        voxelSize = header.voxelSize
-    }
-
     var rowBytes: Int { shape.x * voxelSize }
     var cubeBytes: Int { shape.volume * voxelSize }
 

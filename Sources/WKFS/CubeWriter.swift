@@ -6,15 +6,12 @@ import Formats
 
 /// The pending changes of one open cube: changed blocks, decoded in memory up to a budget,
 /// complete ones encoded (in memory up to the budget, then in a spill file), all made one new
-/// WKW file at `commit`.
+/// data file at `commit`.
 struct CubeWriter {
     let mag: any BlockWritableStore
-    /// Raw WKW mags keep complete blocks in place in the new file (`PendingRawFile`); other
-    /// mags encode them and hold them (in memory, then in a spill file).
-    var rawWKW: MagDirectory? {
-        guard let directory = mag as? MagDirectory, !directory.header.blockType.isCompressed else { return nil }
-        return directory
-    }
+    /// Mags whose blocks have fixed places (raw WKW) keep complete blocks in place in the new
+    /// file (`InPlaceFile`); other mags encode them and hold them (in memory, then in a spill file).
+    let inPlace: Bool
     let index: Vec3
     let geometry: CubeGeometry
     /// Decoded blocks held at most before the oldest are spilled (about one slab of blocks).
@@ -40,7 +37,7 @@ struct CubeWriter {
     private var spill: TemporaryFile?
     private var spillEnd = 0
     /// Raw mags: the new file, written in place as blocks complete.
-    private var pendingRaw: PendingRawFile?
+    private var pendingRaw: (any InPlaceFile)?
     private var tick = 0
     /// The cube-local voxels written, for growing the bounding box.
     private(set) var written: Box?
@@ -74,6 +71,7 @@ struct CubeWriter {
 
     init(mag: any BlockWritableStore, index: Vec3, truncated: Bool, memoryBudget: Int) {
         self.mag = mag
+        inPlace = mag.blocksHaveFixedPlaces
         self.index = index
         geometry = CubeGeometry(mag)
         self.truncated = truncated
@@ -248,9 +246,9 @@ struct CubeWriter {
         var unique: [Int] = []
         for number in numbers.sorted() where unique.last != number && dirty[number] != nil { unique.append(number) }
         let numbers = unique
-        if let raw = rawWKW {
+        if inPlace {
             // Raw blocks have fixed places: write them straight into the new file.
-            if pendingRaw == nil { pendingRaw = try PendingRawFile(mag: raw, index: index) }
+            if pendingRaw == nil { pendingRaw = try mag.newInPlaceFile(index) }
             for number in numbers {
                 try pendingRaw!.writeBlock(number, dirty[number]!.bytes)
                 store(number, .placed)
@@ -282,7 +280,7 @@ struct CubeWriter {
         encodedBytes = 0
     }
 
-    /// Makes the pending changes one new WKW file, replacing the old one atomically.
+    /// Makes the pending changes one new data file, replacing the old one atomically.
     /// - Throws: `FUSEError(EINVAL)` when the cube's size is not the full cube size; nothing is
     ///   written then and the pending changes stay (a later write may complete the cube).
     /// The rename is made durable later, through `directories`.
@@ -301,8 +299,8 @@ struct CubeWriter {
         // Snapshots for the block closures (copies of the arrays only if a write came between).
         let dirtyBlocks = dirty
         let storedBlocks = stored
-        if let raw = rawWKW {
-            if pendingRaw == nil { pendingRaw = try PendingRawFile(mag: raw, index: index) }
+        if inPlace {
+            if pendingRaw == nil { pendingRaw = try mag.newInPlaceFile(index) }
             // On failure the new file stays pending with what it holds, so a later commit can retry.
             try pendingRaw!.finish(directories: directories) { n in
                 if let pending = dirtyBlocks[n] { return .decoded(pending.bytes) }

@@ -37,9 +37,12 @@ final class DataFilePrefetcher: Sendable {
     private let state = Mutex(State())
     private let queue = DispatchQueue(label: "wkfs.data-file-prefetch", qos: .utility)
 
-    /// Cube `index` of `mag` was opened for reading.
-    func cubeOpened(_ mag: MagDirectory, _ index: Vec3) {
-        guard mag.header.rawFileLength <= Self.largestFile else { return }
+    /// Cube `index` of `mag` was opened for reading; only mags whose files are read ahead whole
+    /// (`readsAheadWholeFiles`) take part.
+    func cubeOpened(_ mag: any MagStore, _ index: Vec3) {
+        // A data file's header adds a few bytes to its decoded size: one of exactly the limit
+        // is over it.
+        guard mag.readsAheadWholeFiles, mag.fileBytes < Self.largestFile else { return }
         let now = ContinuousClock.now
         let rows = state.withLock { s -> [RowKey] in
             let last = s.lastRow[mag.path]
@@ -65,7 +68,7 @@ final class DataFilePrefetcher: Sendable {
             defer { self.state.withLock { $0.queued -= 1 } }
             for row in rows {
                 // The files after the opened one first (most programs walk a row forward).
-                let xs = mag.fileRow(y: row.y, z: row.z)
+                let xs = mag.fileXs(y: row.y, z: row.z)
                 let ordered = row.y == index.y ? xs.filter { $0 > index.x } + xs.filter { $0 < index.x } : xs
                 mag.willNeed(files: ordered.map { Vec3($0, row.y, row.z) }, budget: Self.rowBudget)
             }

@@ -11,7 +11,7 @@ extension DatasetFilesystem {
         switch node {
         case .cube:
             let (cube, fresh) = try openCube(node, inode, truncate: flags.truncate)
-            if !flags.isWritable, let directory = cube.directory { prefetcher.cubeOpened(directory, cube.index) }
+            if !flags.isWritable { prefetcher.cubeOpened(cube.mag, cube.index) }
             // A read-only handle has nothing to flush: its close costs no request (the writers'
             // own closes commit their changes). A fresh version drops pages of an older one.
             return OpenResult(
@@ -81,7 +81,7 @@ extension DatasetFilesystem {
             }
             return (replying(Entry(attributes: try attributes(.scratch(name)), entryTimeout: 0), .scratch(name)), OpenResult(handle: handle, directIO: true))
         case .yDirectory(let layer, let mag, let z, let y):
-            guard let x = MagDirectory.nameIndex(name, "x", ".raw") else {
+            guard let x = GridName.index(name, "x", ".raw") else {
                 throw refuse(EINVAL, "\(layer)/\(mag)/z\(z)/y\(y)/\(name): only cubes named x{X}.raw can be created here")
             }
             let node = MountNode.cube(layer: layer, mag: mag, index: Vec3(x, y, z))

@@ -26,13 +26,13 @@ extension DatasetFilesystem {
             created = .mag(layer: layer, mag: mag.shortName)
             invalidate(inodes.inode(.properties))
         case .mag(let layer, let mag):
-            guard let z = MagDirectory.nameIndex(name, "z") else {
+            guard let z = GridName.index(name, "z") else {
                 throw refuse(EINVAL, "\(layer)/\(mag)/\(name): directories here are named z{Z}")
             }
             created = .zDirectory(layer: layer, mag: mag, z: z)
             try makeDirectory(created, layer, mag, path: state.withLock { $0.magPath(layer, mag) }.map { "\($0)/\(name)" })
         case .zDirectory(let layer, let mag, let z):
-            guard let y = MagDirectory.nameIndex(name, "y") else {
+            guard let y = GridName.index(name, "y") else {
                 throw refuse(EINVAL, "\(layer)/\(mag)/z\(z)/\(name): directories here are named y{Y}")
             }
             created = .yDirectory(layer: layer, mag: mag, z: z, y: y)
@@ -88,13 +88,13 @@ extension DatasetFilesystem {
             invalidate(inodes.inode(.properties))
         case .mag(let layer, let mag):
             if try !magStore(layer, mag).filesInPlaneDirectories {
-                guard let z = MagDirectory.nameIndex(name, "z") else { throw FUSEError.noEntry }
+                guard let z = GridName.index(name, "z") else { throw FUSEError.noEntry }
                 return try removeMadeDirectory(.zDirectory(layer: layer, mag: mag, z: z), layer, mag)
             }
             try removeDiskDirectory(state.withLock { $0.magPath(layer, mag) }.map { "\($0)/\(name)" }, name.first == "z")
         case .zDirectory(let layer, let mag, let z):
             if try !magStore(layer, mag).filesInPlaneDirectories {
-                guard let y = MagDirectory.nameIndex(name, "y") else { throw FUSEError.noEntry }
+                guard let y = GridName.index(name, "y") else { throw FUSEError.noEntry }
                 return try removeMadeDirectory(.yDirectory(layer: layer, mag: mag, z: z, y: y), layer, mag)
             }
             try removeDiskDirectory(state.withLock { $0.magPath(layer, mag) }.map { "\($0)/z\(z)/\(name)" }, name.first == "y")

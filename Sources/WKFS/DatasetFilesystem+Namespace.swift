@@ -100,21 +100,21 @@ extension DatasetFilesystem {
             if name == MountNode.volumeName { return .volume(layer: layer, mag: mag) }
             if name == MountNode.volumeHeaderName { return .volumeHeader(layer: layer, mag: mag) }
             if name == MountNode.slicesName { return .slices(layer: layer, mag: mag) }
-            if let z = MagDirectory.nameIndex(name, "z"), let store = try s.knownStore(layer, mag) {
+            if let z = GridName.index(name, "z"), let store = try s.knownStore(layer, mag) {
                 let node = MountNode.zDirectory(layer: layer, mag: mag, z: z)
                 if s.madeDirectories.contains(node) || store.hasFilePlane(z: z) { return node }
             }
         case .zDirectory(let layer, let mag, let z):
-            if let y = MagDirectory.nameIndex(name, "y"), let store = try s.knownStore(layer, mag) {
+            if let y = GridName.index(name, "y"), let store = try s.knownStore(layer, mag) {
                 let node = MountNode.yDirectory(layer: layer, mag: mag, z: z, y: y)
                 if s.madeDirectories.contains(node) || store.hasFileRow(y: y, z: z) { return node }
             }
         case .yDirectory(let layer, let mag, let z, let y):
-            if let x = MagDirectory.nameIndex(name, "x", ".raw") {
+            if let x = GridName.index(name, "x", ".raw") {
                 let node = MountNode.cube(layer: layer, mag: mag, index: Vec3(x, y, z))
                 if try s.pendingCubes[node] != nil || s.knownStore(layer, mag)?.fileExists(Vec3(x, y, z)) == true { return node }
             }
-            if let x = MagDirectory.nameIndex(name, "x", ".nhdr"), try s.knownStore(layer, mag)?.fileExists(Vec3(x, y, z)) == true {
+            if let x = GridName.index(name, "x", ".nhdr"), try s.knownStore(layer, mag)?.fileExists(Vec3(x, y, z)) == true {
                 return .cubeHeader(layer: layer, mag: mag, index: Vec3(x, y, z))
             }
         case .slices(let layer, let mag):
@@ -293,15 +293,7 @@ extension DatasetFilesystem {
             ("cubeFile", .string("z{Z}/y{Y}/x{X}.raw holds voxels [X*\(shape.x), (X+1)*\(shape.x)) along x, [Y*\(shape.y), (Y+1)*\(shape.y)) along y, [Z*\(shape.z), (Z+1)*\(shape.z)) along z, in this mag's voxels")),
             ("format", .string(store.format.rawValue)),
         ]
-        if let h = (store as? MagDirectory)?.header {
-            pairs += [
-                ("blockLength", .int(Int64(h.blockLength))),
-                ("fileLength", .int(Int64(h.fileLength))),
-                ("blockType", .string(h.blockType.description)),
-            ]
-        } else {
-            pairs += [("chunkShape", ints(store.blockShape.array)), ("shardShape", ints(shape.array)), ("compression", .string(store.compressionName))]
-        }
+        pairs += store.describeLayout()
         pairs += [
             ("boundingBox", .object([("topLeft", ints(box.offset.array)), ("size", ints(box.size.array))])),
             ("boundingBoxMag1", .object([("topLeft", ints(properties.boundingBox.offset.array)), ("size", ints(properties.boundingBox.size.array))])),

@@ -47,7 +47,7 @@ public final class DatasetFilesystem: FUSEFilesystem {
     /// Removes the temporary files that killed writers left in the mags (their names say which
     /// process made them; a running one's stay), off the mount's threads: the walk lists every
     /// row of every mag. Interrupted in-place writes are rolled back when their file is first
-    /// opened or locked (`DataFileReader.open`, `MagDirectory.lockFiles`).
+    /// opened or locked (`MagStore.openDataFile`, `BlockWritableStore.lockFiles`).
     private func removeLeftoversInBackground() {
         let dataset = state.withLock { $0.dataset }
         let errors = self.errors
@@ -162,7 +162,7 @@ public final class DatasetFilesystem: FUSEFilesystem {
 /// The view's shared, mutable state.
 struct ViewState {
     var dataset: Dataset
-    /// A read-only mount: mags are opened so that nothing is written (`MagDirectory.repairsDisabled`).
+    /// A read-only mount: mags are opened so that nothing is written (`MagStore.refusingRepairs`).
     var readOnly = false
     /// Opened mags by (layer, directory name).
     var mags: [String: any MagStore] = [:]
@@ -218,11 +218,8 @@ struct ViewState {
         if let known = mags[key] { return known }
         guard let path = magPath(layer, mag), let format = self.layer(layer)?.format else { throw FUSEError.noEntry }
         var store = try Dataset.openStore(format, path)
-        if var directory = store as? MagDirectory {
-            // A read-only mount writes nothing, not even the rollback of a killed writer's patch.
-            directory.repairsDisabled = readOnly
-            store = directory
-        }
+        // A read-only mount writes nothing, not even the rollback of a killed writer's patch.
+        if readOnly { store = store.refusingRepairs() }
         mags[key] = store
         return store
     }
@@ -287,8 +284,6 @@ final class CubeHandle: Sendable {
     let mag: any MagStore
     let index: Vec3
     let writer: Mutex<CubeWriter?>
-    /// The mag as a WKW directory (nil for other formats).
-    var directory: MagDirectory? { mag as? MagDirectory }
     /// A handle replaces the cube whole (opened with O_TRUNC, or truncated to 0) and has not
     /// committed yet: no other handle may open the cube meanwhile (`DatasetFilesystem.openCube`).
     let replacing = Atomic<Bool>(false)

@@ -51,12 +51,7 @@ struct InfoCommand: ParsableCommand {
                         ("voxelType", .string(store.voxelType.name)), ("channels", .int(Int64(store.channels))),
                         ("files", .int(Int64(files))),
                     ]
-                    if let h = (store as? MagDirectory)?.header {
-                        magJSON += [
-                            ("blockLength", .int(Int64(h.blockLength))), ("fileLength", .int(Int64(h.fileLength))),
-                            ("cubeLength", .int(Int64(h.fileEdge))), ("blockType", .string(h.blockType.description.lowercased())),
-                        ]
-                    }
+                    magJSON += store.describe()
                 } catch {
                     text += "  mag \(entry.mag.shortName): cannot open \(path): \(error)\n"
                     magJSON.append(("error", .string("cannot open \(path): \(error)")))

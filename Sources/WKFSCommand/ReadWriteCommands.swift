@@ -68,8 +68,9 @@ struct WriteCommand: ParsableCommand {
         let what = "region \(box) of \(store.channels)×\(store.voxelType)"
         guard let byteCount = box.byteCount(voxelSize: store.voxelBytes) else { throw CLIError("--size \(box.size): the region is too large") }
         var source = try RawInput(path: input, expected: byteCount, what: what)
-        guard let directory = store as? MagDirectory else {
-            // Other formats: slabs of whole files (shards) in z, each written as one region.
+        guard let writable = store as? any BlockWritableStore, writable.streamsLayers else {
+            // Formats that rewrite a file per write: slabs of whole files (shards) in z, each
+            // written as one region.
             let slabs = try fileSlabs(box, fileEdge: store.fileShape.z, voxelSize: store.voxelBytes)
             let largest = slabs.map { $0.byteCount(voxelSize: store.voxelBytes)! }.max() ?? 0
             let buffer = LargeBuffer.allocate(byteCount: largest)
@@ -82,8 +83,7 @@ struct WriteCommand: ParsableCommand {
             try ds.growBoundingBox(location.layer, toCover: view.mag.toMag1(box))
             return
         }
-        let header = directory.header
-        let layerBytes = Box(offset: box.offset, size: Vec3(box.size.x, box.size.y, header.blockLength)).byteCount(voxelSize: header.voxelSize)
+        let layerBytes = Box(offset: box.offset, size: Vec3(box.size.x, box.size.y, store.blockShape.z)).byteCount(voxelSize: store.voxelBytes)
         guard let layerBytes, layerBytes <= 2 << 30 else {
             throw CLIError("--size \(box.size): one layer of blocks of the region would need more than 2048 MiB of memory; write it in parts")
         }
@@ -91,8 +91,8 @@ struct WriteCommand: ParsableCommand {
         // costs a page fault per page).
         var buffer = UnsafeMutableRawBufferPointer(start: nil, count: 0)
         defer { buffer.deallocate() }
-        try directory.write(box) { part in
-            let count = part.voxelCount * header.voxelSize
+        try writable.writeRegion(box) { part in
+            let count = part.voxelCount * store.voxelBytes
             if buffer.count < count {
                 buffer.deallocate()
                 buffer = LargeBuffer.allocate(byteCount: count)

@@ -2,66 +2,36 @@ import Formats
 
 /// `copy` between formats (WKW -> Zarr3, Zarr3 -> WKW, Zarr3 -> Zarr3): the voxels of each
 /// mag read through the source's store and written through the target's, file by file of the
-/// target. WKW -> WKW copies keep their own faster path (`Dataset.copy`).
+/// target. Copies within a format that copies data files (WKW -> WKW) keep their own faster path
+/// (`Dataset.copy`).
 extension Dataset {
-    /// How a converted mag is stored.
-    struct ConvertedMag: Sendable {
+    /// How a copied mag is stored: its format and its layout, as that format records it.
+    struct CopyTarget: Sendable {
         var format: DataFormat
-        /// Voxels per block (chunk) edge, and blocks per file (shard) edge.
-        var block: Int
-        var fileBlocks: Int
-        var compress: Bool
-        var voxelType: VoxelType
-        var channels: Int
+        var layout: MagLayout
 
-        var fileEdge: Int { block * fileBlocks }
+        var fileEdge: Int { layout.fileEdge }
 
-        /// The layout of a copy of `source` under `options`.
+        /// The target of a copy of `source` under `options`: the source's layout where the options
+        /// leave it (32³ blocks, 32 per file edge, where its blocks or files are not cubes).
         init(_ source: any MagStore, format: DataFormat, options: CopyOptions) throws {
             self.format = format
-            let b = source.blockShape, f = source.fileShape
-            let cubic = b.x == b.y && b.y == b.z && f.x == f.y && f.y == f.z
-            block = options.blockLength ?? (cubic ? b.x : 32)
-            fileBlocks = options.fileLength ?? (cubic ? f.x / b.x : 32)
-            compress = options.compress ?? source.isCompressed
-            voxelType = source.voxelType
-            channels = source.channels
-            switch format {
-            case .wkw:
-                do {
-                    _ = try wkwHeader()
-                } catch let error as FormatError {
-                    throw DatasetError(.invalidArgument, "block and file length", error.reason)
-                }
-            case .zarr3:
-                if let problem = Zarr3Array.shapeProblem(chunk: Vec3(repeating: block), shard: Vec3(repeating: fileEdge)) {
-                    throw DatasetError(.invalidArgument, "chunk and shard shape", problem)
-                }
+            let kept = source.layout
+            let requested = MagLayout(
+                voxelType: source.voxelType, channels: source.channels,
+                blockEdge: options.blockLength ?? kept?.blockEdge ?? 32,
+                fileBlocks: options.fileLength ?? kept?.fileBlocks ?? 32,
+                compression: options.compress.map { $0 ? .standard : .none } ?? kept?.compression ?? (source.isCompressed ? .standard : .none))
+            do {
+                layout = try MagStores.normalized(requested, for: format)
+            } catch let error as FormatError {
+                throw DatasetError(.invalidArgument, format == .wkw ? "block and file length" : "chunk and shard shape", error.reason)
             }
-        }
-
-        func wkwHeader() throws -> WKWHeader {
-            try WKWHeader(
-                blockLength: block, fileLength: fileBlocks, blockType: compress ? .lz4hc : .raw, voxelType: voxelType, channels: channels)
         }
 
         /// Opens the target mag an interrupted copy made, or creates it.
         func openOrCreate(_ path: String, size: Vec3) throws -> any BlockWritableStore {
-            switch format {
-            case .wkw:
-                let header = try wkwHeader()
-                if let existing = try? MagDirectory.open(path), existing.header == header { return existing }
-                return try MagDirectory.create(path, header: header)
-            case .zarr3:
-                if let existing = try? Zarr3Array.open(path), existing.chunkShape == Vec3(repeating: block),
-                    existing.fileShape == Vec3(repeating: fileEdge), existing.isCompressed == compress
-                {
-                    return existing
-                }
-                return try Zarr3Array.create(
-                    path, voxelType: voxelType, channels: channels, chunk: Vec3(repeating: block), shard: Vec3(repeating: fileEdge),
-                    compress: compress, size: size)
-            }
+            try MagStores.openOrCreate(at: path, format: format, layout: layout, size: size)
         }
     }
 

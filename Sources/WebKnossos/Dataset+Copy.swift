@@ -21,10 +21,17 @@ extension Dataset {
 
     /// How one mag is copied.
     enum MagCopy {
-        /// WKW to WKW: files copied as they are when the header stays, else re-encoded.
-        case wkw(source: MagDirectory, header: WKWHeader)
+        /// Within a format that copies data files (WKW to WKW): files copied as they are when the
+        /// layout stays, else re-encoded file by file.
+        case files(source: any MagStore, target: CopyTarget)
         /// Through the stores, into another format or layout.
-        case converted(source: any MagStore, layout: ConvertedMag)
+        case converted(source: any MagStore, target: CopyTarget)
+
+        var target: CopyTarget {
+            switch self {
+            case .files(_, let target), .converted(_, let target): target
+            }
+        }
     }
 
     /// Copies this dataset to `destination` (which must not hold a dataset). Symbolic-link layers
@@ -42,19 +49,9 @@ extension Dataset {
             var mags: [(MagProperties, MagCopy)] = []
             for entry in checked.mags {
                 let path = magPath(checked, entry)
-                if sourceFormat == .wkw && targetFormat == .wkw {
-                    let source = try MagDirectory.open(path)
-                    var header = source.header
-                    do {
-                        header = try WKWHeader(
-                            blockLength: options.blockLength ?? header.blockLength,
-                            fileLength: options.fileLength ?? header.fileLength,
-                            blockType: options.compress.map { $0 ? .lz4hc : .raw } ?? header.blockType,
-                            voxelType: header.voxelType, channels: header.channels)
-                    } catch let error as FormatError {
-                        throw DatasetError(.invalidArgument, "block and file length", error.reason)
-                    }
-                    mags.append((entry, .wkw(source: source, header: header)))
+                if sourceFormat == targetFormat && sourceFormat.copiesDataFiles {
+                    let source = try MagStores.open(sourceFormat, path)
+                    mags.append((entry, .files(source: source, target: try CopyTarget(source, format: targetFormat, options: options))))
                 } else {
                     let source: any MagStore
                     do {
@@ -62,7 +59,7 @@ extension Dataset {
                     } catch {
                         throw DatasetError(.notFound, "layer '\(layer.name)' mag \(entry.mag.shortName)", "not a usable \(sourceFormat) mag", cause: error)
                     }
-                    mags.append((entry, .converted(source: source, layout: try ConvertedMag(source, format: targetFormat, options: options))))
+                    mags.append((entry, .converted(source: source, target: try CopyTarget(source, format: targetFormat, options: options))))
                 }
             }
             plans.append((checked, mags))
@@ -105,10 +102,7 @@ extension Dataset {
             newLayer.dataFormat = (options.format ?? layer.format ?? .wkw).rawValue
             newLayer.mags = mags.map { entry, copy in
                 var newEntry = entry
-                switch copy {
-                case .wkw(_, let header): newEntry.cubeLength = header.fileEdge
-                case .converted(_, let layout): newEntry.cubeLength = layout.format == .wkw ? layout.fileEdge : nil
-                }
+                newEntry.cubeLength = copy.target.format == .wkw ? copy.target.fileEdge : nil
                 newEntry.path = layer.usesWkwResolutions && entry.path == nil ? nil : "./\(layer.name)/\(entry.mag.shortName)"
                 return newEntry
             }
@@ -119,8 +113,8 @@ extension Dataset {
             try sum + plan.mags.reduce(0) { count, mag in
                 let bounds = mag.entry.mag.fromMag1(plan.layer.boundingBox)
                 switch mag.copy {
-                case .wkw(let source, let header): return try count + Self.destinationFiles(source, header, plan.layer, mag.entry).count
-                case .converted(let source, let layout): return try count + Self.convertedFiles(source, fileEdge: layout.fileEdge, bounds: bounds).count
+                case .files(let source, let target): return try count + Self.destinationFiles(source, target.layout, plan.layer, mag.entry).count
+                case .converted(let source, let target): return try count + Self.convertedFiles(source, fileEdge: target.fileEdge, bounds: bounds).count
                 }
             }
         }
@@ -129,17 +123,17 @@ extension Dataset {
             try PathOps.makeDirectories(copy.layerPath(layer.name))
             for (entry, magCopy) in mags {
                 let targetPath = copy.layerPath(layer.name) + "/" + entry.mag.shortName
-                guard case .wkw(let source, let header) = magCopy else {
-                    guard case .converted(let source, let layout) = magCopy else { continue }
-                    let bounds = entry.mag.fromMag1(layer.boundingBox)
+                let bounds = entry.mag.fromMag1(layer.boundingBox)
+                guard case .files(let source, let plan) = magCopy else {
+                    guard case .converted(let source, let plan) = magCopy else { continue }
                     let target: any BlockWritableStore
                     do {
-                        target = try layout.openOrCreate(targetPath, size: bounds.end)
+                        target = try plan.openOrCreate(targetPath, size: bounds.end)
                     } catch {
                         throw DatasetError(.io, targetPath, "cannot create the mag", cause: error)
                     }
                     _ = try? target.removeStaleTemporaries()
-                    let files = try Self.convertedFiles(source, fileEdge: layout.fileEdge, bounds: bounds)
+                    let files = try Self.convertedFiles(source, fileEdge: plan.fileEdge, bounds: bounds)
                     try Self.convert(files, from: source, to: target) {
                         done += 1
                         progress(done, total)
@@ -147,18 +141,18 @@ extension Dataset {
                     continue
                 }
                 // A mag the interrupted run made is written on (its temporary files go).
-                let existing = try? MagDirectory.open(targetPath)
-                let target = existing?.header == header ? existing! : try MagDirectory.create(targetPath, header: header)
+                let target = try plan.openOrCreate(targetPath, size: bounds.end)
                 do {
                     _ = try target.removeStaleTemporaries()
                 } catch {
                     throw DatasetError(.io, targetPath, "cannot clean up after an interrupted copy", cause: error)
                 }
-                let indices = try Self.destinationFiles(source, header, layer, entry)
-                if header == source.header || header.fileByteCount > Self.wholeFileCopyLimit {
+                let indices = try Self.destinationFiles(source, plan.layout, layer, entry)
+                let unchanged = plan.layout == source.layout
+                if unchanged || target.fileBytes > Self.wholeFileCopyLimit {
                     for index in indices {
-                        if header == source.header {
-                            try source.copyFile(index, to: target)
+                        if unchanged {
+                            try source.copyDataFile(index, to: target)
                         } else {
                             // Too large to hold decoded: one layer of blocks at a time.
                             try target.writeFileBySlabs(index) { slab in try source.read(slab) }
@@ -215,43 +209,43 @@ extension Dataset {
     /// voxels are all zero is not written (a missing file reads as zeros).
     /// - Parameter done: called after each group with the number of its files.
     static func copyInGroups(
-        _ indices: [Vec3], from source: MagDirectory, to target: MagDirectory, done: (Int) throws -> Void
+        _ indices: [Vec3], from source: any MagStore, to target: any BlockWritableStore, done: (Int) throws -> Void
     ) throws {
-        let h = target.header
+        let voxelSize = target.voxelBytes
         // Files in (z, y, x) order; a group grows while its box stays in one z and under the limit.
         var groups: [(files: [Vec3], box: Box)] = []
         for index in indices.sorted(by: { ($0.z, $0.y, $0.x) < ($1.z, $1.y, $1.x) }) {
             let box = target.fileBox(index)
             if let last = groups.last, last.box.offset.z == box.offset.z,
-                last.box.union(box).voxelCount * h.voxelSize <= groupCopyLimit
+                last.box.union(box).voxelCount * voxelSize <= groupCopyLimit
             {
                 groups[groups.count - 1] = (last.files + [index], last.box.union(box))
             } else {
                 groups.append(([index], box))
             }
         }
-        let largest = groups.map { $0.box.voxelCount * h.voxelSize }.max() ?? 0
+        let largest = groups.map { $0.box.voxelCount * voxelSize }.max() ?? 0
         let buffer = LargeBuffer.allocate(byteCount: largest)
         defer { buffer.deallocate() }
         for (group, box) in groups {
-            let voxels = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<(box.voxelCount * h.voxelSize)])
+            let voxels = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<(box.voxelCount * voxelSize)])
             try source.read(box, into: voxels)
-            let withData = Set(group.filter { !RegionCopy.isZero(target.fileBox($0), voxelSize: h.voxelSize, in: voxels.baseAddress!, layout: box) })
+            let withData = Set(group.filter { !RegionCopy.isZero(target.fileBox($0), voxelSize: voxelSize, in: voxels.baseAddress!, layout: box) })
             if !withData.isEmpty {
-                try target.write(box, from: UnsafeRawBufferPointer(voxels), files: { withData.contains($0) })
+                try target.writeRegion(box, from: UnsafeRawBufferPointer(voxels), files: { withData.contains($0) })
             }
             try done(group.count)
         }
     }
 
-    /// The destination files (of a mag with `header`) that meet an existing source file inside the
+    /// The destination files (of a mag with `layout`) that meet an existing source file inside the
     /// layer's bounding box, as the reference copies the bounding box.
-    static func destinationFiles(_ source: MagDirectory, _ header: WKWHeader, _ layer: LayerProperties, _ entry: MagProperties) throws -> [Vec3] {
-        if header == source.header { return try source.fileIndicesOrThrow() }
+    static func destinationFiles(_ source: any MagStore, _ layout: MagLayout, _ layer: LayerProperties, _ entry: MagProperties) throws -> [Vec3] {
+        if layout == source.layout { return try source.dataFiles() }
         var result = Set<Vec3>()
-        let edge = Vec3(repeating: header.fileEdge)
+        let edge = Vec3(repeating: layout.fileEdge)
         let bounds = entry.mag.fromMag1(layer.boundingBox)
-        for index in try source.fileIndicesOrThrow() {
+        for index in try source.dataFiles() {
             guard let part = source.fileBox(index).intersection(bounds) else { continue }
             result.formUnion(part.cellRange(edge).positions)
         }

@@ -44,7 +44,7 @@ extension Dataset {
                         throw DatasetError(
                             .invalidProperties, file, "field 'dataLayers[\(i)].mags[\(j)]': \(target) is not a directory")
                     }
-                    if Self.newMagHeader(layer, mag) == nil {
+                    if Self.newMagLayout(layer, mag) == nil {
                         throw DatasetError(
                             .invalidProperties, file,
                             "field 'dataLayers[\(i)].mags[\(j)].cubeLength': \(mag.cubeLength ?? 0) is not a power of two up to 16384, so the mag cannot be created")
@@ -86,9 +86,9 @@ extension Dataset {
                     made.append(layerPath(layer.name))
                 }
                 for mag in layer.mags where !PathOps.exists(magPath(layer, mag) + "/header.wkw") {
-                    guard let header = Self.newMagHeader(layer, mag) else { continue }
+                    guard let layout = Self.newMagLayout(layer, mag) else { continue }
                     if !PathOps.exists(magPath(layer, mag)) { made.append(magPath(layer, mag)) }
-                    _ = try MagDirectory.create(magPath(layer, mag), header: header)
+                    _ = try MagStores.create(at: magPath(layer, mag), format: .wkw, layout: layout, size: .zero)
                     made.append(magPath(layer, mag) + "/header.wkw")
                 }
             }
@@ -106,16 +106,18 @@ extension Dataset {
         }
     }
 
-    /// The header of a mag that a hand-written entry asks for: raw, 32³ blocks (fewer for a small
-    /// `cubeLength`), as many blocks per file as `cubeLength` (default 1024) needs.
-    static func newMagHeader(_ layer: LayerProperties, _ mag: MagProperties) -> WKWHeader? {
+    /// The layout of a (WKW) mag that a hand-written entry asks for: raw, 32³ blocks (fewer for a
+    /// small `cubeLength`), as many blocks per file as `cubeLength` (default 1024) needs.
+    static func newMagLayout(_ layer: LayerProperties, _ mag: MagProperties) -> MagLayout? {
         guard let voxelType = layer.declaredVoxelType else { return nil }
         let edge = mag.cubeLength ?? 1024
         guard edge >= 1, edge <= 1 << 14, edge & (edge - 1) == 0 else { return nil }
         let blockLength = min(32, edge)
-        return try? WKWHeader(
-            blockLength: blockLength, fileLength: edge / blockLength, blockType: .raw, voxelType: voxelType,
-            channels: layer.numChannels)
+        return try? MagStores.normalized(
+            MagLayout(
+                voxelType: voxelType, channels: layer.numChannels, blockEdge: blockLength, fileBlocks: edge / blockLength,
+                compression: .none),
+            for: .wkw)
     }
 
     /// Removes a symbolic-link layer: its link and its entry, never the target's data.

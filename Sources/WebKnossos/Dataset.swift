@@ -229,13 +229,11 @@ public struct Dataset: Sendable {
     /// Opens the mag at `path` in `format`.
     /// - Throws: `FormatError` when it is not a mag of that format.
     public static func openStore(_ format: DataFormat, _ path: String) throws -> any MagStore {
-        switch format {
-        case .wkw: try MagDirectory.open(path)
-        case .zarr3: try Zarr3Array.open(path)
-        }
+        try MagStores.open(format, path)
     }
 
-    /// Adds a mag directory with a new `header.wkw` and its properties entry.
+    /// Adds a mag (a directory with its format's marker file, `header.wkw`) and its properties
+    /// entry; Zarr3 layers add theirs with the layer's groups (`addZarrMag`).
     @discardableResult
     public mutating func addMag(
         _ layerName: String, _ name: String, blockLength: Int = 32, fileLength: Int = 32, compress: Bool = false
@@ -251,11 +249,15 @@ public struct Dataset: Sendable {
         guard let voxelType = layer.declaredVoxelType else {
             throw DatasetError(.invalidProperties, propertiesPath, "layer '\(layerName)' has an unknown element class '\(layer.elementClass)'")
         }
-        let header: WKWHeader
+        // Layers of unsupported formats get mags of the default format, as they always did.
+        let format = layer.format ?? .wkw
+        let layout: MagLayout
         do {
-            header = try WKWHeader(
-                blockLength: blockLength, fileLength: fileLength, blockType: compress ? .lz4hc : .raw,
-                voxelType: voxelType, channels: layer.numChannels)
+            layout = try MagStores.normalized(
+                MagLayout(
+                    voxelType: voxelType, channels: layer.numChannels, blockEdge: blockLength, fileBlocks: fileLength,
+                    compression: compress ? .standard : .none),
+                for: format)
         } catch let error as FormatError {
             throw DatasetError(.invalidArgument, blockLength & (blockLength - 1) != 0 || blockLength < 1 || blockLength > 128 ? "--block-len" : "--file-len", error.reason)
         }
@@ -263,13 +265,13 @@ public struct Dataset: Sendable {
         if PathOps.exists(directoryPath) {
             throw DatasetError(.alreadyExists, directoryPath, "mag directory already exists on disk")
         }
-        let directory: MagDirectory
+        let store: any MagStore
         do {
-            directory = try MagDirectory.create(directoryPath, header: header)
+            store = try MagStores.create(at: directoryPath, format: format, layout: layout, size: mag.fromMag1(layer.boundingBox).end)
         } catch {
             throw DatasetError(.io, directoryPath, "cannot create the mag directory", cause: error)
         }
-        var entry = MagProperties(mag: mag, path: "./\(layerName)/\(mag.shortName)", cubeLength: header.fileEdge)
+        var entry = MagProperties(mag: mag, path: "./\(layerName)/\(mag.shortName)", cubeLength: layout.fileEdge)
         if layer.usesWkwResolutions { entry.path = nil }
         let added = entry
         do {
@@ -282,11 +284,11 @@ public struct Dataset: Sendable {
             }
         } catch {
             // A failed step leaves nothing behind: a retry must not find the directory.
-            PathOps.remove(directoryPath + "/header.wkw")
+            PathOps.remove(directoryPath + "/" + format.markerFile)
             try? PathOps.removeDirectory(directoryPath)
             throw error
         }
-        return MagView(layer: try self.layer(layerName), mag: mag, store: directory)
+        return MagView(layer: try self.layer(layerName), mag: mag, store: store)
     }
 
     /// Grows a layer's bounding box to cover `box` (mag-1 voxels) and saves the properties.
@@ -338,14 +340,5 @@ public struct MagView: Sendable {
             throw DatasetError(.unsupported, "layer '\(layer.name)' mag \(mag.shortName)", "writing \(store.format) mags is not supported")
         }
         try writable.writeRegion(box, from: bytes)
-    }
-
-    /// The mag as a WKW directory, for the operations only WKW mags have so far.
-    /// - Throws: `DatasetError(.unsupported)` for a mag of another format.
-    public func writableDirectory() throws -> MagDirectory {
-        guard let directory = store as? MagDirectory else {
-            throw DatasetError(.unsupported, "layer '\(layer.name)' mag \(mag.shortName)", "writing \(store.format) mags is not supported yet (reading is)")
-        }
-        return directory
     }
 }

@@ -9,6 +9,16 @@ public enum DataFormat: String, Sendable, CaseIterable, CustomStringConvertible 
 
     public var description: String { rawValue }
 
+    /// Whether a copy within this format keeps data files byte for byte where the layout stays
+    /// (`MagStore.copyDataFile`) and writes the others file by file; other copies convert region
+    /// by region through the stores.
+    public var copiesDataFiles: Bool {
+        switch self {
+        case .wkw: true
+        case .zarr3: false
+        }
+    }
+
     /// The file that marks a directory as a mag of this format.
     public var markerFile: String {
         switch self {
@@ -81,6 +91,24 @@ public protocol MagStore: Sendable {
     /// Whether the data files lie in `zZ/yY` directories on disk (WKW), which a mount can make
     /// and remove; otherwise such directories exist only where data files do.
     var filesInPlaneDirectories: Bool { get }
+
+    // Capabilities a format may have; the defaults (`MagStore+Defaults.swift`) are what a format
+    // without them does, so a new format needs none of them to work.
+    /// The layout in terms every format shares; nil when blocks or files are not cubes.
+    var layout: MagLayout? { get }
+    /// The format's own fields in `wkfs info --json` (none by default).
+    func describe() -> [(String, JSONValue)]
+    /// How blocks and files are laid out, in the mount's `mag.json`.
+    func describeLayout() -> [(String, JSONValue)]
+    /// Copies data file `index` into `target`, a mag of the same format and layout, keeping its
+    /// stored blocks (byte for byte where the format can).
+    func copyDataFile(_ index: Vec3, to target: any BlockWritableStore) throws
+    /// Whether a reader streaming many small files gains from reading whole files ahead
+    /// (`willNeed(files:budget:)`); formats whose files are read ahead by region say false.
+    var readsAheadWholeFiles: Bool { get }
+    /// The same mag, opened so that reading never writes: no rollback of what a killed writer
+    /// left (a read-only mount). Formats whose readers never write return it unchanged.
+    func refusingRepairs() -> Self
 }
 
 /// One version of one data file, open for reading blocks many times (the mount's block cache):
@@ -125,6 +153,29 @@ public protocol BlockWritableStore: MagStore {
         _ index: Vec3, directories: PendingDirectorySyncs?, parallel: Bool, blocks: @Sendable (Int) throws -> BlockSource) throws
     /// Writes a region (`(z, y, x, c)` C order, exactly its bytes) into the data files it meets.
     func writeRegion(_ box: Box, from source: UnsafeRawBufferPointer) throws
+
+    // Capabilities a format may have, with defaults (`MagStore+Defaults.swift`).
+    /// `writeRegion(_:from:)` into only the data files `files` accepts (the others stay as they
+    /// are, or missing).
+    func writeRegion(_ box: Box, from source: UnsafeRawBufferPointer, files: @escaping @Sendable (Vec3) -> Bool) throws
+    /// Whether `writeRegion(_:slabs:)` holds about one layer of blocks at a time (WKW); a caller
+    /// streaming a large region into another format writes it in slabs of whole files instead.
+    var streamsLayers: Bool { get }
+    /// Writes the region `box`, its voxels given slab by slab: `slab(part)` returns the C-order
+    /// bytes of `part`, whole z-planes of `box` from the lowest z up, each part once; the bytes
+    /// must stay valid until the next call.
+    func writeRegion(_ box: Box, slabs: (Box) throws -> UnsafeRawPointer) throws
+    /// Writes data file `index` whole, too large to hold decoded: `voxels` gives the voxels of
+    /// each layer of blocks in turn (boxes of the file's x and y, one block thick, lowest z first).
+    /// - Returns: false when every voxel was zero and nothing was written.
+    @discardableResult
+    func writeFileBySlabs(_ index: Vec3, voxels: (Box) throws -> [UInt8]) throws -> Bool
+    /// Whether blocks have fixed places in a data file (raw WKW), so a writer can put complete
+    /// blocks straight into a new version of it (`newInPlaceFile`) instead of holding them.
+    var blocksHaveFixedPlaces: Bool { get }
+    /// Starts a new version of data file `index` written in place; only where
+    /// `blocksHaveFixedPlaces`.
+    func newInPlaceFile(_ index: Vec3) throws -> any InPlaceFile
 }
 
 extension MagStore {
@@ -175,71 +226,4 @@ extension MagStore {
     public func hasFilePlane(z: Int) -> Bool { fileZs().contains(z) }
     public func hasFileRow(y: Int, z: Int) -> Bool { fileYs(z: z).contains(y) }
     public var filesInPlaneDirectories: Bool { false }
-}
-
-extension MagDirectory: MagStore {
-    public var format: DataFormat { .wkw }
-    public var voxelType: VoxelType { header.voxelType }
-    public var channels: Int { header.channels }
-    public var blockShape: Vec3 { Vec3(repeating: header.blockLength) }
-    public var fileShape: Vec3 { Vec3(repeating: header.fileEdge) }
-    public var compressionName: String { header.blockType.description }
-    public var isCompressed: Bool { header.blockType.isCompressed }
-    public func dataFiles() throws -> [Vec3] { try fileIndicesOrThrow() }
-    public func blockNumber(_ position: Vec3) -> Int { Morton.encode(position) }
-    public func fileZs() -> [Int] { numbered(path, "z").filter { PathOps.isDirectory("\(path)/z\($0)") } }
-    public func fileYs(z: Int) -> [Int] { numbered("\(path)/z\(z)", "y").filter { PathOps.isDirectory("\(path)/z\(z)/y\($0)") } }
-    public func fileXs(y: Int, z: Int) -> [Int] { numbered("\(path)/z\(z)/y\(y)", "x", ".wkw") }
-    public func hasFilePlane(z: Int) -> Bool { PathOps.isDirectory("\(path)/z\(z)") }
-    public func hasFileRow(y: Int, z: Int) -> Bool { PathOps.isDirectory("\(path)/z\(z)/y\(y)") }
-    public var filesInPlaneDirectories: Bool { true }
-
-    private func numbered(_ directory: String, _ prefix: Character, _ suffix: String = "") -> [Int] {
-        PathOps.list(directory).compactMap { Self.nameIndex($0, prefix, suffix) }.sorted()
-    }
-    public func openDataFile(_ index: Vec3) throws -> (any DataFile)? { try DataFileReader.open(self, index) }
-}
-
-extension DataFileReader: DataFile {
-    public func storedBytes(ofBlock n: Int) throws -> [UInt8]? { try storedBlock(n) }
-}
-
-extension MagDirectory: BlockWritableStore {
-    public func writeRegion(_ box: Box, from source: UnsafeRawBufferPointer) throws { try write(box, from: source) }
-}
-
-extension Zarr3Array: MagStore {
-    public var format: DataFormat { .zarr3 }
-    public var blockShape: Vec3 { chunkShape }
-    public var compressionName: String {
-        let names = metadata.codecs.compression.compactMap { codec -> String? in
-            switch codec {
-            case .zstd(let level, _): "zstd level \(level)"
-            case .blosc: "blosc"
-            case .crc32c: nil
-            }
-        }
-        return names.isEmpty ? "raw" : names.joined(separator: "+")
-    }
-    public var isCompressed: Bool { compressionName != "raw" }
-    /// C order of the shard's chunk grid, z fastest (the index's order).
-    public func blockNumber(_ position: Vec3) -> Int {
-        let n = blocksPerFileEdge
-        return (position.x * n.y + position.y) * n.z + position.z
-    }
-
-    /// The position of chunk `n` in the shard's chunk grid (inverse of `blockNumber`).
-    public func chunkPosition(_ n: Int) -> Vec3 {
-        let grid = blocksPerFileEdge
-        return Vec3(n / (grid.y * grid.z), n / grid.z % grid.y, n % grid.z)
-    }
-    public func openDataFile(_ index: Vec3) throws -> (any DataFile)? { try Zarr3ShardFile.open(self, index) }
-}
-
-extension Zarr3Array: BlockWritableStore {
-    public func writeRegion(_ box: Box, from source: UnsafeRawBufferPointer) throws { try write(box, from: source) }
-    public func encodeBlock(_ decoded: [UInt8]) throws -> [UInt8] { try encodeChunk(decoded, path: path) }
-    public func decodeBlock(_ encoded: [UInt8], origin: String) throws -> [UInt8] {
-        try decodeChunk(encoded, path: origin, what: "a chunk")
-    }
 }

@@ -15,15 +15,15 @@ extension MagDirectory {
         for name in try PathOps.listOrThrow(path) {
             if AtomicFile.temporaryOwner(name) != nil {
                 temporaries.append(path + "/" + name)
-            } else if let z = Self.nameIndex(name, "z"), PathOps.isDirectory(path + "/" + name) {
+            } else if let z = GridName.index(name, "z"), PathOps.isDirectory(path + "/" + name) {
                 for yName in try PathOps.listOrThrow(path + "/" + name) {
-                    guard let y = Self.nameIndex(yName, "y") else { continue }
+                    guard let y = GridName.index(yName, "y") else { continue }
                     let row = path + "/" + name + "/" + yName
                     guard PathOps.isDirectory(row) else { continue }
                     for xName in try PathOps.listOrThrow(row) {
                         if AtomicFile.temporaryOwner(xName) != nil {
                             temporaries.append(row + "/" + xName)
-                        } else if let x = Self.nameIndex(xName, "x", ".wkw" + UndoJournal.suffix) {
+                        } else if let x = GridName.index(xName, "x", ".wkw" + UndoJournal.suffix) {
                             journals.append(Vec3(x, y, z))
                         }
                     }
@@ -36,8 +36,8 @@ extension MagDirectory {
     /// The data file a temporary file in a row stands for (`zZ/yY/xX.wkw[.wkfs-undo].PID-R.tmp`).
     public func dataFileIndex(ofTemporary file: String) -> Vec3? {
         let parts = file.dropFirst(path.count + 1).split(separator: "/").map(String.init)
-        guard parts.count == 3, let z = Self.nameIndex(parts[0], "z"), let y = Self.nameIndex(parts[1], "y"),
-            let dot = parts[2].firstIndex(of: "."), let x = Self.nameIndex(String(parts[2][..<dot]), "x")
+        guard parts.count == 3, let z = GridName.index(parts[0], "z"), let y = GridName.index(parts[1], "y"),
+            let dot = parts[2].firstIndex(of: "."), let x = GridName.index(String(parts[2][..<dot]), "x")
         else { return nil }
         return Vec3(x, y, z)
     }

@@ -74,17 +74,6 @@ public struct MagDirectory: Sendable {
         "\(path)/z\(index.z)/y\(index.y)/x\(index.x).wkw"
     }
 
-    /// The number in a data path name: `z12` -> 12, `x3.wkw` (suffix `.wkw`) -> 3; nil for any
-    /// other name, including leading zeros, which `filePath` never writes.
-    public static func nameIndex(_ name: String, _ prefix: Character, _ suffix: String = "") -> Int? {
-        guard name.first == prefix, name.hasSuffix(suffix) else { return nil }
-        let digits = name.dropFirst().dropLast(suffix.count)
-        guard !digits.isEmpty, digits.count < 10, digits.allSatisfy({ $0.isASCII && $0.isNumber }),
-            digits == "0" || digits.first != "0"
-        else { return nil }
-        return Int(digits)
-    }
-
     /// The indices of the data files that exist, sorted by z, y, x; an unreadable directory
     /// reads as empty (for listings that must not fail, such as the mount's).
     public func fileIndices() -> [Vec3] {
@@ -104,15 +93,15 @@ public struct MagDirectory: Sendable {
             }
         }
         for zName in try PathOps.listOrThrow(path) {
-            guard let z = Self.nameIndex(zName, "z") else { continue }
+            guard let z = GridName.index(zName, "z") else { continue }
             let zPath = "\(path)/\(zName)"
             try expect(zPath, directory: true)
             for yName in try PathOps.listOrThrow(zPath) {
-                guard let y = Self.nameIndex(yName, "y") else { continue }
+                guard let y = GridName.index(yName, "y") else { continue }
                 let yPath = "\(zPath)/\(yName)"
                 try expect(yPath, directory: true)
                 for xName in try PathOps.listOrThrow(yPath) {
-                    guard let x = Self.nameIndex(xName, "x", ".wkw") else { continue }
+                    guard let x = GridName.index(xName, "x", ".wkw") else { continue }
                     try expect("\(yPath)/\(xName)", directory: false)
                     result.append(Vec3(x, y, z))
                 }
@@ -158,25 +147,6 @@ public struct MagDirectory: Sendable {
         let local = Box(offset: part.offset - fileBox.offset, size: part.size)
         return local.cellRange(b).positions.map { position in
             (Morton.encode(position), Box(offset: fileBox.offset + position * b, size: b))
-        }
-    }
-}
-
-extension MagDirectory {
-    /// The data files of row (`y`, `z`) that exist: their x indices, sorted.
-    public func fileRow(y: Int, z: Int) -> [Int] {
-        PathOps.list("\(path)/z\(z)/y\(y)").compactMap { Self.nameIndex($0, "x", ".wkw") }.sorted()
-    }
-
-    /// Asks the kernel to read whole data files into the page cache in the background
-    /// (`posix_fadvise` WILLNEED), in this order, until about `budget` bytes; missing files are
-    /// skipped. Advice only: nothing waits for the disk but the opens.
-    public func willNeed(files indices: [Vec3], budget: Int) {
-        var asked = 0
-        for index in indices where asked < budget {
-            guard let file = try? OpenFile.openIfExists(filePath(index)), let size = try? file.size() else { continue }
-            file.willNeed(0..<size)
-            asked += size
         }
     }
 }

@@ -1,0 +1,86 @@
+import Foundation
+import Testing
+@testable import Formats
+
+/// The format-neutral store API: layouts, the factory, and the default capabilities a format
+/// without fast paths gets.
+@Suite struct MagStoresTests {
+    let layout = MagLayout(voxelType: .uint16, channels: 2, blockEdge: 8, fileBlocks: 4, compression: .standard)
+
+    @Test func gridNames() {
+        #expect(GridName.index("z12", "z") == 12)
+        #expect(GridName.index("x0.raw", "x", ".raw") == 0)
+        #expect(GridName.index("x07.raw", "x", ".raw") == nil)
+        #expect(GridName.index("y", "y") == nil)
+        #expect(GridName.index("y3", "z") == nil)
+    }
+
+    @Test func layoutsAsEachFormatRecordsThem() throws {
+        #expect(try MagStores.normalized(layout, for: .wkw) == layout)
+        var lz4 = layout
+        lz4.compression = .other("LZ4")
+        #expect(try MagStores.normalized(lz4, for: .wkw) == lz4)
+        #expect(try MagStores.normalized(lz4, for: .zarr3).compression == .standard)
+        var bad = layout
+        bad.blockEdge = 3
+        #expect(throws: FormatError.self) { try MagStores.normalized(bad, for: .wkw) }
+    }
+
+    @Test(arguments: DataFormat.allCases) func createdMagsHaveTheirLayout(format: DataFormat) throws {
+        let root = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let created = try MagStores.create(at: root + "/1", format: format, layout: layout, size: Vec3(64, 64, 64))
+        let opened = try MagStores.open(format, root + "/1")
+        #expect(created.layout == layout && opened.layout == layout)
+        #expect(try MagStores.openOrCreate(at: root + "/1", format: format, layout: layout, size: .zero).layout == layout)
+        // Another layout at the same place is refused, not written over.
+        var other = layout
+        other.fileBlocks = 2
+        #expect(throws: FormatError.self) { try MagStores.openOrCreate(at: root + "/1", format: format, layout: other, size: .zero) }
+    }
+
+    /// A copy of a data file between mags of one layout keeps its voxels, whichever way the
+    /// format makes it; the in-place capability only where blocks have fixed places.
+    @Test(arguments: DataFormat.allCases) func dataFileCopies(format: DataFormat) throws {
+        let root = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let source = try MagStores.create(at: root + "/a", format: format, layout: layout, size: Vec3(64, 64, 64))
+        let target = try MagStores.create(at: root + "/b", format: format, layout: layout, size: Vec3(64, 64, 64))
+        let box = Box(offset: Vec3(3, 5, 7), size: Vec3(20, 10, 9))
+        let bytes = pseudoRandomBytes(box.voxelCount * source.voxelBytes, seed: 7)
+        try bytes.withUnsafeBytes { try source.writeRegion(box, from: $0) }
+        try source.copyDataFile(Vec3(0, 0, 0), to: target)
+        #expect(try target.read(box) == bytes)
+        #expect(!target.blocksHaveFixedPlaces)
+    }
+
+    /// The filtered region write and the whole-file write by layers, whether the format has its
+    /// own (WKW) or takes the defaults (Zarr3).
+    @Test(arguments: DataFormat.allCases) func regionAndFileWrites(format: DataFormat) throws {
+        let root = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let mag = try MagStores.create(at: root + "/1", format: format, layout: layout, size: Vec3(96, 32, 32))
+        let box = Box(offset: Vec3(0, 0, 0), size: Vec3(64, 32, 32))
+        let bytes = pseudoRandomBytes(box.voxelCount * mag.voxelBytes, seed: 3)
+        try bytes.withUnsafeBytes { try mag.writeRegion(box, from: $0, files: { $0.x == 1 }) }
+        #expect(try mag.dataFiles() == [Vec3(1, 0, 0)])
+        let second = mag.fileBox(Vec3(1, 0, 0))
+        var expected = [UInt8](repeating: 0, count: second.voxelCount * mag.voxelBytes)
+        bytes.withUnsafeBytes { source in
+            expected.withUnsafeMutableBytes { target in
+                RegionCopy.copy(second, voxelSize: mag.voxelBytes, from: source.baseAddress!, layout: box, to: target.baseAddress!, layout: second)
+            }
+        }
+        #expect(try mag.read(second) == expected)
+        #expect(try mag.read(mag.fileBox(Vec3(0, 0, 0))).allSatisfy { $0 == 0 })
+        let file = Vec3(2, 0, 0)
+        let written = try mag.writeFileBySlabs(file) { slab in
+            #expect(slab.size.z == mag.blockShape.z)
+            return pseudoRandomBytes(slab.voxelCount * mag.voxelBytes, seed: UInt64(slab.offset.z))
+        }
+        #expect(written)
+        let layers = try mag.read(mag.fileBox(file))
+        let planeBytes = 32 * 32 * mag.voxelBytes * mag.blockShape.z
+        #expect(Array(layers[0..<planeBytes]) == pseudoRandomBytes(planeBytes, seed: 0))
+    }
+}
