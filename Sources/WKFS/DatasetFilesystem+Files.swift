@@ -10,12 +10,12 @@ extension DatasetFilesystem {
         if flags.isWritable { try requireWritable() }
         switch node {
         case .cube:
-            let (cube, fresh) = try openCube(node, inode, truncate: flags.truncate)
+            let cube = try openCube(node, inode, truncate: flags.truncate)
             if !flags.isWritable { prefetcher.cubeOpened(cube.mag, cube.index) }
             // A read-only handle has nothing to flush: its close costs no request (the writers'
-            // own closes commit their changes). A fresh version drops pages of an older one.
+            // own closes commit their changes).
             return OpenResult(
-                handle: state.withLock { $0.addHandle(.cube(cube)) }, keepCache: !flags.truncate && !fresh,
+                handle: state.withLock { $0.addHandle(.cube(cube)) }, keepCache: !flags.truncate && !cube.adopted,
                 directIO: options.directIO && !flags.isWritable, noFlush: !flags.isWritable)
         case .properties:
             let bytes = flags.truncate ? [] : try currentProperties()
@@ -86,7 +86,7 @@ extension DatasetFilesystem {
             }
             let node = MountNode.cube(layer: layer, mag: mag, index: Vec3(x, y, z))
             let entry = replying(Entry(attributes: try attributes(node)), node)
-            let (cube, _) = try openCube(node, entry.attributes.inode, truncate: true)
+            let cube = try openCube(node, entry.attributes.inode, truncate: true)
             let handle = state.withLock { s in
                 s.pendingCubes[node, default: 0] += 1
                 return s.addHandle(.cube(cube))
@@ -99,22 +99,27 @@ extension DatasetFilesystem {
 
     /// The one open cube of `node` through `inode`, shared by every handle on it, so that changes
     /// made through several descriptors (a program's `write` and its `mmap` writeback, two
-    /// programs) all land; `fresh`: the first open of a version whose pages the kernel must not
-    /// keep from before.
+    /// programs) all land.
     ///
-    /// An inode stands for one version of the cube's data file (`InodeTable`), and its handles
-    /// read that version even after another program replaced the file: as the open descriptors
-    /// of a local file replaced by rename. An open through an inode whose version is no longer
-    /// on disk while others still read it answers ESTALE, on which the kernel looks the name up
-    /// again and opens the new version's inode.
+    /// An inode stands for one version of the cube's data file (`InodeTable`), and cube names
+    /// are looked up at every open, so an open finds the version on disk now. The kernel keeps
+    /// pages per inode, so an inode's pages must all be of its version. Its handles read that
+    /// version even after another program replaced the file, as the open descriptors of a local
+    /// file replaced by rename; an open of an inode that others have open joins them (a reopen
+    /// through `/proc/self/fd`, or an open whose lookup came just before a replacement). An
+    /// inode that nobody has open takes the version on disk; when that is another than the one
+    /// it stood for, every open of it drops the kernel's cached pages (`CubeHandle.adopted`).
     ///
     /// A cube is replaced whole (`truncate`: O_TRUNC, or a new cube) only while no other handle
     /// has it open, and nothing else opens it until that replacement is committed: the kernel
     /// shrinks a file opened with O_TRUNC for every reader of it (a mapped reader dies of SIGBUS,
     /// others read a short or half-new cube), so readers see the old or the new cube, whole.
-    func openCube(_ node: MountNode, _ inode: Inode, truncate: Bool) throws -> (cube: CubeHandle, fresh: Bool) {
+    func openCube(_ node: MountNode, _ inode: Inode, truncate: Bool) throws -> CubeHandle {
         guard case .cube(let layer, let mag, let index) = node else { throw FUSEError.invalid }
         let store = try magStore(layer, mag)
+        // Descriptors kept for versions are bounded like the block cache's; beyond that a
+        // handle follows the file on disk (no version kept for it).
+        let pins = CubeHandle.pinnedFiles.load(ordering: .relaxed) < BlockCache.openReaders
         let onDisk: OpenedFile?
         do {
             onDisk = try cache.current(store, index)
@@ -123,12 +128,8 @@ extension DatasetFilesystem {
         }
         let diskVersion = onDisk?.reader.identity ?? []
         var busy = ""
-        var fresh = false
-        enum Attempt { case opened(CubeHandle), stale }
-        let attempt: Attempt? = waitWhileBusy(replacing: truncate ? node : nil) { s in
-            let (version, current) = inodes.version(inode)
+        let opened: CubeHandle? = waitWhileBusy(replacing: truncate ? node : nil) { s in
             let shared = s.openCubes[inode]
-            if let version, version != diskVersion, shared != nil || !current { return .stale }
             if truncate && shared != nil {
                 busy = "open elsewhere; a cube is replaced whole (O_TRUNC) only when nothing else has it open"
                 return nil
@@ -143,24 +144,19 @@ extension DatasetFilesystem {
             }
             if let shared {
                 s.openCubes[inode]!.handles += 1
-                return .opened(shared.cube)
+                return shared.cube
             }
-            inodes.setVersion(inode, diskVersion)
-            fresh = version != diskVersion
-            let cube = CubeHandle(node: node, inode: inode, layer: layer, magName: mag, mag: store, index: index, pinned: onDisk)
+            let version = inodes.version(inode)
+            let adopted = version != nil && version != diskVersion
+            if adopted { inodes.setVersion(inode, diskVersion) }
+            let cube = CubeHandle(
+                node: node, inode: inode, layer: layer, magName: mag, mag: store, index: index,
+                pinned: pins ? .version(onDisk) : .disk, adopted: adopted)
             if truncate { cube.replacing.store(true, ordering: .releasing) }
             s.openCubes[inode] = (cube, 1)
-            return .opened(cube)
+            return cube
         }
-        let cube: CubeHandle
-        switch attempt {
-        case .opened(let opened):
-            cube = opened
-        case .stale:
-            // Not a failure the user sees: the kernel looks the name up again and retries.
-            inodes.retire(inode)
-            throw FUSEError(ESTALE)
-        case nil:
+        guard let cube = opened else {
             throw refuse(EBUSY, "\(layer)/\(mag)/z\(index.z)/y\(index.y)/x\(index.x).raw: \(busy)")
         }
         if truncate {
@@ -170,14 +166,14 @@ extension DatasetFilesystem {
                 writer = CubeWriter(mag: writable, index: index, truncated: true, memoryBudget: budget)
             }
         }
-        return (cube, fresh)
+        return cube
     }
 
     /// After `cube` committed its changes: its inode stands for the new version, which its
     /// handles read from now on.
     func repin(_ cube: CubeHandle) {
         let now = try? cache.current(cube.mag, cube.index)
-        cube.pinned.withLock { $0 = now }
+        cube.pinned.withLock { if case .version = $0 { $0 = .version(now) } }
         inodes.setVersion(cube.inode, now?.reader.identity ?? [])
     }
 
@@ -274,9 +270,11 @@ extension DatasetFilesystem {
                 }
             }
             do {
-                let file = try cube.pinned.withLock { pinned in
-                    pinned = try cache.following(pinned, cube.mag, cube.index)
-                    return pinned
+                let file = try cube.pinned.withLock { pinned -> OpenedFile? in
+                    guard case .version(let version) = pinned else { return try cache.current(cube.mag, cube.index) }
+                    let followed = try cache.following(version, cube.mag, cube.index)
+                    pinned = .version(followed)
+                    return followed
                 }
                 let count = try cache.readCube(cube.mag, cube.index, from: file, offset: offset, into: buffer)
                 MountStatistics.add(statistics.cubeBytesRead, count)

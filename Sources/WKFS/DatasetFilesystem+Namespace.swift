@@ -10,7 +10,10 @@ extension DatasetFilesystem {
 
     public func lookup(parent: Inode, name: String) throws -> Entry {
         let child = try state.withLock { s in try Self.child(of: try node(parent), named: name, in: &s) }
-        return replying(Entry(attributes: try attributes(child), entryTimeout: Self.entryTimeout(parent: parent)), child)
+        // A cube's name is looked up at every open, so that the inode an open finds is the
+        // version on disk now (`openCube`).
+        let timeout: Double? = if case .cube = child { 0 } else { Self.entryTimeout(parent: parent) }
+        return replying(Entry(attributes: try attributes(child), entryTimeout: timeout), child)
     }
 
     /// `entry` of `node` as it goes to the kernel, which counts it as one lookup of its inode.

@@ -287,20 +287,38 @@ final class CubeHandle: Sendable {
     /// A handle replaces the cube whole (opened with O_TRUNC, or truncated to 0) and has not
     /// committed yet: no other handle may open the cube meanwhile (`DatasetFilesystem.openCube`).
     let replacing = Atomic<Bool>(false)
-    /// The version of the data file that reads come from (nil: there was none, zeros): the one
-    /// on disk at the first open, then each one this cube committed. Another program replacing
-    /// the file does not change it (`BlockCache.following`).
-    let pinned: Mutex<OpenedFile?>
+    /// Where reads come from.
+    enum Pin: Sendable {
+        /// One version of the data file (nil: there was none, zeros): the one on disk at the
+        /// first open, then each one this cube committed. Another program replacing the file
+        /// does not change it (`BlockCache.following`).
+        case version(OpenedFile?)
+        /// Whatever is on disk at each read (when too many versions are kept open already).
+        case disk
+    }
+    let pinned: Mutex<Pin>
+    /// The inode stood for another version before this cube was opened on it: the kernel may
+    /// hold that version's pages, so every open of it drops them (no open may see them, even one
+    /// that starts while the first open's drop is under way).
+    let adopted: Bool
+    /// Cubes that keep a version's descriptor open (bounded by `BlockCache.openReaders`).
+    static let pinnedFiles = Atomic<Int>(0)
 
-    init(node: MountNode, inode: Inode, layer: String, magName: String, mag: any MagStore, index: Vec3, pinned: OpenedFile?) {
+    init(node: MountNode, inode: Inode, layer: String, magName: String, mag: any MagStore, index: Vec3, pinned: Pin, adopted: Bool) {
         self.node = node
         self.inode = inode
+        self.adopted = adopted
         self.pinned = Mutex(pinned)
+        if case .version = pinned { Self.pinnedFiles.add(1, ordering: .relaxed) }
         self.layer = layer
         self.magName = magName
         self.mag = mag
         self.index = index
         self.writer = Mutex(nil)
+    }
+
+    deinit {
+        if case .version = pinned.withLock({ $0 }) { Self.pinnedFiles.subtract(1, ordering: .relaxed) }
     }
 }
 

@@ -137,28 +137,17 @@ final class InodeTable<Node: Hashable & Sendable>: Sendable {
         }
     }
 
-    /// The version `inode` stands for, and whether it is still its node's current number.
-    func version(_ inode: Inode) -> (version: [Int64]?, current: Bool) {
-        tables.withLock { t in (t.versions[inode.rawValue], !t.retired.contains(inode.rawValue)) }
+    /// The version `inode` stands for (nil: none recorded).
+    func version(_ inode: Inode) -> [Int64]? {
+        tables.withLock { t in t.versions[inode.rawValue] }
     }
 
-    /// `inode` now stands for `version` (its node was changed through it); a retired number keeps
-    /// its old version. Returns false for a retired number.
-    @discardableResult
-    func setVersion(_ inode: Inode, _ version: [Int64]) -> Bool {
+    /// `inode` now stands for `version` (its node was changed through it, or it was opened
+    /// again when nothing had it open).
+    func setVersion(_ inode: Inode, _ version: [Int64]) {
         tables.withLock { t in
-            guard !t.retired.contains(inode.rawValue), t.byInode[inode.rawValue] != nil else { return false }
+            guard t.byInode[inode.rawValue] != nil else { return }
             t.versions[inode.rawValue] = version
-            return true
-        }
-    }
-
-    /// Retires `inode` (it stands for an old version of its node): the next lookup of the node
-    /// gets a new number.
-    func retire(_ inode: Inode) {
-        tables.withLock { t in
-            guard let node = t.byInode[inode.rawValue], !t.retired.contains(inode.rawValue) else { return }
-            retire(inode.rawValue, of: node, in: &t)
         }
     }
 

@@ -124,3 +124,49 @@ def test_write_through_the_mount_reaches_readers_of_the_same_version(tmp_path, m
             assert os.stat(cube).st_ino == os.fstat(fd).st_ino
         finally:
             os.close(fd)
+
+
+@pytest.mark.parametrize("data_format", ["wkw", "zarr3"])
+def test_reopen_through_proc_fd_keeps_the_descriptors_version(tmp_path, mounted, mountpoint, data_format):
+    """`/proc/self/fd/N` of a replaced cube opens the version the descriptor holds, as on a local disk."""
+    ds = _dataset(tmp_path, data_format)
+    with mounted(ds):
+        cube = mountpoint / "color" / "1" / "z0" / "y0" / "x0.raw"
+        fd = os.open(cube, os.O_RDONLY)
+        try:
+            _replace_with_cli(ds, 3)
+            with open(f"/proc/self/fd/{fd}", "rb") as f:
+                assert f.read() == b"\x11" * EDGE ** 3
+        finally:
+            os.close(fd)
+
+
+@pytest.mark.limit(120)
+def test_openers_after_a_replacement_read_the_new_version_whole(tmp_path, mounted, mountpoint):
+    """The kernel cached the old version's pages; after another program replaced the cube,
+    threads opening it at once each read the new version whole (never old pages mixed in),
+    and concurrent readers and replacements never hand ESTALE to a program."""
+    import threading
+    ds = _dataset(tmp_path, "zarr3")
+    with mounted(ds):
+        cube = mountpoint / "color" / "1" / "z0" / "y0" / "x0.raw"
+        problems = []
+        current = b"\x11" * EDGE ** 3
+        for round in range(12):
+            assert cube.read_bytes() == current  # the kernel caches this version's pages
+            current = _replace_with_cli(ds, 100 + round)
+
+            def read():
+                try:
+                    with open(cube, "rb") as f:
+                        got = f.read()
+                    if got != current:
+                        problems.append(f"round {round}: read another version")
+                except OSError as e:
+                    problems.append(f"round {round}: {e}")
+            threads = [threading.Thread(target=read) for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=60)
+        assert not problems, problems[:5]
