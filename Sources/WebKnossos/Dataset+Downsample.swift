@@ -1,0 +1,342 @@
+import Foundation
+public import Formats
+
+/// `downsample`: the coarser mags of a layer, as webknossos 4.3.3's `Layer.downsample` builds
+/// them (the same mags, names and voxels), each level from the one before, file by file of the
+/// new mag, in the layer's format and the source mag's block and file lengths and compression.
+extension Dataset {
+    public struct DownsampleOptions: Sendable {
+        /// The mag to start from; nil: the coarsest complete mag of the layer.
+        public var from: Mag?
+        /// The coarsest mag to build; nil: webknossos's default for the bounding box.
+        public var coarsest: Mag?
+        public var samplingMode: SamplingMode = .anisotropic
+        /// nil: webknossos's default for the layer (mode for segmentation, median for color).
+        public var interpolation: Interpolation?
+        /// This process's part of each level.
+        public var shard: WorkShard = .whole
+        /// Only the first level (`shard` runs: every part of a level must be done before the next
+        /// level starts, so each level is a run of its own).
+        public var firstLevelOnly = false
+
+        public init() {}
+    }
+
+    /// One level of a downsampling: `target` built from `source`.
+    public struct DownsampleStep: Sendable {
+        public var source: Mag
+        public var target: Mag
+    }
+
+    /// The levels a downsampling of `layerName` builds, in order, and the interpolation it uses.
+    public func downsamplePlan(_ layerName: String, _ options: DownsampleOptions) throws -> (steps: [DownsampleStep], interpolation: Interpolation) {
+        let layer = try self.layer(layerName)
+        guard layer.format != nil else {
+            throw DatasetError(.unsupported, "layer '\(layerName)'", "data format '\(layer.dataFormat)' is not supported (wkfs reads wkw and zarr3)")
+        }
+        let complete = layer.mags.filter { !isUnfinishedDownsample(layer, $0) }
+        let from: Mag
+        if let chosen = options.from {
+            guard let entry = layer.mag(chosen) else {
+                throw DatasetError(.notFound, "mag \(chosen)", "layer '\(layerName)' has no such mag (mags: \(layer.mags.map(\.mag.shortName).joined(separator: ", ")))")
+            }
+            if isUnfinishedDownsample(layer, entry) {
+                throw DatasetError(.invalidArgument, "mag \(chosen)", "its downsampling was interrupted; run it again to finish it first")
+            }
+            from = chosen
+        } else {
+            // webknossos: the mag of the largest factor, the first one on a tie.
+            guard let coarsest = complete.reduce(nil as MagProperties?, { best, entry in
+                best.map { entry.mag.maxFactor > $0.mag.maxFactor ? entry : $0 } ?? entry
+            }) else {
+                throw DatasetError(.notFound, "layer '\(layerName)'", "has no mag to downsample from")
+            }
+            from = coarsest.mag
+        }
+        let box = layer.boundingBox
+        // A layer one voxel thick is downsampled in x and y only, as webknossos does.
+        let mode: SamplingMode = box.size.z == 1 ? .constantZ : options.samplingMode
+        var coarsest = options.coarsest ?? DownsamplePlan.defaultCoarsest(boundingBoxSize: box.size)
+        if mode == .constantZ { coarsest = Mag(coarsest.factors.x, coarsest.factors.y, from.factors.z) }
+        let mags = try DownsamplePlan.mags(
+            from: from, coarsest: coarsest, alignWith: Array(Set(properties.layers.flatMap { $0.mags.map(\.mag) })),
+            voxelSize: mode == .anisotropic ? properties.voxelSize : nil)
+        var steps = zip([from] + mags.dropLast(), mags).map { DownsampleStep(source: $0, target: $1) }
+        if options.firstLevelOnly { steps = Array(steps.prefix(1)) }
+        let interpolation = options.interpolation ?? .default(forSegmentation: layer.category == .segmentation)
+        return (steps, interpolation)
+    }
+
+    /// Builds the coarser mags of `layerName` (this process's part of them, with `shard`).
+    /// `progress(step, done, total)` is called after each data file of each level.
+    /// - Returns: the levels built.
+    @discardableResult
+    public mutating func downsample(
+        _ layerName: String, options: DownsampleOptions,
+        progress: (_ step: DownsampleStep, _ done: Int, _ total: Int) -> Void = { _, _, _ in }
+    ) throws -> [DownsampleStep] {
+        let (steps, interpolation) = try downsamplePlan(layerName, options)
+        for step in steps {
+            let layer = try self.layer(layerName)
+            let source = try mag(layerName, step.source.shortName).store
+            let layout = source.layout ?? MagLayout(
+                voxelType: source.voxelType, channels: source.channels, blockEdge: 32, fileBlocks: 32,
+                compression: source.isCompressed ? .standard : .none)
+            let target = try downsampleTarget(layerName, step.target, layout: layout)
+            let level = DownsampleLevel(
+                source: source, target: target, factor: step.target.factors.floorDiv(step.source.factors),
+                layer: layer, sourceMag: step.source, targetMag: step.target, interpolation: interpolation)
+            let files = options.shard.part(of: try level.targetFiles())
+            let marker = target.path + "/" + Self.unfinishedDownsampleName
+            if !PathOps.exists(marker) {
+                do {
+                    try AtomicFile.write(marker, Array("from \(step.source.shortName)\n".utf8))
+                } catch {
+                    throw DatasetError(.io, marker, "cannot mark the mag as being built", cause: error)
+                }
+            }
+            progress(step, 0, files.count)
+            for (done, index) in files.enumerated() {
+                do {
+                    try level.build(index)
+                } catch {
+                    throw DatasetError(.io, target.filePath(index), "cannot build this data file of mag \(step.target)", cause: error)
+                }
+                progress(step, done + 1, files.count)
+            }
+            try finishDownsampleLevel(marker, shard: options.shard)
+        }
+        return steps
+    }
+
+    /// The file in a mag being built by a downsampling until every part of it is done.
+    static let unfinishedDownsampleName = ".wkfs-downsample-in-progress"
+
+    /// Whether `entry`'s mag is being built by a downsampling (or one was interrupted).
+    public func isUnfinishedDownsample(_ layer: LayerProperties, _ entry: MagProperties) -> Bool {
+        PathOps.exists(magPath(layer, entry) + "/" + Self.unfinishedDownsampleName)
+    }
+
+    /// A level is done when every part is: each part leaves a note beside the marker, and the
+    /// part that finds all N notes removes them and the marker.
+    private func finishDownsampleLevel(_ marker: String, shard: WorkShard) throws {
+        if shard.isWhole {
+            PathOps.remove(marker)
+        } else {
+            let note = { (i: Int) in "\(marker).\(i)-of-\(shard.count)" }
+            do {
+                try AtomicFile.write(note(shard.index), [])
+            } catch {
+                throw DatasetError(.io, note(shard.index), "cannot note this part as done", cause: error)
+            }
+            guard (0..<shard.count).allSatisfy({ PathOps.exists(note($0)) }) else { return }
+            PathOps.remove(marker)
+            for i in 0..<shard.count { PathOps.remove(note(i)) }
+        }
+        do {
+            try PathOps.syncDirectoryOrThrow(PathOps.dirname(marker))
+        } catch {
+            throw DatasetError(.io, PathOps.dirname(marker), "cannot make the finished level durable", cause: error)
+        }
+    }
+
+    /// The mag `mag` of the layer, made with `layout` and added to the properties unless it
+    /// exists: several processes (shards) may ask at once, and one killed while adding it may
+    /// have left its directory.
+    mutating func downsampleTarget(_ layerName: String, _ mag: Mag, layout: MagLayout) throws -> any BlockWritableStore {
+        for _ in 0..<400 {
+            try reload()
+            let layer = try self.layer(layerName)
+            let format = layer.format ?? .wkw
+            if let entry = layer.mag(mag) {
+                let store = try Self.openStore(format, magPath(layer, entry))
+                guard let writable = store as? any BlockWritableStore else {
+                    throw DatasetError(.unsupported, "layer '\(layerName)' mag \(mag)", "writing \(store.format) mags is not supported")
+                }
+                return writable
+            }
+            let directory = layerPath(layerName) + "/" + mag.shortName
+            if PathOps.exists(directory) {
+                // Another process is making it, or a killed one made it but did not add it.
+                if let existing = try? MagStores.open(format, directory) as? any BlockWritableStore {
+                    let entry = MagProperties(mag: mag, path: "./\(layerName)/\(mag.shortName)", cubeLength: format == .wkw ? existing.fileShape.x : nil)
+                    try updateLayer(layerName) { layer in
+                        if layer.mag(mag) == nil {
+                            layer.mags.append(entry)
+                            layer.mags.sort { $0.mag < $1.mag }
+                        }
+                    }
+                    if format == .zarr3 {
+                        let updated = try self.layer(layerName)
+                        try fitZarrShapes(updated)
+                        try writeZarrGroups(updated)
+                    }
+                    continue
+                }
+                usleep(25_000)
+                continue
+            }
+            do {
+                let view = try addMag(
+                    layerName, mag.shortName, blockLength: layout.blockEdge, fileLength: layout.fileBlocks, compress: layout.isCompressed)
+                guard let writable = view.store as? any BlockWritableStore else { continue }
+                return writable
+            } catch let error as DatasetError where error.kind == .alreadyExists {
+                usleep(25_000)
+            }
+        }
+        throw DatasetError(.conflict, layerPath(layerName) + "/" + mag.shortName, "another process keeps this mag from being made")
+    }
+}
+
+/// One level of a downsampling: the target mag's data files, each computed from the source.
+struct DownsampleLevel: Sendable {
+    let source: any MagStore
+    let target: any BlockWritableStore
+    let factor: Vec3
+    let kernel: DownsampleKernel
+    /// The target voxels written: the layer's box snapped outward to the target mag.
+    let targetBounds: Box
+    /// The source voxels read: the layer's box snapped outward to the source mag; voxels beyond
+    /// it are mirrored from inside (webknossos pads with numpy's "symmetric").
+    let sourceBounds: Box
+    /// For nearest: webknossos's job and tile sizes (target voxels), which its index choice depends on.
+    let nearestJob: Vec3
+    let nearestTile: Vec3
+
+    init(source: any MagStore, target: any BlockWritableStore, factor: Vec3, layer: LayerProperties, sourceMag: Mag, targetMag: Mag, interpolation: Interpolation) {
+        self.source = source
+        self.target = target
+        self.factor = factor
+        kernel = DownsampleKernel(voxelType: source.voxelType, channels: source.channels, factor: factor, interpolation: interpolation)
+        targetBounds = targetMag.fromMag1(layer.boundingBox)
+        sourceBounds = sourceMag.fromMag1(layer.boundingBox)
+        // webknossos's shard for the new mag: 1024³, or 4096×4096×32 for a Zarr3 layer at most
+        // 32 voxels thick; a job is a shard grown (smallest axis doubled) to at least 1024³.
+        let shard = layer.format == .zarr3 && layer.boundingBox.size.z <= 32 ? Vec3(4096, 4096, 32) : Vec3(1024, 1024, 1024)
+        var job = shard
+        while job.volume < 1 << 30 {
+            if job.z <= job.x && job.z <= job.y { job.z *= 2 } else if job.y <= job.x { job.y *= 2 } else { job.x *= 2 }
+        }
+        nearestJob = job
+        nearestTile = Vec3(
+            Swift.min(Swift.max(1024 / factor.x, 1), 512, shard.x), Swift.min(Swift.max(1024 / factor.y, 1), 512, shard.y),
+            Swift.min(Swift.max(1024 / factor.z, 1), 512, shard.z))
+    }
+
+    /// The target's data files that meet a source data file inside the bounds, in z, y, x order
+    /// (the same list in every process: the source level is complete).
+    func targetFiles() throws -> [Vec3] {
+        var result = Set<Vec3>()
+        for index in try source.dataFiles() {
+            guard let part = Box(offset: index * source.fileShape, size: source.fileShape).intersection(sourceBounds) else { continue }
+            let lo = part.offset.floorDiv(factor), hi = part.end.ceilDiv(factor)
+            guard let covered = Box(offset: lo, size: hi - lo).intersection(targetBounds) else { continue }
+            result.formUnion(covered.cellRange(target.fileShape).positions)
+        }
+        return result.sorted { ($0.z, $0.y, $0.x) < ($1.z, $1.y, $1.x) }
+    }
+
+    /// Bytes of target voxels computed at once when the target writes whole regions.
+    static let wholeFileLimit = 512 << 20
+
+    /// Computes and writes target data file `index` (its part inside the bounds).
+    func build(_ index: Vec3) throws {
+        guard let box = Box(offset: index * target.fileShape, size: target.fileShape).intersection(targetBounds) else { return }
+        let v = target.voxelBytes
+        // Slabs of whole blocks, at most about 64 MiB of target voxels.
+        let plane = box.size.x * box.size.y * v
+        let b = target.blockShape.z
+        let thickness = Swift.max(b, Swift.min(box.size.z, (64 << 20) / Swift.max(1, plane) / b * b))
+        if target.streamsLayers || box.voxelCount * v > Self.wholeFileLimit {
+            var buffer = [UInt8](repeating: 0, count: plane * thickness)
+            try target.writeRegion(box) { part in
+                let bytes = part.voxelCount * v
+                if buffer.count < bytes { buffer = [UInt8](repeating: 0, count: bytes) }
+                try buffer.withUnsafeMutableBytes { try compute(part, into: $0.baseAddress!) }
+                return buffer.withUnsafeBytes { $0.baseAddress! }
+            }
+        } else {
+            let whole = LargeBuffer.allocate(byteCount: box.voxelCount * v)
+            defer { whole.deallocate() }
+            var z = box.offset.z
+            while z < box.end.z {
+                let end = Swift.min(box.end.z, (z / b + 1) * b + thickness - b)
+                let part = Box(offset: Vec3(box.offset.x, box.offset.y, z), size: Vec3(box.size.x, box.size.y, end - z))
+                try compute(part, into: whole.baseAddress! + (z - box.offset.z) * plane)
+                z = end
+            }
+            try target.writeRegion(box, from: UnsafeRawBufferPointer(whole))
+        }
+    }
+
+    /// The target voxels of `part` (C order z, y, x, c) into `destination`.
+    func compute(_ part: Box, into destination: UnsafeMutableRawPointer) throws {
+        let needed = Box(offset: part.offset * factor, size: part.size * factor)
+        let bounds = sourceBounds
+        func mirrored(_ start: Int, _ count: Int, _ lo: Int, _ hi: Int) -> [Int] {
+            (start..<(start + count)).map { Self.reflect($0, lo, hi) }
+        }
+        let mx = mirrored(needed.offset.x, needed.size.x, bounds.offset.x, bounds.end.x)
+        let my = mirrored(needed.offset.y, needed.size.y, bounds.offset.y, bounds.end.y)
+        let mz = mirrored(needed.offset.z, needed.size.z, bounds.offset.z, bounds.end.z)
+        let readLo = Vec3(mx.min()!, my.min()!, mz.min()!)
+        let read = Box(offset: readLo, size: Vec3(mx.max()! + 1, my.max()! + 1, mz.max()! + 1) - readLo)
+        let v = source.voxelBytes
+        let input = LargeBuffer.allocate(byteCount: read.voxelCount * v)
+        defer { input.deallocate() }
+        try source.read(read, into: input)
+        var padded: UnsafeMutableRawBufferPointer? = nil
+        defer { padded?.deallocate() }
+        if read != needed {
+            // Mirror the voxels beyond the layer's box from inside it.
+            let out = LargeBuffer.allocate(byteCount: needed.voxelCount * v)
+            padded = out
+            let inRow = read.size.x * v, inPlane = inRow * read.size.y
+            let outRow = needed.size.x * v, outPlane = outRow * needed.size.y
+            let identityX = mx.first! == read.offset.x && zip(mx, mx.dropFirst()).allSatisfy { $1 == $0 + 1 }
+            for z in 0..<needed.size.z {
+                for y in 0..<needed.size.y {
+                    let from = input.baseAddress! + (mz[z] - read.offset.z) * inPlane + (my[y] - read.offset.y) * inRow
+                    let to = out.baseAddress! + z * outPlane + y * outRow
+                    if identityX {
+                        to.copyMemory(from: from, byteCount: outRow)
+                    } else {
+                        for x in 0..<needed.size.x { (to + x * v).copyMemory(from: from + (mx[x] - read.offset.x) * v, byteCount: v) }
+                    }
+                }
+            }
+        }
+        let nearest = kernel.interpolation == .nearest ? nearestMaps(part, needed) : nil
+        try kernel.reduce(UnsafeRawPointer((padded ?? input).baseAddress!), target: part.size, into: destination, nearest: nearest)
+    }
+
+    /// numpy's "symmetric" padding: index `i` mirrored into `lo..<hi` (the edge voxel repeated).
+    static func reflect(_ i: Int, _ lo: Int, _ hi: Int) -> Int {
+        let n = hi - lo, period = 2 * n
+        var j = (i - lo) % period
+        if j < 0 { j += period }
+        return lo + (j < n ? j : period - 1 - j)
+    }
+
+    /// For nearest, per axis: the source voxel (in `needed`) webknossos takes for each target
+    /// voxel of `part`: scipy's zoom over each of its tiles (`floor(i * (nIn - 1) / (nOut - 1) + 0.5)`).
+    func nearestMaps(_ part: Box, _ needed: Box) -> DownsampleKernel.NearestMaps {
+        func axis(_ start: Int, _ count: Int, _ f: Int, _ job: Int, _ tile: Int, _ lo: Int, _ hi: Int, _ neededStart: Int) -> [Int] {
+            (start..<(start + count)).map { t in
+                let cell = Int((Double(t) / Double(job)).rounded(.down)) * job
+                let jobStart = Swift.max(cell, lo), jobEnd = Swift.min(cell + job, hi)
+                let tileStart = jobStart + (t - jobStart) / tile * tile
+                let tileEnd = Swift.min(tileStart + tile, jobEnd)
+                let nOut = tileEnd - tileStart, nIn = nOut * f, i = t - tileStart
+                let offset = nOut == 1 ? 0 : Int((Double(i) * Double(nIn - 1) / Double(nOut - 1) + 0.5).rounded(.down))
+                return tileStart * f + offset - neededStart
+            }
+        }
+        let b = targetBounds
+        return DownsampleKernel.NearestMaps(
+            x: axis(part.offset.x, part.size.x, factor.x, nearestJob.x, nearestTile.x, b.offset.x, b.end.x, needed.offset.x),
+            y: axis(part.offset.y, part.size.y, factor.y, nearestJob.y, nearestTile.y, b.offset.y, b.end.y, needed.offset.y),
+            z: axis(part.offset.z, part.size.z, factor.z, nearestJob.z, nearestTile.z, b.offset.z, b.end.z, needed.offset.z))
+    }
+}
