@@ -39,11 +39,13 @@ let package = Package(
         .systemLibrary(
             name: "CFUSE", pkgConfig: "fuse3",
             providers: [.apt(["libfuse3-dev"])]),
+        // Linux calls Swift cannot make itself (the kernel headers only, no library).
+        .systemLibrary(name: "CLinux"),
 
         // format -> dataset -> filesystem -> command line
         .target(
             name: "Formats",
-            dependencies: ["CLZ4", "CZstd", "CISAL", "CBlosc", .product(name: "SystemPackage", package: "swift-system")],
+            dependencies: ["CLZ4", "CZstd", "CISAL", "CBlosc", "CLinux", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: strictSettings),
         .target(
             name: "WebKnossos",

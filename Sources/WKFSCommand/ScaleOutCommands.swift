@@ -118,3 +118,45 @@ struct DownsampleCommand: ParsableCommand {
         (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
     }
 }
+
+struct CompressCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "compress",
+        abstract: "Rewrite uncompressed mags compressed (LZ4HC for WKW, zstd for Zarr3), voxels unchanged.",
+        discussion: """
+            Each mag is rebuilt compressed beside itself, data file by data file, then swapped in at once: readers \
+            see the old mag or the new one. Running it again after a kill goes on where it stopped. Nothing may write \
+            the mag meanwhile. With --shard I/N (or in a SLURM job array) a run does its part of each mag; the part \
+            that finishes last swaps the mag in.
+            Examples: wkfs compress my_dataset
+                      wkfs compress my_dataset color --mag 1
+            """)
+
+    @Argument(help: "The dataset directory.") var dataset: String
+    @Argument(help: "The layer (default: every layer).") var layer: String?
+    @Option(name: .customLong("mag"), help: "A mag to compress (repeatable; default: every mag).") var mags: [MagArgument] = []
+    @OptionGroup var sharding: ShardOptions
+
+    func run() throws {
+        var ds = try Dataset.open(dataset)
+        let shard = try sharding.resolved()
+        var progress: Progress?
+        var current = ""
+        let part = shard.isWhole ? "" : " (part \(shard))"
+        let results = try ds.compress(layer: layer, mags: mags.isEmpty ? nil : mags.map(\.mag), shard: shard) { layer, mag, done, total in
+            if current != "\(layer)/\(mag)" {
+                current = "\(layer)/\(mag)"
+                progress = Progress("compress \(layer)/\(mag)\(part)")
+            }
+            progress?.update(done, total)
+        }
+        for (layer, mag, outcome) in results {
+            switch outcome {
+            case .compressed: printError("\(layer)/\(mag): compressed")
+            case .alreadyCompressed: printError("\(layer)/\(mag): already compressed")
+            case .partDone: printError("\(layer)/\(mag): part \(shard) done; the last part to finish swaps the mag in")
+            case .foreign: printError("\(layer)/\(mag): a mag of another dataset, left alone")
+            }
+        }
+    }
+}

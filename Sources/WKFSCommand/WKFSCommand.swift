@@ -18,7 +18,7 @@ struct WKFSCommand: ParsableCommand {
         version: "0.1.0",
         subcommands: [
             InfoCommand.self, CreateCommand.self, AddLayerCommand.self, AddMagCommand.self, WriteCommand.self,
-            ReadCommand.self, CopyCommand.self, DownsampleCommand.self, AddSymlinkLayerCommand.self, CheckCommand.self, MountCommand.self,
+            ReadCommand.self, CopyCommand.self, DownsampleCommand.self, CompressCommand.self, AddSymlinkLayerCommand.self, CheckCommand.self, MountCommand.self,
             UnmountCommand.self,
         ])
 

@@ -6,6 +6,7 @@
     import Darwin
 #endif
 import SystemPackage
+import CLinux
 
 /// An open file for positioned reads and writes; every failure names the path.
 /// Wraps swift-system's `FileDescriptor` and adds the few calls it lacks (fstat, fsync).
@@ -360,4 +361,19 @@ extension PathOps {
         guard statvfs(path, &info) == 0 else { return nil }
         return (UInt64(info.f_frsize), UInt64(info.f_blocks), UInt64(info.f_bfree), UInt64(info.f_bavail), UInt64(info.f_files), UInt64(info.f_ffree))
     }
+}
+
+extension PathOps {
+    /// Swaps two paths (directories) in one atomic step. The corresponding C function is
+    /// `renameat2` with `RENAME_EXCHANGE`.
+    /// - Returns: false when the file system cannot swap atomically (NFS, some FUSE file
+    ///   systems): nothing was changed, the caller moves them one after the other.
+    /// - Throws: `FormatError` for other failures.
+    public static func exchange(_ a: String, _ b: String) throws -> Bool {
+        if wkfs_exchange_paths(a, b) == 0 { return true }
+        let code = errno
+        if code == EINVAL || code == ENOSYS || code == EOPNOTSUPP { return false }
+        throw FormatError(.io(errno: code), path: a, "cannot swap it with \(b): \(Errno(rawValue: code))")
+    }
+
 }

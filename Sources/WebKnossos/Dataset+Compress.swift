@@ -1,0 +1,193 @@
+import Foundation
+public import Formats
+
+/// `compress`: uncompressed mags rewritten compressed (LZ4HC in WKW, zstd in Zarr3), voxels
+/// unchanged (also those outside the bounding box, which webknossos drops).
+///
+/// A mag is rebuilt beside itself (`.wkfs-compress-MAG`, same layout, compressed) data file by
+/// data file, then swapped with it in one atomic step (`renameat2` RENAME_EXCHANGE), so readers
+/// see the old mag or the new one, never a mix (a Zarr3 array has one codec list for all its
+/// shards). Each part records how far it got: running it again after a kill goes on from there.
+/// Nothing may write the mag meanwhile (as with webknossos): such writes go to the old mag.
+extension Dataset {
+    /// What happened to one mag.
+    public enum CompressOutcome: Sendable, Equatable {
+        case compressed
+        case alreadyCompressed
+        /// This part is done; another part swaps the mag in when all are.
+        case partDone
+        /// A mag of another dataset that the layer refers to: left alone.
+        case foreign
+    }
+
+    static let compressPrefix = ".wkfs-compress-"
+    /// In the rebuilt mag: marks it as the new one (after the swap, the old one lacks it).
+    static let compressNewMarker = ".wkfs-compress-new"
+
+    /// Compresses the uncompressed mags of `layerName` (every layer when nil; only `mags` when
+    /// given), this process's part with `shard`. `progress(layer, mag, done, total)` after each file.
+    public mutating func compress(
+        layer layerName: String?, mags: [Mag]? = nil, shard: WorkShard = .whole,
+        progress: (_ layer: String, _ mag: Mag, _ done: Int, _ total: Int) -> Void = { _, _, _, _ in }
+    ) throws -> [(layer: String, mag: Mag, outcome: CompressOutcome)] {
+        let layers = try layerName.map { [try layer($0)] } ?? properties.layers
+        var results: [(String, Mag, CompressOutcome)] = []
+        for layer in layers {
+            guard layer.format != nil else {
+                throw DatasetError(.unsupported, "layer '\(layer.name)'", "data format '\(layer.dataFormat)' is not supported (wkfs reads wkw and zarr3)")
+            }
+            if let mags {
+                for mag in mags where layer.mag(mag) == nil {
+                    throw DatasetError(.notFound, "mag \(mag)", "layer '\(layer.name)' has no such mag (mags: \(layer.mags.map(\.mag.shortName).joined(separator: ", ")))")
+                }
+            }
+            for entry in layer.mags where mags?.contains(entry.mag) ?? true {
+                let outcome = try compressMag(layer, entry, shard: shard) { progress(layer.name, entry.mag, $0, $1) }
+                results.append((layer.name, entry.mag, outcome))
+            }
+        }
+        return results
+    }
+
+    private func compressMag(
+        _ layer: LayerProperties, _ entry: MagProperties, shard: WorkShard, progress: (Int, Int) -> Void
+    ) throws -> CompressOutcome {
+        if isForeign(layer, entry) { return .foreign }
+        let format = layer.format ?? .wkw
+        let path = magPath(layer, entry)
+        let rebuilt = PathOps.dirname(path) + "/" + Self.compressPrefix + (path.split(separator: "/").last.map(String.init) ?? "mag")
+        let what = "layer '\(layer.name)' mag \(entry.mag)"
+
+        // Setup under the properties lock: the parts of a sharded run start at once.
+        let (source, target): (any MagStore, (any BlockWritableStore)?) = try withPropertiesLock {
+            try Self.recoverCompression(path, rebuilt)
+            let source: any MagStore
+            do {
+                source = try Self.openStore(format, path)
+            } catch {
+                throw DatasetError(.notFound, what, "not a usable \(format) mag", cause: error)
+            }
+            if source.isCompressed { return (source, nil) }
+            guard var layout = source.layout else {
+                throw DatasetError(.unsupported, what, "its blocks or files are not cubes; wkfs compresses cubic layouts only")
+            }
+            layout.compression = .standard
+            if let existing = try? MagStores.open(format, rebuilt) as? any BlockWritableStore, existing.layout == layout {
+                return (source, existing)
+            }
+            try PathOps.removeTree(rebuilt)
+            do {
+                let created = try MagStores.create(at: rebuilt, format: format, layout: layout, size: entry.mag.fromMag1(layer.boundingBox).end)
+                try AtomicFile.write(rebuilt + "/" + Self.compressNewMarker, Array("compressed copy of \(path)\n".utf8))
+                return (source, created)
+            } catch {
+                try? PathOps.removeTree(rebuilt)
+                throw DatasetError(.io, rebuilt, "cannot create the compressed copy of the mag", cause: error)
+            }
+        }
+        guard let target else {
+            Self.removeCompressionNotes(path)
+            return .alreadyCompressed
+        }
+
+        let files = shard.part(of: try source.dataFiles().sorted { ($0.z, $0.y, $0.x) < ($1.z, $1.y, $1.x) })
+        let progressPath = rebuilt + "/" + Self.compressPrefix + "progress-\(shard.index)-of-\(shard.count)"
+        var done = (FileManager.default.contents(atPath: progressPath).flatMap { Int(String(decoding: $0, as: UTF8.self)) } ?? 0)
+        done = Swift.min(done, files.count)
+        progress(done, files.count)
+        for index in files[done...] {
+            do {
+                try Self.copyCompressed(index, from: source, to: target)
+                // The part's place is durable only after the file it counts is.
+                try AtomicFile.write(progressPath, Array(String(done + 1).utf8))
+            } catch {
+                throw DatasetError(.io, source.filePath(index), "cannot compress this data file", cause: error)
+            }
+            done += 1
+            progress(done, files.count)
+        }
+        let note = { (i: Int) in rebuilt + "/" + Self.compressPrefix + "done-\(i)-of-\(shard.count)" }
+        do {
+            try AtomicFile.write(note(shard.index), [])
+        } catch {
+            throw DatasetError(.io, note(shard.index), "cannot note this part as done", cause: error)
+        }
+        return try withPropertiesLock {
+            // Swapped by another part already: the rebuilt path holds the old mag.
+            guard PathOps.exists(rebuilt + "/" + Self.compressNewMarker) else { return .compressed }
+            guard (0..<shard.count).allSatisfy({ PathOps.exists(note($0)) }) else { return .partDone }
+            try Self.swapInCompressed(path, rebuilt)
+            return .compressed
+        }
+    }
+
+    /// Data file `index` of `source` into `target` (same layout, compressed): whole when small,
+    /// else a layer of blocks at a time.
+    static func copyCompressed(_ index: Vec3, from source: any MagStore, to target: any BlockWritableStore) throws {
+        let box = Box(offset: index * source.fileShape, size: source.fileShape)
+        guard source.fileBytes > 64 << 20 else {
+            let bytes = try source.read(box)
+            if bytes.withUnsafeBytes(RegionCopy.isZero) { return }
+            try bytes.withUnsafeBytes { try target.writeRegion(box, from: $0) }
+            return
+        }
+        _ = try target.writeFileBySlabs(index) { slab in try source.read(slab) }
+    }
+
+    /// Swaps the rebuilt mag in (atomically where the file system can), then removes the old one.
+    static func swapInCompressed(_ path: String, _ rebuilt: String) throws {
+        do {
+            if !(try PathOps.exchange(path, rebuilt)) {
+                // No atomic swap here (NFS): the old mag steps aside first; `recoverCompression`
+                // puts it back if a kill comes between the two renames.
+                try PathOps.rename(path, to: path + oldSuffix)
+                try PathOps.rename(rebuilt, to: path)
+                try PathOps.rename(path + oldSuffix, to: rebuilt)
+            }
+            try PathOps.syncDirectoryOrThrow(PathOps.dirname(path))
+        } catch {
+            throw DatasetError(.io, path, "cannot swap in the compressed mag", cause: error)
+        }
+        removeCompressionNotes(path)
+        do {
+            try PathOps.removeTree(rebuilt)
+        } catch {
+            throw DatasetError(.io, rebuilt, "the mag is compressed, but its old copy could not be removed", cause: error)
+        }
+    }
+
+    static let oldSuffix = ".wkfs-compress-old"
+
+    /// Finishes what a killed run left: a swap halfway (no atomic swap), or the old mag not yet
+    /// removed after the swap.
+    static func recoverCompression(_ path: String, _ rebuilt: String) throws {
+        if !PathOps.exists(path) && PathOps.exists(path + oldSuffix) {
+            try PathOps.rename(path + oldSuffix, to: path)
+        }
+        if PathOps.exists(rebuilt) && !PathOps.exists(rebuilt + "/" + compressNewMarker) && PathOps.exists(path + "/" + compressNewMarker) {
+            removeCompressionNotes(path)
+            try PathOps.removeTree(rebuilt)
+        }
+    }
+
+    /// The compressed mag's own markers, which it kept from being the rebuilt copy.
+    static func removeCompressionNotes(_ path: String) {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: path) else { return }
+        for name in names where name.hasPrefix(compressPrefix) { PathOps.remove(path + "/" + name) }
+    }
+
+    /// Runs `body` holding the dataset's properties lock.
+    func withPropertiesLock<T>(_ body: () throws -> T) throws -> T {
+        let lock = try propertiesLock()
+        defer { lock.unlock() }
+        return try body()
+    }
+}
+
+extension PathOps {
+    /// Removes `path` and everything under it; a missing path is fine.
+    static func removeTree(_ path: String) throws {
+        guard exists(path) else { return }
+        try FileManager.default.removeItem(atPath: path)
+    }
+}
