@@ -169,15 +169,18 @@ struct CopyCommand: ParsableCommand {
     @OptionGroup var storage: StorageOptions
     @Option(name: .customLong("data-format"), help: "wkw or zarr3: the copy's format (default: each layer's own).")
     var dataFormat: DataFormatArgument?
+    @OptionGroup var sharding: ShardOptions
 
     func run() throws {
         let ds = try Dataset.open(source)
-        var progress = Progress("copy")
+        let shard = try sharding.resolved()
+        var progress = Progress(shard.isWhole ? "copy" : "copy (part \(shard))")
         try ds.copy(
             to: destination,
             options: .init(
                 blockLength: storage.block ?? (storage.shardShape != nil ? 32 : nil),
-                fileLength: storage.fileBlocks(block: storage.block ?? 32), compress: storage.compress, format: dataFormat?.format)
+                fileLength: storage.fileBlocks(block: storage.block ?? 32), compress: storage.compress, format: dataFormat?.format),
+            shard: shard
         ) { progress.update($0, $1) }
     }
 }

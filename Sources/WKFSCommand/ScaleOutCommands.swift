@@ -70,6 +70,9 @@ struct DownsampleCommand: ParsableCommand {
         }
         options.shard = try sharding.resolved()
         options.firstLevelOnly = !options.shard.isWhole
+        if !options.shard.isWhole && from == nil {
+            throw ValidationError("a part (--shard \(options.shard), or a SLURM array task) needs --from: every part must build the same level")
+        }
         var progress: Progress?
         var current: Mag?
         try ds.downsample(layer, options: options) { step, done, total in
@@ -101,7 +104,7 @@ struct DownsampleCommand: ParsableCommand {
         }
         for step in steps {
             let command = [
-                executable, "downsample", Self.quote(ds.path), Self.quote(layer), "--from", step.source.shortName,
+                executable, "downsample", Self.quote(Self.absolute(ds.path)), Self.quote(layer), "--from", step.source.shortName,
                 "--coarsest", last.target.shortName, "--sampling-mode", (samplingMode?.mode ?? .anisotropic).rawValue, "--interpolation", interpolation.rawValue,
             ].joined(separator: " ")
             lines.append(
@@ -110,6 +113,11 @@ struct DownsampleCommand: ParsableCommand {
             lines.append("echo \"mag \(step.target.shortName): job $previous\"")
         }
         return lines.joined(separator: "\n")
+    }
+
+    /// Jobs start in another directory: paths in the script are absolute.
+    static func absolute(_ path: String) -> String {
+        path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
     }
 
     static func quote(_ text: String) -> String { "'" + text.replacingOccurrences(of: "'", with: "'\\''") + "'" }

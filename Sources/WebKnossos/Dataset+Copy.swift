@@ -36,9 +36,12 @@ extension Dataset {
 
     /// Copies this dataset to `destination` (which must not hold a dataset). Symbolic-link layers
     /// become real layers. `progress` is called after each destination file with (done, total).
+    /// - Parameter shard: this process's part of the files; the parts set up the destination one
+    ///   after another (under its lock), and the last to finish marks the copy complete.
     @discardableResult
     public func copy(
-        to destination: String, options: CopyOptions, progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }
+        to destination: String, options: CopyOptions, shard: WorkShard = .whole,
+        progress: (_ done: Int, _ total: Int) -> Void = { _, _ in }
     ) throws -> Dataset {
         // Open every mag first, so a broken source stops the copy before anything is created.
         var plans: [(layer: LayerProperties, mags: [(entry: MagProperties, copy: MagCopy)])] = []
@@ -67,87 +70,105 @@ extension Dataset {
 
         // The destination says it is a copy in progress (`unfinishedCopy`) from before its
         // properties exist until the last file is in place: an interrupted copy is reported by
-        // `check` and finished by the same copy again.
+        // `check` and finished by the same copy again. The parts of a sharded copy set it up one
+        // after another, under the destination's lock.
         let destination = Self.normalize(destination)
         let marker = destination + "/" + Self.unfinishedCopyName
-        var copy: Dataset
-        if let from = Self.unfinishedCopy(at: destination) {
-            guard Self.realPath(from) == Self.realPath(path) else {
-                throw DatasetError(.alreadyExists, destination, "holds an unfinished copy of \(from), not of \(path)")
-            }
-            copy = try (try? Dataset.open(destination))
-                ?? Dataset.create(destination, voxelSize: properties.voxelSize, unit: properties.unit, allowing: [Self.unfinishedCopyName])
-            _ = copy.removeStaleTemporaries()  // what the interrupted run left at the root
-        } else {
-            if FileManager.default.fileExists(atPath: destination + "/" + DatasetProperties.fileName) {
-                throw DatasetError(.alreadyExists, destination, "a dataset already exists here")
-            }
-            do {
-                try PathOps.makeDirectories(destination, inherit: false)
-                try AtomicFile.write(marker, Array((Self.realPath(path) + "\n").utf8))
-            } catch {
-                throw DatasetError(.io, marker, "cannot mark the copy as in progress", cause: error)
-            }
-            do {
-                copy = try Dataset.create(destination, voxelSize: properties.voxelSize, unit: properties.unit, allowing: [Self.unfinishedCopyName])
-            } catch {
-                PathOps.remove(marker)
-                throw error
-            }
+        do {
+            try PathOps.makeDirectories(destination, inherit: false)
+        } catch {
+            throw DatasetError(.io, destination, "cannot create the destination directory", cause: error)
         }
-        var newProperties = properties
-        newProperties.id = copy.properties.id
-        newProperties.layers = plans.map { layer, mags in
-            var newLayer = layer
-            newLayer.dataFormat = (options.format ?? layer.format ?? .wkw).rawValue
-            newLayer.mags = mags.map { entry, copy in
-                var newEntry = entry
-                newEntry.cubeLength = copy.target.format == .wkw ? copy.target.fileEdge : nil
-                newEntry.path = layer.usesWkwResolutions && entry.path == nil ? nil : "./\(layer.name)/\(entry.mag.shortName)"
-                return newEntry
+        let (copy, targets) = try Self.withCopyLock(destination) { () throws -> (Dataset, [[any BlockWritableStore]]) in
+            var copy: Dataset
+            if let from = Self.unfinishedCopy(at: destination) {
+                guard Self.realPath(from) == Self.realPath(path) else {
+                    throw DatasetError(.alreadyExists, destination, "holds an unfinished copy of \(from), not of \(path)")
+                }
+                copy = try (try? Dataset.open(destination))
+                    ?? Dataset.create(destination, voxelSize: properties.voxelSize, unit: properties.unit, allowing: Self.copyAllowed)
+                _ = copy.removeStaleTemporaries()  // what the interrupted run left at the root
+            } else {
+                if FileManager.default.fileExists(atPath: destination + "/" + DatasetProperties.fileName) {
+                    throw DatasetError(.alreadyExists, destination, "a dataset already exists here")
+                }
+                do {
+                    try AtomicFile.write(marker, Array((Self.realPath(path) + "\n").utf8))
+                } catch {
+                    throw DatasetError(.io, marker, "cannot mark the copy as in progress", cause: error)
+                }
+                do {
+                    copy = try Dataset.create(destination, voxelSize: properties.voxelSize, unit: properties.unit, allowing: Self.copyAllowed)
+                } catch {
+                    PathOps.remove(marker)
+                    throw error
+                }
             }
-            return newLayer
+            var newProperties = properties
+            newProperties.id = copy.properties.id
+            newProperties.layers = plans.map { layer, mags in
+                var newLayer = layer
+                newLayer.dataFormat = (options.format ?? layer.format ?? .wkw).rawValue
+                newLayer.mags = mags.map { entry, copy in
+                    var newEntry = entry
+                    newEntry.cubeLength = copy.target.format == .wkw ? copy.target.fileEdge : nil
+                    newEntry.path = layer.usesWkwResolutions && entry.path == nil ? nil : "./\(layer.name)/\(entry.mag.shortName)"
+                    return newEntry
+                }
+                return newLayer
+            }
+            try copy.replaceProperties(newProperties)
+            // Every mag exists before any part copies into it (a mag the interrupted run made is
+            // written on; its dead writers' temporary files go).
+            var targets: [[any BlockWritableStore]] = []
+            for (layer, mags) in plans {
+                try PathOps.makeDirectories(copy.layerPath(layer.name))
+                var stores: [any BlockWritableStore] = []
+                for (entry, magCopy) in mags {
+                    let targetPath = copy.layerPath(layer.name) + "/" + entry.mag.shortName
+                    let target: any BlockWritableStore
+                    do {
+                        target = try magCopy.target.openOrCreate(targetPath, size: entry.mag.fromMag1(layer.boundingBox).end)
+                        _ = try target.removeStaleTemporaries()
+                    } catch {
+                        throw DatasetError(.io, targetPath, "cannot create the mag", cause: error)
+                    }
+                    stores.append(target)
+                }
+                targets.append(stores)
+                if let copied = try? copy.layer(layer.name), copied.format == .zarr3 {
+                    do {
+                        try copy.writeZarrGroups(copied)
+                    } catch {
+                        throw DatasetError(.io, copy.layerPath(layer.name), "cannot write the layer's zarr.json", cause: error)
+                    }
+                }
+            }
+            return (copy, targets)
         }
-        try copy.replaceProperties(newProperties)
         let total = try plans.reduce(0) { sum, plan in
             try sum + plan.mags.reduce(0) { count, mag in
                 let bounds = mag.entry.mag.fromMag1(plan.layer.boundingBox)
                 switch mag.copy {
-                case .files(let source, let target): return try count + Self.destinationFiles(source, target.layout, plan.layer, mag.entry).count
-                case .converted(let source, let target): return try count + Self.convertedFiles(source, fileEdge: target.fileEdge, bounds: bounds).count
+                case .files(let source, let target): return try count + shard.part(of: Self.destinationFiles(source, target.layout, plan.layer, mag.entry)).count
+                case .converted(let source, let target): return try count + shard.part(of: Self.convertedFiles(source, fileEdge: target.fileEdge, bounds: bounds)).count
                 }
             }
         }
         var done = 0
-        for (layer, mags) in plans {
-            try PathOps.makeDirectories(copy.layerPath(layer.name))
-            for (entry, magCopy) in mags {
-                let targetPath = copy.layerPath(layer.name) + "/" + entry.mag.shortName
+        for ((layer, mags), stores) in zip(plans, targets) {
+            for ((entry, magCopy), target) in zip(mags, stores) {
                 let bounds = entry.mag.fromMag1(layer.boundingBox)
                 guard case .files(let source, let plan) = magCopy else {
                     guard case .converted(let source, let plan) = magCopy else { continue }
-                    let target: any BlockWritableStore
-                    do {
-                        target = try plan.openOrCreate(targetPath, size: bounds.end)
-                    } catch {
-                        throw DatasetError(.io, targetPath, "cannot create the mag", cause: error)
-                    }
-                    _ = try? target.removeStaleTemporaries()
-                    let files = try Self.convertedFiles(source, fileEdge: plan.fileEdge, bounds: bounds)
+                    let files = shard.part(of: try Self.convertedFiles(source, fileEdge: plan.fileEdge, bounds: bounds))
                     try Self.convert(files, from: source, to: target) {
                         done += 1
                         progress(done, total)
                     }
                     continue
                 }
-                // A mag the interrupted run made is written on (its temporary files go).
-                let target = try plan.openOrCreate(targetPath, size: bounds.end)
-                do {
-                    _ = try target.removeStaleTemporaries()
-                } catch {
-                    throw DatasetError(.io, targetPath, "cannot clean up after an interrupted copy", cause: error)
-                }
-                let indices = try Self.destinationFiles(source, plan.layout, layer, entry)
+                let indices = shard.part(of: try Self.destinationFiles(source, plan.layout, layer, entry))
                 let unchanged = plan.layout == source.layout
                 if unchanged || target.fileBytes > Self.wholeFileCopyLimit {
                     for index in indices {
@@ -167,22 +188,49 @@ extension Dataset {
                     }
                 }
             }
-            if let copied = try? copy.layer(layer.name), copied.format == .zarr3 {
-                do {
-                    try copy.writeZarrGroups(copied)
-                } catch {
-                    throw DatasetError(.io, copy.layerPath(layer.name), "cannot write the layer's zarr.json", cause: error)
-                }
-            }
         }
         // Every data file was fsynced before its rename; the renames are synced with their rows.
-        PathOps.remove(marker)
-        do {
-            try PathOps.syncDirectoryOrThrow(copy.path)
-        } catch {
-            throw DatasetError(.io, copy.path, "cannot make the finished copy durable", cause: error)
+        // A part notes that it is done; the one that finds every part done ends the copy.
+        let note = { (i: Int) in destination + "/" + Self.unfinishedCopyName + ".\(i)-of-\(shard.count)" }
+        if !shard.isWhole {
+            do {
+                try AtomicFile.write(note(shard.index), [])
+            } catch {
+                throw DatasetError(.io, note(shard.index), "cannot note this part of the copy as done", cause: error)
+            }
+        }
+        try Self.withCopyLock(destination) {
+            guard shard.isWhole || (0..<shard.count).allSatisfy({ PathOps.exists(note($0)) }) else { return }
+            PathOps.remove(marker)
+            if !shard.isWhole { for i in 0..<shard.count { PathOps.remove(note(i)) } }
+            // Every part is done: nobody waits for the lock any more.
+            PathOps.remove(destination + "/" + Self.copyLockName)
+            do {
+                try PathOps.syncDirectoryOrThrow(copy.path)
+            } catch {
+                throw DatasetError(.io, copy.path, "cannot make the finished copy durable", cause: error)
+            }
         }
         return copy
+    }
+
+    /// What may be in a copy's destination before its properties: the marker, the copy's lock,
+    /// the properties lock of a file system without directory locks.
+    static let copyAllowed: Set<String> = [unfinishedCopyName, copyLockName, lockFileName]
+    /// The lock the parts of a copy take in turn to set up and to end it (not the properties
+    /// lock, which setting up takes itself).
+    static let copyLockName = ".wkfs-copy.lock"
+
+    /// Runs `body` holding the copy lock of destination `path`.
+    static func withCopyLock<T>(_ path: String, _ body: () throws -> T) throws -> T {
+        let lock: DirectoryLock
+        do {
+            lock = try DirectoryLock(lockFile: path + "/" + copyLockName)
+        } catch {
+            throw DatasetError(.io, path, "cannot take the copy's lock", cause: error)
+        }
+        defer { lock.unlock() }
+        return try body()
     }
 
     /// The file at a destination's root that marks a copy in progress; it holds the source path.

@@ -35,6 +35,10 @@ extension Dataset {
             throw DatasetError(.unsupported, "layer '\(layerName)'", "data format '\(layer.dataFormat)' is not supported (wkfs reads wkw and zarr3)")
         }
         let complete = layer.mags.filter { !isUnfinishedDownsample(layer, $0) }
+        if !options.shard.isWhole && options.from == nil {
+            throw DatasetError(.invalidArgument, "part \(options.shard) of a downsampling",
+                "needs the mag to start from: every part must build the same level, whatever the others have made so far")
+        }
         let from: Mag
         if let chosen = options.from {
             guard let entry = layer.mag(chosen) else {
@@ -82,19 +86,14 @@ extension Dataset {
             let layout = source.layout ?? MagLayout(
                 voxelType: source.voxelType, channels: source.channels, blockEdge: 32, fileBlocks: 32,
                 compression: source.isCompressed ? .standard : .none)
-            let target = try downsampleTarget(layerName, step.target, layout: layout)
+            let (target, complete) = try downsampleTarget(layerName, step.target, layout: layout)
+            // Built already (by an earlier run, or by every part of a sharded one).
+            if complete { continue }
             let level = DownsampleLevel(
                 source: source, target: target, factor: step.target.factors.floorDiv(step.source.factors),
                 layer: layer, sourceMag: step.source, targetMag: step.target, interpolation: interpolation)
             let files = options.shard.part(of: try level.targetFiles())
             let marker = target.path + "/" + Self.unfinishedDownsampleName
-            if !PathOps.exists(marker) {
-                do {
-                    try AtomicFile.write(marker, Array("from \(step.source.shortName)\n".utf8))
-                } catch {
-                    throw DatasetError(.io, marker, "cannot mark the mag as being built", cause: error)
-                }
-            }
             progress(step, 0, files.count)
             for (done, index) in files.enumerated() {
                 do {
@@ -121,6 +120,11 @@ extension Dataset {
     /// part that finds all N notes removes them and the marker.
     private func finishDownsampleLevel(_ marker: String, shard: WorkShard) throws {
         if shard.isWhole {
+            // Also the notes of parts of an earlier sharded run that this run finished.
+            let directory = PathOps.dirname(marker)
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where name.hasPrefix(Self.unfinishedDownsampleName + ".") {
+                PathOps.remove(directory + "/" + name)
+            }
             PathOps.remove(marker)
         } else {
             let note = { (i: Int) in "\(marker).\(i)-of-\(shard.count)" }
@@ -140,52 +144,73 @@ extension Dataset {
         }
     }
 
-    /// The mag `mag` of the layer, made with `layout` and added to the properties unless it
-    /// exists: several processes (shards) may ask at once, and one killed while adding it may
-    /// have left its directory.
-    mutating func downsampleTarget(_ layerName: String, _ mag: Mag, layout: MagLayout) throws -> any BlockWritableStore {
-        for _ in 0..<400 {
-            try reload()
-            let layer = try self.layer(layerName)
-            let format = layer.format ?? .wkw
-            if let entry = layer.mag(mag) {
-                let store = try Self.openStore(format, magPath(layer, entry))
-                guard let writable = store as? any BlockWritableStore else {
-                    throw DatasetError(.unsupported, "layer '\(layerName)' mag \(mag)", "writing \(store.format) mags is not supported")
-                }
-                return writable
+    /// The mag `mag` of the layer, and whether it is complete (no downsampling under way in it).
+    /// Made with `layout` unless it exists, all under the properties lock: the parts of a
+    /// sharded run start at once. A new mag is marked as being built before its properties
+    /// entry exists, so a kill never leaves an empty mag that looks complete.
+    mutating func downsampleTarget(_ layerName: String, _ mag: Mag, layout: MagLayout) throws -> (store: any BlockWritableStore, complete: Bool) {
+        let lock = try propertiesLock()
+        defer { lock.unlock() }
+        var current = try Dataset.open(path)
+        let layer = try current.layer(layerName)
+        let format = layer.format ?? .wkw
+        let what = "layer '\(layerName)' mag \(mag)"
+        func writable(_ store: any MagStore) throws -> any BlockWritableStore {
+            guard let writable = store as? any BlockWritableStore else {
+                throw DatasetError(.unsupported, what, "writing \(store.format) mags is not supported")
             }
-            let directory = layerPath(layerName) + "/" + mag.shortName
-            if PathOps.exists(directory) {
-                // Another process is making it, or a killed one made it but did not add it.
-                if let existing = try? MagStores.open(format, directory) as? any BlockWritableStore {
-                    let entry = MagProperties(mag: mag, path: "./\(layerName)/\(mag.shortName)", cubeLength: format == .wkw ? existing.fileShape.x : nil)
-                    try updateLayer(layerName) { layer in
-                        if layer.mag(mag) == nil {
-                            layer.mags.append(entry)
-                            layer.mags.sort { $0.mag < $1.mag }
-                        }
-                    }
-                    if format == .zarr3 {
-                        let updated = try self.layer(layerName)
-                        try fitZarrShapes(updated)
-                        try writeZarrGroups(updated)
-                    }
-                    continue
-                }
-                usleep(25_000)
-                continue
+            return writable
+        }
+        if let entry = layer.mag(mag) {
+            self = current
+            return (try writable(try Self.openStore(format, magPath(layer, entry))), !isUnfinishedDownsample(layer, entry))
+        }
+        let normalized: MagLayout
+        do {
+            normalized = try MagStores.normalized(layout, for: format)
+        } catch {
+            throw DatasetError(.invalidArgument, what, "the source mag's layout does not fit the format", cause: error)
+        }
+        let directory = layerPath(layerName) + "/" + mag.shortName
+        let store: any BlockWritableStore
+        if PathOps.exists(directory) {
+            // A killed run made it but did not add it to the properties.
+            guard let existing = try? MagStores.open(format, directory), existing.layout == normalized else {
+                throw DatasetError(.alreadyExists, directory, "is in the way of the new mag and is not one like it; move it away")
             }
+            store = try writable(existing)
+        } else {
             do {
-                let view = try addMag(
-                    layerName, mag.shortName, blockLength: layout.blockEdge, fileLength: layout.fileBlocks, compress: layout.isCompressed)
-                guard let writable = view.store as? any BlockWritableStore else { continue }
-                return writable
-            } catch let error as DatasetError where error.kind == .alreadyExists {
-                usleep(25_000)
+                store = try MagStores.create(at: directory, format: format, layout: normalized, size: mag.fromMag1(layer.boundingBox).end)
+            } catch {
+                throw DatasetError(.io, directory, "cannot create the mag", cause: error)
             }
         }
-        throw DatasetError(.conflict, layerPath(layerName) + "/" + mag.shortName, "another process keeps this mag from being made")
+        let marker = directory + "/" + Self.unfinishedDownsampleName
+        do {
+            try AtomicFile.write(marker, Array("being built by wkfs downsample\n".utf8))
+        } catch {
+            throw DatasetError(.io, marker, "cannot mark the mag as being built", cause: error)
+        }
+        var entry = MagProperties(mag: mag, path: "./\(layerName)/\(mag.shortName)", cubeLength: format == .wkw ? normalized.fileEdge : nil)
+        if layer.usesWkwResolutions { entry.path = nil }
+        guard let i = current.properties.layers.firstIndex(where: { $0.name == layerName }) else {
+            throw DatasetError(.notFound, "layer '\(layerName)'", "no such layer")
+        }
+        current.properties.layers[i].mags.append(entry)
+        current.properties.layers[i].mags.sort { $0.mag < $1.mag }
+        try current.save()
+        if format == .zarr3 {
+            let updated = current.properties.layers[i]
+            try current.fitZarrShapes(updated)
+            do {
+                try current.writeZarrGroups(updated)
+            } catch {
+                throw DatasetError(.io, layerPath(layerName), "cannot rewrite the layer's zarr.json", cause: error)
+            }
+        }
+        self = current
+        return (store, false)
     }
 }
 
