@@ -73,6 +73,12 @@ extension Dataset {
             }
             layout.compression = .standard
             if let existing = try? MagStores.open(format, rebuilt) as? any BlockWritableStore, existing.layout == layout {
+                // What a killed part left half-written goes (a running part's files stay).
+                do {
+                    _ = try existing.removeStaleTemporaries()
+                } catch {
+                    throw DatasetError(.io, rebuilt, "cannot clean up after an interrupted compression", cause: error)
+                }
                 return (source, existing)
             }
             try PathOps.removeTree(rebuilt)
@@ -116,6 +122,11 @@ extension Dataset {
             // Swapped by another part already: the rebuilt path holds the old mag.
             guard PathOps.exists(rebuilt + "/" + Self.compressNewMarker) else { return .compressed }
             guard (0..<shard.count).allSatisfy({ PathOps.exists(note($0)) }) else { return .partDone }
+            do {
+                _ = try target.removeStaleTemporaries()
+            } catch {
+                throw DatasetError(.io, rebuilt, "cannot clean up after an interrupted compression", cause: error)
+            }
             try Self.swapInCompressed(path, rebuilt)
             return .compressed
         }
