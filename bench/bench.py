@@ -18,6 +18,8 @@ import argparse
 import json
 import os
 import platform
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,6 +37,8 @@ from harness import (BenchError, Mount, PidFile, Sample, drop_caches, log, measu
                      rmtree, row, run, run_timed, table)
 
 REFOPS = os.path.join(HERE, "refops.py")
+# The reference CLI of the venv the benchmark runs in.
+WEBKNOSSOS = os.path.join(os.path.dirname(sys.executable), "webknossos")
 BLOCK_TYPES = {1: "raw", 2: "LZ4", 3: "LZ4HC"}
 
 
@@ -385,6 +389,71 @@ class Bench:
         self.rows.append(row("7 mount: read all cubes", f"Zarr3 {data_label} ({lists['zarr3'][2]} cubes) vs WKW {v['name']} "
                              f"({lists['lz4'][2]} cubes), {lists['zarr3'][1] >> 20} MiB", stats["zarr3"], stats["lz4"]))
 
+    # ---- 9: downsample, compress, and a copy split in parts ----
+
+    def bench_scale_out(self):
+        """`wkfs downsample` of both layers against `webknossos downsample` (all cores), `wkfs
+        compress` of the raw data against `webknossos compress` (all cores), and a copy split in 2
+        parts on 2 cores against the unsharded copy."""
+        lz4, raw = self.variants[0], self.variants[1]
+        jobs = str(os.cpu_count() or 1)
+        work = {side: os.path.join(self.work, f"scale-{side}") for side in ("wkfs", "webknossos")}
+
+        def fresh(side, source):
+            rmtree(work[side])
+            shutil.copytree(source, work[side], symlinks=True)
+            self.cold()
+            return work[side]
+
+        def down_wkfs():
+            ds = fresh("wkfs", self.ds(lz4))
+            script = " && ".join(f"{shlex.quote(self.wkfs)} downsample {shlex.quote(ds)} {l['name']}" for l in self.layers)
+            return self.timed(["bash", "-c", script], timeout=7200)
+
+        def down_wk():
+            ds = fresh("webknossos", self.ds(lz4))
+            return self.timed([WEBKNOSSOS, "downsample", ds, "--jobs", jobs], timeout=7200)
+
+        stats = self.group("9 downsample", {"wkfs": down_wkfs, "webknossos": down_wk})
+        mags = {side: [sorted(os.listdir(os.path.join(work[side], l["name"]))) for l in self.layers] for side in work}
+        note = f"mags: wkfs {mags['wkfs']}, webknossos {mags['webknossos']}"
+        self.rows.append(row("9 downsample", f"both layers {lz4['name']}, default mags", stats["wkfs"], stats["webknossos"], note))
+
+        def compress_wkfs():
+            return self.timed([self.wkfs, "compress", fresh("wkfs", self.ds(raw))], timeout=7200)
+
+        def compress_wk():
+            return self.timed([WEBKNOSSOS, "compress", fresh("webknossos", self.ds(raw)), "--jobs", jobs], timeout=7200)
+
+        stats = self.group("9 compress", {"wkfs": compress_wkfs, "webknossos": compress_wk})
+        for side in work:
+            data.verify_dataset(work[side], self.layers, os.path.join(self.root, "src"))
+        written = {side: block_type_of(os.path.join(work[side], self.layers[0]["name"], "1")) for side in work}
+        self.rows.append(row("9 compress", f"both layers {raw['name']}", stats["wkfs"], stats["webknossos"],
+                             f"block type: wkfs {written['wkfs']}, webknossos {written['webknossos']}; voxels verified"))
+        for side in work:
+            rmtree(work[side])
+
+        target = os.path.join(self.work, "copy-parts")
+        copy = [self.wkfs, "copy", self.ds(lz4), target, "--block-len", "8", "--file-len", "8", "--compress"]
+
+        def unsharded():
+            rmtree(target)
+            self.cold()
+            return self.timed(copy, timeout=7200)
+
+        def two_parts():
+            rmtree(target)
+            self.cold()
+            line = " ".join(shlex.quote(c) for c in copy)
+            return self.timed(["bash", "-c", f"{line} --shard 0/2 & a=$!; {line} --shard 1/2 & b=$!; wait $a && wait $b"], timeout=7200)
+
+        stats = self.group("9 copy in parts", {"2 parts": two_parts, "1 process": unsharded})
+        data.verify_dataset(target, self.layers, os.path.join(self.root, "src"))
+        rmtree(target)
+        self.rows.append(row("9 copy in 2 parts", f"both layers {lz4['name']} -> 8/8 LZ4HC, 2 processes vs 1",
+                             stats["2 parts"], stats["1 process"], "voxels verified"))
+
     # ---- 8: the views (volume.raw, slices) ----
 
     def bench_views(self):
@@ -597,6 +666,7 @@ def static_notes(bench, cfg):
 BENCHMARKS = {
     "1": "bench_read", "2": "bench_write", "3": "bench_copy",
     "4": "bench_mount_read", "5": "bench_mount_write", "6": "bench_boxes", "7": "bench_zarr3", "8": "bench_views",
+    "9": "bench_scale_out",
 }
 
 
@@ -604,7 +674,7 @@ def parse_args():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="tiny data, one repetition (also SMOKE=1)")
     p.add_argument("--reps", type=int, help="repetitions per benchmark (default: 3, smoke: 1)")
-    p.add_argument("--only", default="1,2,3,4,5,6,7,8", help="comma-separated benchmark numbers")
+    p.add_argument("--only", default="1,2,3,4,5,6,7,8,9", help="comma-separated benchmark numbers")
     p.add_argument("--json", help="where to write the results (default: bench/results.json; "
                                   "smoke: <data dir>/results-smoke.json)")
     p.add_argument("--data-dir", help="where the data goes (default: bench/.data, or $BENCH_DATA)")
