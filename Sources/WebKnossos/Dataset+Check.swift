@@ -45,6 +45,13 @@ extension Dataset {
                     )
                 }
                 problems += Self.checkLeftovers(of: store, repair: repair, repaired: repaired)
+                if isUnfinishedDownsample(layer, entry) {
+                    problems.append("\(magPath): downsampling not finished (interrupted, or parts of it still to run); run wkfs downsample again to finish it")
+                }
+                let rebuilt = PathOps.dirname(magPath) + "/" + Self.compressPrefix + (magPath.split(separator: "/").last.map(String.init) ?? "")
+                if PathOps.exists(rebuilt) {
+                    problems.append("\(rebuilt): compression not finished (interrupted, or parts of it still to run); run wkfs compress again to finish it")
+                }
                 do {
                     work.append((store, try store.dataFiles()))
                 } catch {

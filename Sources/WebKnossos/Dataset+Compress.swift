@@ -132,17 +132,16 @@ extension Dataset {
         }
     }
 
-    /// Data file `index` of `source` into `target` (same layout, compressed): whole when small,
-    /// else a layer of blocks at a time.
+    /// Data file `index` of `source` into `target` (same layout, compressed), block by block:
+    /// blocks that are holes or zeros are not read or encoded (a raw file of a sparse layer is
+    /// mostly holes), the others are encoded on every core.
     static func copyCompressed(_ index: Vec3, from source: any MagStore, to target: any BlockWritableStore) throws {
-        let box = Box(offset: index * source.fileShape, size: source.fileShape)
-        guard source.fileBytes > 64 << 20 else {
-            let bytes = try source.read(box)
-            if bytes.withUnsafeBytes(RegionCopy.isZero) { return }
-            try bytes.withUnsafeBytes { try target.writeRegion(box, from: $0) }
-            return
+        guard let reader = try source.openDataFile(index) else { return }
+        try target.replaceFile(index, directories: nil, parallel: true) { n in
+            if reader.isHole(consecutive: n..<(n + 1)) { return .zero }
+            let bytes = try reader.decode(consecutive: n..<(n + 1))
+            return bytes.withUnsafeBytes(RegionCopy.isZero) ? .zero : .decoded(bytes)
         }
-        _ = try target.writeFileBySlabs(index) { slab in try source.read(slab) }
     }
 
     /// Swaps the rebuilt mag in (atomically where the file system can), then removes the old one.

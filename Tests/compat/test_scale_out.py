@@ -149,6 +149,12 @@ def test_downsample_as_slurm_arrays_same_as_one_process(source, cluster, tmp_pat
         _sbatch(cluster, tmp_path / f"logs-{previous}", SBATCH_SCRIPT, "downsample", array, "color",
                 "--from", previous, "--coarsest", "4")
     _same(one, array)
+    # A level with only some of its parts run is reported, and not started from.
+    partial = tmp_path / "partial" / "ds"
+    shutil.copytree(source, partial, symlinks=True)
+    h.wkfs_ok("downsample", partial, "color", "--from", "1", "--coarsest", "4", "--shard", "2/4")
+    proc = h.run_wkfs("check", partial)
+    assert proc.returncode == 1 and b"downsampling not finished" in proc.stdout, h.describe(proc)
     # The shipped submit script: one array per level chained with --dependency=afterok.
     proc = subprocess.run(["bash", str(DOWNSAMPLE_SCRIPT), str(script), "color", "4", "--coarsest", "4"],
                           env=_wkfs_env(cluster), cwd=tmp_path, capture_output=True, text=True, timeout=120)
@@ -229,6 +235,9 @@ def test_compress_killed_then_run_again_gives_the_same_bytes(tmp_path, kill_afte
     # Meanwhile every voxel reads as before, from the old mag or the new one.
     got = np.frombuffer(h.wkfs_ok("read", killed, "color", "1", "--offset", "0,0,0", "--size", "256,256,128"), dtype=np.uint8)
     assert np.array_equal(got, data.reshape(-1))
+    if list((killed / "color").glob(".wkfs-compress-*")):
+        proc = h.run_wkfs("check", killed)
+        assert proc.returncode == 1 and b"compression not finished" in proc.stdout, h.describe(proc)
     h.wkfs_ok("compress", killed)
     _same(whole, killed)
     h.wkfs_ok("check", killed)
