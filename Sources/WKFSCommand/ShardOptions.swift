@@ -36,7 +36,10 @@ struct ShardOptions: ParsableArguments {
             let first = try number("SLURM_ARRAY_TASK_MIN") ?? 0
             let step = max(1, try number("SLURM_ARRAY_TASK_STEP") ?? 1)
             do {
-                return try WorkShard(index: (id - first) / step, count: count)
+                let shard = try WorkShard(index: (id - first) / step, count: count)
+                // Said in the job's log: a plain command in an array job does only its part.
+                printError("wkfs: doing part \(shard) of the work (SLURM_ARRAY_TASK_ID=\(id), SLURM_ARRAY_TASK_COUNT=\(count)); --shard 0/1 does it all")
+                return shard
             } catch {
                 throw ValidationError("SLURM_ARRAY_TASK_ID=\(id) (from \(first), step \(step)) is not a task of an array of \(count)")
             }
@@ -46,7 +49,9 @@ struct ShardOptions: ParsableArguments {
                 throw ValidationError("JOB_COMPLETION_INDEX is set but WKFS_SHARD_COUNT (the job's completions) is not: set it, or pass --shard I/N")
             }
             do {
-                return try WorkShard(index: index, count: count)
+                let shard = try WorkShard(index: index, count: count)
+                printError("wkfs: doing part \(shard) of the work (JOB_COMPLETION_INDEX=\(index), WKFS_SHARD_COUNT=\(count)); --shard 0/1 does it all")
+                return shard
             } catch {
                 throw ValidationError("JOB_COMPLETION_INDEX=\(index) is not below WKFS_SHARD_COUNT=\(count)")
             }

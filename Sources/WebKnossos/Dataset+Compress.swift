@@ -58,6 +58,18 @@ extension Dataset {
         let rebuilt = PathOps.dirname(path) + "/" + Self.compressPrefix + (path.split(separator: "/").last.map(String.init) ?? "mag")
         let what = "layer '\(layer.name)' mag \(entry.mag)"
 
+        // Nothing to do, nothing written (not even a lock; the dataset may be read-only).
+        if !PathOps.exists(rebuilt), !PathOps.exists(path + Self.oldSuffix), let store = try? Self.openStore(format, path), store.isCompressed {
+            Self.removeCompressionNotes(path)
+            return .alreadyCompressed
+        }
+        // Runs writing into the rebuilt copy hold its lock shared, from before they look at it;
+        // the swap takes it exclusively, so it never moves the copy away under a run still
+        // writing into it, and a run that waited finds the mag compressed.
+        let lockPath = rebuilt + ".lock"
+        var writing: DirectoryLock? = try Self.compressLock(lockPath, shared: true)
+        defer { writing?.unlock() }
+
         // Setup under the properties lock: the parts of a sharded run start at once.
         let (source, target): (any MagStore, (any BlockWritableStore)?) = try withPropertiesLock {
             try Self.recoverCompression(path, rebuilt)
@@ -93,6 +105,7 @@ extension Dataset {
         }
         guard let target else {
             Self.removeCompressionNotes(path)
+            PathOps.remove(lockPath)  // compressed: nobody writes a copy any more
             return .alreadyCompressed
         }
 
@@ -118,6 +131,10 @@ extension Dataset {
         } catch {
             throw DatasetError(.io, note(shard.index), "cannot note this part as done", cause: error)
         }
+        writing?.unlock()
+        writing = nil
+        let swapping = try Self.compressLock(lockPath, shared: false)
+        defer { swapping.unlock() }
         return try withPropertiesLock {
             // Swapped by another part already: the rebuilt path holds the old mag.
             guard PathOps.exists(rebuilt + "/" + Self.compressNewMarker) else { return .compressed }
@@ -128,6 +145,8 @@ extension Dataset {
                 throw DatasetError(.io, rebuilt, "cannot clean up after an interrupted compression", cause: error)
             }
             try Self.swapInCompressed(path, rebuilt)
+            // Whoever waits for the lock now finds the mag compressed.
+            PathOps.remove(lockPath)
             return .compressed
         }
     }
@@ -167,6 +186,14 @@ extension Dataset {
     }
 
     static let oldSuffix = ".wkfs-compress-old"
+
+    static func compressLock(_ path: String, shared: Bool) throws -> DirectoryLock {
+        do {
+            return try DirectoryLock(lockFile: path, shared: shared)
+        } catch {
+            throw DatasetError(.io, path, "cannot take the compression's lock", cause: error)
+        }
+    }
 
     /// Finishes what a killed run left: a swap halfway (no atomic swap), or the old mag not yet
     /// removed after the swap.

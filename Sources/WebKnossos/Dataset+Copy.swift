@@ -202,7 +202,10 @@ extension Dataset {
         try Self.withCopyLock(destination) {
             guard shard.isWhole || (0..<shard.count).allSatisfy({ PathOps.exists(note($0)) }) else { return }
             PathOps.remove(marker)
-            if !shard.isWhole { for i in 0..<shard.count { PathOps.remove(note(i)) } }
+            // The notes of these parts, and of parts of an earlier split of the same copy.
+            for name in PathOps.list(destination) where name.hasPrefix(Self.unfinishedCopyName + ".") {
+                PathOps.remove(destination + "/" + name)
+            }
             // Every part is done: nobody waits for the lock any more.
             PathOps.remove(destination + "/" + Self.copyLockName)
             do {

@@ -119,13 +119,17 @@ extension Dataset {
     /// A level is done when every part is: each part leaves a note beside the marker, and the
     /// part that finds all N notes removes them and the marker.
     private func finishDownsampleLevel(_ marker: String, shard: WorkShard) throws {
-        if shard.isWhole {
-            // Also the notes of parts of an earlier sharded run that this run finished.
-            let directory = PathOps.dirname(marker)
-            for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where name.hasPrefix(Self.unfinishedDownsampleName + ".") {
+        let directory = PathOps.dirname(marker)
+        // The level is done: its marker goes, with the notes of every part (also of parts of
+        // an earlier split of the same level).
+        func finished() {
+            for name in PathOps.list(directory) where name.hasPrefix(Self.unfinishedDownsampleName + ".") {
                 PathOps.remove(directory + "/" + name)
             }
             PathOps.remove(marker)
+        }
+        if shard.isWhole {
+            finished()
         } else {
             let note = { (i: Int) in "\(marker).\(i)-of-\(shard.count)" }
             do {
@@ -134,8 +138,7 @@ extension Dataset {
                 throw DatasetError(.io, note(shard.index), "cannot note this part as done", cause: error)
             }
             guard (0..<shard.count).allSatisfy({ PathOps.exists(note($0)) }) else { return }
-            PathOps.remove(marker)
-            for i in 0..<shard.count { PathOps.remove(note(i)) }
+            finished()
         }
         do {
             try PathOps.syncDirectoryOrThrow(PathOps.dirname(marker))
@@ -225,9 +228,10 @@ struct DownsampleLevel: Sendable {
     /// The source voxels read: the layer's box snapped outward to the source mag; voxels beyond
     /// it are mirrored from inside (webknossos pads with numpy's "symmetric").
     let sourceBounds: Box
-    /// For nearest: webknossos's job and tile sizes (target voxels), which its index choice depends on.
-    let nearestJob: Vec3
-    let nearestTile: Vec3
+    /// webknossos's job and tile sizes (target voxels): it pads each tile on its own, and its
+    /// nearest voxel depends on the tile.
+    let webknossosJob: Vec3
+    let webknossosTile: Vec3
 
     init(source: any MagStore, target: any BlockWritableStore, factor: Vec3, layer: LayerProperties, sourceMag: Mag, targetMag: Mag, interpolation: Interpolation) {
         self.source = source
@@ -243,8 +247,8 @@ struct DownsampleLevel: Sendable {
         while job.volume < 1 << 30 {
             if job.z <= job.x && job.z <= job.y { job.z *= 2 } else if job.y <= job.x { job.y *= 2 } else { job.x *= 2 }
         }
-        nearestJob = job
-        nearestTile = Vec3(
+        webknossosJob = job
+        webknossosTile = Vec3(
             Swift.min(Swift.max(1024 / factor.x, 1), 512, shard.x), Swift.min(Swift.max(1024 / factor.y, 1), 512, shard.y),
             Swift.min(Swift.max(1024 / factor.z, 1), 512, shard.z))
     }
@@ -298,13 +302,20 @@ struct DownsampleLevel: Sendable {
     /// The target voxels of `part` (C order z, y, x, c) into `destination`.
     func compute(_ part: Box, into destination: UnsafeMutableRawPointer) throws {
         let needed = Box(offset: part.offset * factor, size: part.size * factor)
-        let bounds = sourceBounds
-        func mirrored(_ start: Int, _ count: Int, _ lo: Int, _ hi: Int) -> [Int] {
-            (start..<(start + count)).map { Self.reflect($0, lo, hi) }
+        let s = sourceBounds, t = targetBounds
+        // webknossos pads each of its tiles on its own: a voxel beyond the box is mirrored from
+        // the valid voxels of its tile (for factor 2 that is the edge voxel, whatever the tile).
+        func mirrored(_ start: Int, _ count: Int, _ f: Int, _ lo: Int, _ hi: Int, _ job: Int, _ tile: Int, _ tlo: Int, _ thi: Int) -> [Int] {
+            (start..<(start + count)).map { i in
+                if i >= lo && i < hi { return i }
+                let (tileStart, tileEnd) = Self.tile(Self.floorDiv(i, f), job: job, tile: tile, lo: tlo, hi: thi)
+                return Self.reflect(i, Swift.max(lo, tileStart * f), Swift.min(hi, tileEnd * f))
+            }
         }
-        let mx = mirrored(needed.offset.x, needed.size.x, bounds.offset.x, bounds.end.x)
-        let my = mirrored(needed.offset.y, needed.size.y, bounds.offset.y, bounds.end.y)
-        let mz = mirrored(needed.offset.z, needed.size.z, bounds.offset.z, bounds.end.z)
+        let j = webknossosJob, tl = webknossosTile
+        let mx = mirrored(needed.offset.x, needed.size.x, factor.x, s.offset.x, s.end.x, j.x, tl.x, t.offset.x, t.end.x)
+        let my = mirrored(needed.offset.y, needed.size.y, factor.y, s.offset.y, s.end.y, j.y, tl.y, t.offset.y, t.end.y)
+        let mz = mirrored(needed.offset.z, needed.size.z, factor.z, s.offset.z, s.end.z, j.z, tl.z, t.offset.z, t.end.z)
         let readLo = Vec3(mx.min()!, my.min()!, mz.min()!)
         let read = Box(offset: readLo, size: Vec3(mx.max()! + 1, my.max()! + 1, mz.max()! + 1) - readLo)
         let v = source.voxelBytes
@@ -349,19 +360,28 @@ struct DownsampleLevel: Sendable {
     func nearestMaps(_ part: Box, _ needed: Box) -> DownsampleKernel.NearestMaps {
         func axis(_ start: Int, _ count: Int, _ f: Int, _ job: Int, _ tile: Int, _ lo: Int, _ hi: Int, _ neededStart: Int) -> [Int] {
             (start..<(start + count)).map { t in
-                let cell = Int((Double(t) / Double(job)).rounded(.down)) * job
-                let jobStart = Swift.max(cell, lo), jobEnd = Swift.min(cell + job, hi)
-                let tileStart = jobStart + (t - jobStart) / tile * tile
-                let tileEnd = Swift.min(tileStart + tile, jobEnd)
+                let (tileStart, tileEnd) = Self.tile(t, job: job, tile: tile, lo: lo, hi: hi)
                 let nOut = tileEnd - tileStart, nIn = nOut * f, i = t - tileStart
                 let offset = nOut == 1 ? 0 : Int((Double(i) * Double(nIn - 1) / Double(nOut - 1) + 0.5).rounded(.down))
                 return tileStart * f + offset - neededStart
             }
         }
-        let b = targetBounds
+        let b = targetBounds, j = webknossosJob, tl = webknossosTile
         return DownsampleKernel.NearestMaps(
-            x: axis(part.offset.x, part.size.x, factor.x, nearestJob.x, nearestTile.x, b.offset.x, b.end.x, needed.offset.x),
-            y: axis(part.offset.y, part.size.y, factor.y, nearestJob.y, nearestTile.y, b.offset.y, b.end.y, needed.offset.y),
-            z: axis(part.offset.z, part.size.z, factor.z, nearestJob.z, nearestTile.z, b.offset.z, b.end.z, needed.offset.z))
+            x: axis(part.offset.x, part.size.x, factor.x, j.x, tl.x, b.offset.x, b.end.x, needed.offset.x),
+            y: axis(part.offset.y, part.size.y, factor.y, j.y, tl.y, b.offset.y, b.end.y, needed.offset.y),
+            z: axis(part.offset.z, part.size.z, factor.z, j.z, tl.z, b.offset.z, b.end.z, needed.offset.z))
     }
+
+    /// The webknossos tile (target voxels, along one axis) that target voxel `t` falls in: jobs
+    /// are cells of a grid of `job` voxels cut to the bounds `lo..<hi`, tiles of `tile` voxels
+    /// start at each job's start.
+    static func tile(_ t: Int, job: Int, tile: Int, lo: Int, hi: Int) -> (start: Int, end: Int) {
+        let cell = floorDiv(t, job) * job
+        let jobStart = Swift.max(cell, lo), jobEnd = Swift.min(cell + job, hi)
+        let tileStart = jobStart + (t - jobStart) / tile * tile
+        return (tileStart, Swift.min(tileStart + tile, jobEnd))
+    }
+
+    static func floorDiv(_ a: Int, _ b: Int) -> Int { a >= 0 ? a / b : -((-a + b - 1) / b) }
 }

@@ -118,20 +118,24 @@ extension DownsampleValue {
         let n = values.count
         switch interpolation {
         case .mode:
-            // Counts by ==, the strictly larger count wins: on a tie the value met first.
+            // As webknossos counts: each value counts itself and the equal values after it, so
+            // the first occurrence carries the full count and a strictly larger count wins: on a
+            // tie the value met first (a NaN counts 1: it equals nothing, not even itself).
             var best = values[0]
             var allSame = true
             for i in 1..<n where values[i] != best { allSame = false; break }
             if allSame { return best }
-            var bestCount = 0
-            for j in 0..<n where values[j] == best { bestCount += 1 }
-            for i in 1..<n {
-                let v = values[i]
-                var count = 0
-                for j in 0..<n where values[j] == v { count += 1 }
-                if count > bestCount {
-                    best = v
-                    bestCount = count
+            var bestCount = 1
+            for j in 1..<n where values[j] == best { bestCount += 1 }
+            if n > 2 {
+                for i in 1..<(n - 1) {
+                    let v = values[i]
+                    var count = 1
+                    for j in (i + 1)..<n where values[j] == v { count += 1 }
+                    if count > bestCount {
+                        best = v
+                        bestCount = count
+                    }
                 }
             }
             return best

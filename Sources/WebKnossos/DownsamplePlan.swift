@@ -74,6 +74,13 @@ public enum DownsamplePlan {
             }
             result.append(current)
         }
+        for (source, target) in zip([from] + result.dropLast(), result) {
+            let s = source.factors, t = target.factors
+            guard t.x >= s.x && t.y >= s.y && t.z >= s.z && t.x % s.x == 0 && t.y % s.y == 0 && t.z % s.z == 0 else {
+                throw DatasetError(.invalidArgument, "mag \(target)",
+                    "a step from mag \(source) to mag \(target) (a mag of the dataset's other layers) is not a whole factor along every axis; start from or stop at another mag")
+            }
+        }
         var seen: Set<Int> = [from.maxFactor]
         for mag in result where !seen.insert(mag.maxFactor).inserted {
             throw DatasetError(.invalidArgument, "mag \(mag)", "two steps of the downsampling would share their largest factor")

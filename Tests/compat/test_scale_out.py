@@ -241,3 +241,24 @@ def test_compress_killed_then_run_again_gives_the_same_bytes(tmp_path, kill_afte
     h.wkfs_ok("compress", killed)
     _same(whole, killed)
     h.wkfs_ok("check", killed)
+
+
+def test_two_compress_runs_at_once_leave_nothing_behind(source, tmp_path):
+    """The second run waits for the first one's swap instead of writing into the copy it moves
+    away (it found a temporary file of its own in the live mag, and failed)."""
+    ds = tmp_path / "ds"
+    shutil.copytree(source, ds, symlinks=True)
+    before = _voxels(ds)
+    _background([[h.WKFS_BIN, "compress", ds], [h.WKFS_BIN, "compress", ds]])
+    assert _voxels(ds) == before
+    assert not [p for p in ds.rglob("*") if ".wkfs-compress" in p.name or p.name.endswith(".tmp")]
+    h.wkfs_ok("check", ds)
+
+
+def test_parts_of_two_splits_of_one_copy_leave_no_notes(source, tmp_path):
+    dst = tmp_path / "ds"
+    h.wkfs_ok("copy", source, dst, "--shard", "1/2")
+    for i in range(3):
+        h.wkfs_ok("copy", source, dst, "--shard", f"{i}/3")
+    assert not [p.name for p in dst.iterdir() if p.name.startswith(".wkfs-copy")]
+    h.wkfs_ok("check", dst)

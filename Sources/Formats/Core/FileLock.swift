@@ -95,14 +95,15 @@ public final class DirectoryLock: @unchecked Sendable {
 
     /// Waits for the lock of the lock file at `path` (created empty when missing): a lock
     /// beside a directory's own, for a step that takes the directory's lock itself meanwhile.
-    public init(lockFile path: String) throws {
+    /// `shared`: held together with other shared holders, excluding exclusive ones.
+    public init(lockFile path: String, shared: Bool = false) throws {
         let file = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o644)
         guard file >= 0 else {
             let code = errno
             throw FormatError(.io(errno: code), path: path, "cannot open or create the lock file: \(Errno(rawValue: code))")
         }
         close(file)
-        fileLock = try FileLock.lock(path, ranges: [(0, 1)], exclusive: true)!
+        fileLock = try FileLock.lock(path, ranges: [(0, 1)], exclusive: !shared)!
     }
 
     public func unlock() {
