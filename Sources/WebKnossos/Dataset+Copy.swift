@@ -74,6 +74,13 @@ extension Dataset {
         // after another, under the destination's lock.
         let destination = Self.normalize(destination)
         let marker = destination + "/" + Self.unfinishedCopyName
+        // Refused before anything is written there (checked again under the lock).
+        if let from = Self.unfinishedCopy(at: destination), Self.realPath(from) != Self.realPath(path) {
+            throw DatasetError(.alreadyExists, destination, "holds an unfinished copy of \(from), not of \(path)")
+        }
+        if Self.unfinishedCopy(at: destination) == nil && FileManager.default.fileExists(atPath: destination + "/" + DatasetProperties.fileName) {
+            throw DatasetError(.alreadyExists, destination, "a dataset already exists here")
+        }
         do {
             try PathOps.makeDirectories(destination, inherit: false)
         } catch {
@@ -145,6 +152,9 @@ extension Dataset {
                 }
             }
             return (copy, targets)
+        } failed: {
+            // A setup that failed before the copy began leaves no lock behind.
+            if Self.unfinishedCopy(at: destination) == nil { PathOps.remove(destination + "/" + Self.copyLockName) }
         }
         let total = try plans.reduce(0) { sum, plan in
             try sum + plan.mags.reduce(0) { count, mag in
@@ -224,8 +234,9 @@ extension Dataset {
     /// lock, which setting up takes itself).
     static let copyLockName = ".wkfs-copy.lock"
 
-    /// Runs `body` holding the copy lock of destination `path`.
-    static func withCopyLock<T>(_ path: String, _ body: () throws -> T) throws -> T {
+    /// Runs `body` holding the copy lock of destination `path`; `failed` runs, still holding
+    /// it, when `body` throws.
+    static func withCopyLock<T>(_ path: String, _ body: () throws -> T, failed: () -> Void = {}) throws -> T {
         let lock: DirectoryLock
         do {
             lock = try DirectoryLock(lockFile: path + "/" + copyLockName)
@@ -233,7 +244,12 @@ extension Dataset {
             throw DatasetError(.io, path, "cannot take the copy's lock", cause: error)
         }
         defer { lock.unlock() }
-        return try body()
+        do {
+            return try body()
+        } catch {
+            failed()
+            throw error
+        }
     }
 
     /// The file at a destination's root that marks a copy in progress; it holds the source path.
