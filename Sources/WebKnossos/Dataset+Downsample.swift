@@ -89,6 +89,12 @@ extension Dataset {
             let (target, complete) = try downsampleTarget(layerName, step.target, layout: layout)
             // Built already (by an earlier run, or by every part of a sharded one).
             if complete { continue }
+            // What a killed run left half-written goes (files of parts still running stay).
+            do {
+                _ = try target.removeStaleTemporaries()
+            } catch {
+                throw DatasetError(.io, target.path, "cannot clean up after an interrupted downsampling", cause: error)
+            }
             let level = DownsampleLevel(
                 source: source, target: target, factor: step.target.factors.floorDiv(step.source.factors),
                 layer: layer, sourceMag: step.source, targetMag: step.target, interpolation: interpolation)
