@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import signal
@@ -37,6 +38,8 @@ from harness import (BenchError, Mount, PidFile, Sample, drop_caches, log, measu
                      rmtree, row, run, run_timed, table)
 
 REFOPS = os.path.join(HERE, "refops.py")
+# A cube of the mount (not volume.raw, which shows the same voxels again).
+CUBE_NAME = re.compile(r"x\d+\.raw")
 # The reference CLI of the venv the benchmark runs in.
 WEBKNOSSOS = os.path.join(os.path.dirname(sys.executable), "webknossos")
 BLOCK_TYPES = {1: "raw", 2: "LZ4", 3: "LZ4HC"}
@@ -378,7 +381,7 @@ class Bench:
             listpath = os.path.join(self.work, f"cubes-{kind}.list")
             with self.wkfs_mount(ds, name=f"list-{kind}") as m:
                 names = sorted(os.path.relpath(os.path.join(d, f), m.mountpoint)
-                               for d, _, fs in os.walk(m.mountpoint) for f in fs if f.endswith(".raw"))
+                               for d, _, fs in os.walk(m.mountpoint) for f in fs if CUBE_NAME.fullmatch(f))
                 expected = sum(os.path.getsize(os.path.join(m.mountpoint, n)) for n in names)
             with open(listpath, "w") as f:
                 f.write("\n".join(names) + "\n")
