@@ -45,7 +45,8 @@ ANISO = [11.24, 11.24, 28.0]
 
 
 def _case(fmt, dtype, channels, topleft, size, *, voxel_size=ANISO, category=None, data=None,
-          chunk=8, shard=32, compress=True, interpolation=None, sampling=None, coarsest=None, seed=0):
+          chunk=8, shard=32, compress=True, interpolation=None, sampling=None, coarsest=None, seed=0,
+          other_mags=None):
     category = category or ("segmentation" if dtype in ("uint32", "uint64") else "color")
     return dict(
         fmt=fmt, dtype=dtype, channels=channels, topleft=list(topleft), size=list(size),
@@ -54,6 +55,7 @@ def _case(fmt, dtype, channels, topleft, size, *, voxel_size=ANISO, category=Non
         data=data or ("lowcard" if category == "segmentation" else "random"),
         chunk=chunk, shard=shard, compress=compress, seed=seed,
         downsample=dict(interpolation_mode=interpolation, sampling_mode=sampling, coarsest_mag=coarsest),
+        other_mags=other_mags,
     )
 
 
@@ -86,6 +88,11 @@ REF_CASES = {
                                            chunk=16, shard=64, interpolation="nearest", coarsest="16", seed=14),
     "zarr3-seg-u64-nearest": _case("zarr3", "uint64", 1, (3, 5, 7), (70, 60, 50), interpolation="nearest",
                                    data="lowcard52", seed=15),
+    # Following another layer's 2-2-1 and 4-4-4 makes a step of factor 4 in z; webknossos mirrors
+    # the edge within each of its tiles (the last z tile holds one valid voxel).
+    "wkw-u8-aligned-factor4-edge": _case("wkw", "uint8", 1, (0, 0, 0), (8, 8, 1025), voxel_size=(1, 1, 1),
+                                         chunk=None, shard=None, compress=False, other_mags=["1", "2-2-1", "4-4-4"],
+                                         seed=22),
     "wkw-u8-min": _case("wkw", "uint8", 1, (3, 5, 7), (101, 67, 33), interpolation="min", seed=16),
     "zarr3-seg-u32-min": _case("zarr3", "uint32", 1, (1, 1, 1), (70, 60, 50), voxel_size=(1, 1, 1),
                                interpolation="min", seed=17),
@@ -544,3 +551,14 @@ def test_print_slurm(tmp_path):
     assert _markers(ds) == []
     want, got = _files(whole), _files(ds)
     assert got == want, "files differ from one process's:\n" + h.snapshot_diff(want, got)
+
+
+def test_parts_of_two_splits_of_one_level_leave_no_notes(tmp_path):
+    """Part 1/2 ran, then the level was split in 3 and all 3 parts ran: the level is complete
+    and no note of either split stays behind."""
+    ds = _wkfs_dataset(tmp_path, "wkw", size=(60, 50, 40))
+    h.wkfs_ok("downsample", ds, "data", "--from", "1", "--coarsest", "2-2-1", "--shard", "1/2")
+    for i in range(3):
+        h.wkfs_ok("downsample", ds, "data", "--from", "1", "--coarsest", "2-2-1", "--shard", f"{i}/3")
+    assert _markers(ds) == []
+    h.wkfs_ok("check", ds)

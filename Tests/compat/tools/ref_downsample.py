@@ -17,6 +17,8 @@ CASES.json is a list of objects:
   compress            mag 1 compressed?
   downsample          keyword arguments of Layer.downsample (interpolation_mode, sampling_mode,
                       coarsest_mag); None values are left out.
+  other_mags          (optional) mags of a second, empty layer "other" (uint8 color, same box),
+                      whose mags the downsampling follows
 
 The reference's new mags are written uncompressed with webknossos's default chunk/shard shapes:
 that gives the same voxels as the CLI (compression does not change voxels, and the default shard
@@ -79,6 +81,11 @@ def create(case: dict) -> None:
     if case["channels"] == 1:
         data = data[0]
     mag.write(data, absolute_offset=tuple(case["topleft"]), allow_unaligned=True)
+    if case.get("other_mags"):
+        other = ds.add_layer("other", "color", dtype="uint8", data_format=case["fmt"])
+        other.bounding_box = wk.BoundingBox(tuple(case["topleft"]), tuple(case["size"]))
+        for name in case["other_mags"]:
+            other.add_mag(name, compress=False)
 
 
 def downsample(case: dict, executor) -> None:
