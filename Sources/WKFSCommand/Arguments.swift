@@ -37,27 +37,22 @@ struct DTypeArgument: ExpressibleByArgument, Sendable {
     static var allValueStrings: [String] { VoxelType.allCases.map(\.name) }
 }
 
-/// `color` or `segmentation`.
-struct CategoryArgument: ExpressibleByArgument, Sendable {
-    var category: LayerProperties.Category
+/// A value named on the command line by its raw value: `color`, `zarr3`, `constant-z`, `median`.
+struct NamedArgument<Value: RawRepresentable & CaseIterable & Sendable>: ExpressibleByArgument, Sendable where Value.RawValue == String {
+    var value: Value
+    init(_ value: Value) { self.value = value }
     init?(argument: String) {
-        guard let category = LayerProperties.Category(rawValue: argument) else { return nil }
-        self.category = category
+        guard let value = Value(rawValue: argument) else { return nil }
+        self.value = value
     }
-    static var allValueStrings: [String] { ["color", "segmentation"] }
+    var defaultValueDescription: String { value.rawValue }
+    static var allValueStrings: [String] { Value.allCases.map(\.rawValue) }
 }
 
+/// `color` or `segmentation`.
+typealias CategoryArgument = NamedArgument<LayerProperties.Category>
 /// `wkw` or `zarr3`.
-struct DataFormatArgument: ExpressibleByArgument, Sendable {
-    var format: DataFormat
-    init(format: DataFormat) { self.format = format }
-    init?(argument: String) {
-        guard let format = DataFormat(rawValue: argument) else { return nil }
-        self.format = format
-    }
-    var defaultValueDescription: String { format.rawValue }
-    static var allValueStrings: [String] { DataFormat.allCases.map(\.rawValue) }
-}
+typealias DataFormatArgument = NamedArgument<DataFormat>
 
 /// Options shared by `add-mag` and `copy`.
 struct StorageOptions: ParsableArguments {

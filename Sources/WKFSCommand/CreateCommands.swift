@@ -32,7 +32,7 @@ struct AddLayerCommand: ParsableCommand {
     @Option(name: .customLong("largest-segment-id"), help: "Largest segment id (segmentation layers).")
     var largestSegmentId: UInt64?
     @Option(name: .customLong("data-format"), help: "wkw or zarr3 (webknossos's default since 2025).")
-    var dataFormat = DataFormatArgument(format: .wkw)
+    var dataFormat = DataFormatArgument(.wkw)
 
     func validate() throws {
         guard channels >= 1 else { throw ValidationError("--channels must be at least 1") }
@@ -41,8 +41,8 @@ struct AddLayerCommand: ParsableCommand {
     func run() throws {
         var ds = try Dataset.open(dataset)
         try ds.addLayer(
-            layer, category: category.category, voxelType: dtype.type, channels: channels, largestSegmentId: largestSegmentId,
-            format: dataFormat.format)
+            layer, category: category.value, voxelType: dtype.type, channels: channels, largestSegmentId: largestSegmentId,
+            format: dataFormat.value)
     }
 }
 

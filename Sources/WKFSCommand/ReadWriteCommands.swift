@@ -179,7 +179,7 @@ struct CopyCommand: ParsableCommand {
             to: destination,
             options: .init(
                 blockLength: storage.block ?? (storage.shardShape != nil ? 32 : nil),
-                fileLength: storage.fileBlocks(block: storage.block ?? 32), compress: storage.compress, format: dataFormat?.format),
+                fileLength: storage.fileBlocks(block: storage.block ?? 32), compress: storage.compress, format: dataFormat?.value),
             shard: shard
         ) { progress.update($0, $1) }
     }

@@ -12,24 +12,9 @@ struct MagArgument: ExpressibleByArgument, Sendable {
 }
 
 /// `anisotropic`, `isotropic` or `constant-z`.
-struct SamplingModeArgument: ExpressibleByArgument, Sendable {
-    var mode: SamplingMode
-    init?(argument: String) {
-        guard let mode = SamplingMode(rawValue: argument) else { return nil }
-        self.mode = mode
-    }
-    static var allValueStrings: [String] { SamplingMode.allCases.map(\.rawValue) }
-}
-
+typealias SamplingModeArgument = NamedArgument<SamplingMode>
 /// `mode`, `median`, `nearest`, `max`, `min` or `mean`.
-struct InterpolationArgument: ExpressibleByArgument, Sendable {
-    var interpolation: Interpolation
-    init?(argument: String) {
-        guard let interpolation = Interpolation(rawValue: argument) else { return nil }
-        self.interpolation = interpolation
-    }
-    static var allValueStrings: [String] { Interpolation.allCases.map(\.rawValue) }
-}
+typealias InterpolationArgument = NamedArgument<Interpolation>
 
 struct DownsampleCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -62,8 +47,8 @@ struct DownsampleCommand: ParsableCommand {
         var options = Dataset.DownsampleOptions()
         options.from = from?.mag
         options.coarsest = coarsest?.mag
-        options.samplingMode = samplingMode?.mode ?? .anisotropic
-        options.interpolation = interpolation?.interpolation
+        options.samplingMode = samplingMode?.value ?? .anisotropic
+        options.interpolation = interpolation?.value
         if printSlurm {
             print(try slurmScript(ds, options))
             return
@@ -105,7 +90,7 @@ struct DownsampleCommand: ParsableCommand {
         for step in steps {
             let command = [
                 executable, "downsample", Self.quote(Self.absolute(ds.path)), Self.quote(layer), "--from", step.source.shortName,
-                "--coarsest", last.target.shortName, "--sampling-mode", (samplingMode?.mode ?? .anisotropic).rawValue, "--interpolation", interpolation.rawValue,
+                "--coarsest", last.target.shortName, "--sampling-mode", (samplingMode?.value ?? .anisotropic).rawValue, "--interpolation", interpolation.rawValue,
             ].joined(separator: " ")
             lines.append(
                 "previous=$(sbatch --parsable ${SBATCH_OPTIONS:-} --job-name=wkfs-downsample-\(step.target.shortName) --array=0-\(tasks - 1) "

@@ -48,7 +48,7 @@ extension Dataset {
                 if isUnfinishedDownsample(layer, entry) {
                     problems.append("\(magPath): downsampling not finished (interrupted, or parts of it still to run); run wkfs downsample again to finish it")
                 }
-                let rebuilt = PathOps.dirname(magPath) + "/" + Self.compressPrefix + (magPath.split(separator: "/").last.map(String.init) ?? "")
+                let rebuilt = Self.compressionCopyPath(magPath)
                 if PathOps.exists(rebuilt) {
                     problems.append("\(rebuilt): compression not finished (interrupted, or parts of it still to run); run wkfs compress again to finish it")
                 }

@@ -55,7 +55,7 @@ extension Dataset {
         if isForeign(layer, entry) { return .foreign }
         let format = layer.format ?? .wkw
         let path = magPath(layer, entry)
-        let rebuilt = PathOps.dirname(path) + "/" + Self.compressPrefix + (path.split(separator: "/").last.map(String.init) ?? "mag")
+        let rebuilt = Self.compressionCopyPath(path)
         let what = "layer '\(layer.name)' mag \(entry.mag)"
 
         // Nothing to do, nothing written (not even a lock; the dataset may be read-only).
@@ -209,15 +209,12 @@ extension Dataset {
 
     /// The compressed mag's own markers, which it kept from being the rebuilt copy.
     static func removeCompressionNotes(_ path: String) {
-        guard let names = try? FileManager.default.contentsOfDirectory(atPath: path) else { return }
-        for name in names where name.hasPrefix(compressPrefix) { PathOps.remove(path + "/" + name) }
+        PathOps.removeFiles(in: path, prefix: compressPrefix)
     }
 
-    /// Runs `body` holding the dataset's properties lock.
-    func withPropertiesLock<T>(_ body: () throws -> T) throws -> T {
-        let lock = try propertiesLock()
-        defer { lock.unlock() }
-        return try body()
+    /// Where the compressed copy of the mag at `magPath` is built: beside it.
+    static func compressionCopyPath(_ magPath: String) -> String {
+        PathOps.dirname(magPath) + "/" + compressPrefix + (magPath.split(separator: "/").last.map(String.init) ?? "mag")
     }
 }
 
@@ -226,5 +223,10 @@ extension PathOps {
     static func removeTree(_ path: String) throws {
         guard exists(path) else { return }
         try FileManager.default.removeItem(atPath: path)
+    }
+
+    /// Removes the files in `directory` whose names start with `prefix` (the notes of a job's parts).
+    static func removeFiles(in directory: String, prefix: String) {
+        for name in list(directory) where name.hasPrefix(prefix) { remove(directory + "/" + name) }
     }
 }

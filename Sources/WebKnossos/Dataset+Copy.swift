@@ -213,9 +213,7 @@ extension Dataset {
             guard shard.isWhole || (0..<shard.count).allSatisfy({ PathOps.exists(note($0)) }) else { return }
             PathOps.remove(marker)
             // The notes of these parts, and of parts of an earlier split of the same copy.
-            for name in PathOps.list(destination) where name.hasPrefix(Self.unfinishedCopyName + ".") {
-                PathOps.remove(destination + "/" + name)
-            }
+            PathOps.removeFiles(in: destination, prefix: Self.unfinishedCopyName + ".")
             // Every part is done: nobody waits for the lock any more.
             PathOps.remove(destination + "/" + Self.copyLockName)
             do {

@@ -129,9 +129,7 @@ extension Dataset {
         // The level is done: its marker goes, with the notes of every part (also of parts of
         // an earlier split of the same level).
         func finished() {
-            for name in PathOps.list(directory) where name.hasPrefix(Self.unfinishedDownsampleName + ".") {
-                PathOps.remove(directory + "/" + name)
-            }
+            PathOps.removeFiles(in: directory, prefix: Self.unfinishedDownsampleName + ".")
             PathOps.remove(marker)
         }
         if shard.isWhole {

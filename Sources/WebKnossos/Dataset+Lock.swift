@@ -19,6 +19,13 @@ extension Dataset {
 
     /// Applies `change` to the properties as they are on disk now and saves them, holding the
     /// properties lock; `self` then holds the saved properties.
+    /// Runs `body` holding the dataset's properties lock.
+    func withPropertiesLock<T>(_ body: () throws -> T) throws -> T {
+        let lock = try propertiesLock()
+        defer { lock.unlock() }
+        return try body()
+    }
+
     public mutating func modifyProperties(_ change: (inout DatasetProperties) throws -> Void) throws {
         let lock = try propertiesLock()
         defer { lock.unlock() }

@@ -33,7 +33,7 @@ public struct DatasetProperties: Sendable {
 
 /// One entry of `dataLayers`.
 public struct LayerProperties: Sendable {
-    public enum Category: String, Sendable { case color, segmentation }
+    public enum Category: String, Sendable, CaseIterable { case color, segmentation }
 
     public var name: String
     public var category: Category
