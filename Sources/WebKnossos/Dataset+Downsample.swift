@@ -80,6 +80,8 @@ extension Dataset {
         progress: (_ step: DownsampleStep, _ done: Int, _ total: Int) -> Void = { _, _, _ in }
     ) throws -> [DownsampleStep] {
         let (steps, interpolation) = try downsamplePlan(layerName, options)
+        // A properties file a killed run was saving goes (only those of dead processes).
+        _ = removeStaleTemporaries()
         for step in steps {
             let layer = try self.layer(layerName)
             let source = try mag(layerName, step.source.shortName).store
