@@ -78,6 +78,10 @@ final class BlockCache: Sendable {
     private let misses = Atomic<Int>(0)
     private let zeroGroups = Atomic<Int>(0)
     private let decodedBytes = Atomic<Int>(0)
+    /// Read-ahead advice runs here, off the requests' threads (`prefetch`).
+    private let advice = DispatchQueue(label: "wkfs.block-advice", qos: .utility)
+    private let adviceQueued = Atomic<Int>(0)
+    static let adviceLimit = 4
 
     init(cacheSize: Int) { capacity = cacheSize - min(cacheSize / 4, 64 << 20) }
 
@@ -194,14 +198,27 @@ final class BlockCache: Sendable {
     /// Asks the kernel to start reading the stored bytes of the groups of `numbers` that are not
     /// cached, so a request that decodes many groups one after another does not wait on the disk
     /// for each (the first plane of a cube's block layer needs a whole layer of blocks).
-    func prefetch(_ mag: any MagStore, _ numbers: [Int], from opened: OpenedFile?) {
+    /// - Returns: whether groups were missing (false: nothing to ask for).
+    @discardableResult
+    func prefetch(_ mag: any MagStore, _ numbers: [Int], from opened: OpenedFile?) -> Bool {
         let size = Self.groupSize(mag)
-        guard let (reader, file) = opened.map({ ($0.reader, $0.number) }) else { return }
+        guard let (reader, file) = opened.map({ ($0.reader, $0.number) }) else { return false }
         let groups = Array(Set(numbers.map { $0 / size }))
         let missing = storage.withLock { s in groups.filter { !s.contains(Key(file: file, group: $0)) } }
-        guard missing.count > 1 else { return }
+        guard missing.count > 1 else { return false }
         let stored = missing.filter { !reader.isHole(consecutive: ($0 * size)..<(($0 + 1) * size)) }
-        reader.prefetch(stored.flatMap { ($0 * size)..<(($0 + 1) * size) })
+        // The advice is a system call per stored run (a z-layer of a Zarr3 shard is a thousand
+        // runs: a tenth of a cold read's time); the request goes on decoding meanwhile. A walk
+        // faster than the advice skips some, it does not queue them.
+        guard adviceQueued.add(1, ordering: .relaxed).newValue <= Self.adviceLimit else {
+            adviceQueued.subtract(1, ordering: .relaxed)
+            return true
+        }
+        advice.async {
+            reader.prefetch(stored.sorted().flatMap { ($0 * size)..<(($0 + 1) * size) })
+            self.adviceQueued.subtract(1, ordering: .relaxed)
+        }
+        return true
     }
 
     /// What `.wkfs/stats` shows of the cache.

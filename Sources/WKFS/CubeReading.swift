@@ -37,7 +37,16 @@ extension BlockCache {
         let b = mag.blockShape
         let positions = box.cellRange(b).positions
         let group = max(1, (4 << 20) / mag.blockBytes)
-        if positions.count > group { prefetch(mag, positions.map(mag.blockNumber), from: file) }
+        if positions.count > group, prefetch(mag, positions.map(mag.blockNumber), from: file) {
+            // A box that starts a layer of blocks (the first plane a program reads of it) also
+            // asks for the next layer: the disk reads it while the planes of this one are served.
+            let next = (box.offset.z / b.z + 1) * b.z
+            let cube = mag.fileShape
+            if next < cube.z {
+                let layer = Box(offset: Vec3(box.offset.x, box.offset.y, next), size: Vec3(box.size.x, box.size.y, min(b.z, cube.z - next)))
+                prefetch(mag, layer.cellRange(b).positions.map(mag.blockNumber), from: file)
+            }
+        }
         // Zero blocks are not copied: when one comes before any block with data, the whole
         // destination is cleared at once (one memset instead of a copy per row) and later blocks
         // with data overwrite their part; after one with data, a zero block clears its own part.

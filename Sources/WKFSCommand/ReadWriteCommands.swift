@@ -140,8 +140,17 @@ struct ReadCommand: ParsableCommand {
             let largest = slabs.map { $0.byteCount(voxelSize: voxelSize)! }.max() ?? 0
             let buffer = LargeBuffer.allocate(byteCount: largest)
             defer { buffer.deallocate() }
+            // The next slab's stored bytes are asked for on another thread: the advice itself
+            // takes time (a call per run of blocks) that the decoding should not wait for.
+            let advice = DispatchQueue(label: "wkfs.read-ahead", qos: .utility)
+            defer { advice.sync {} }
+            let ahead = 2
+            for slab in slabs.prefix(ahead) { advice.async { try? view.prefetch(slab) } }
             for (i, slab) in slabs.enumerated() {
-                if i + 1 < slabs.count { try view.prefetch(slabs[i + 1]) }
+                if i + ahead < slabs.count {
+                    let next = slabs[i + ahead]
+                    advice.async { try? view.prefetch(next) }
+                }
                 let part = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<slab.byteCount(voxelSize: voxelSize)!])
                 try view.read(slab, into: part)
                 try sink.write(UnsafeRawBufferPointer(part))

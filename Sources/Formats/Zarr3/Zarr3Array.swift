@@ -96,12 +96,9 @@ public struct Zarr3Array: Sendable {
         guard !box.isEmpty, let base = destination.baseAddress else { return }
         // Planned first (files opened, shard indexes read), then every chunk decoded in
         // parallel: one large shard keeps every core busy, not one.
-        var reads: [ChunkRead] = []
-        for index in box.cellRange(fileShape).positions {
-            try plan(index, box, base, into: &reads)
-        }
+        let (planned, missing) = try plan(box)
+        for part in missing { fill(part, of: box, base) }
         let address = SendableAddress(base)
-        let planned = reads
         try Parallel.forEach(planned.count) { i in
             let read = planned[i]
             guard let file = read.file, let range = read.range else { return fill(read.part, of: box, address.pointer) }
@@ -110,6 +107,33 @@ public struct Zarr3Array: Sendable {
             decoded.withUnsafeBytes { chunk in
                 RegionCopy.copy(read.part, voxelSize: voxelBytes, from: chunk.baseAddress!, layout: read.chunkBox, to: address.pointer, layout: box)
             }
+        }
+    }
+
+    /// Asks the kernel to start fetching the stored chunks of `box` (advice only), so a caller
+    /// reading a large region slab by slab keeps the disk busy while it decodes the slab before.
+    public func prefetch(_ box: Box) throws {
+        guard !box.isEmpty, box.offset.x >= 0, box.offset.y >= 0, box.offset.z >= 0 else { return }
+        adviseWillNeed(try plan(box).reads)
+    }
+
+    /// Advises the kernel of the stored ranges of `reads`; neighbouring chunks are one range.
+    private func adviseWillNeed(_ reads: [ChunkRead]) {
+        var byFile: [ObjectIdentifier: (file: OpenFile, ranges: [Range<Int>])] = [:]
+        for read in reads {
+            guard let file = read.file, let range = read.range, !range.isEmpty else { continue }
+            byFile[ObjectIdentifier(file), default: (file, [])].ranges.append(range)
+        }
+        for (file, ranges) in byFile.values {
+            var merged: [Range<Int>] = []
+            for range in ranges.sorted(by: { $0.lowerBound < $1.lowerBound }) {
+                if let last = merged.last, range.lowerBound <= last.upperBound {
+                    merged[merged.count - 1] = last.lowerBound..<max(last.upperBound, range.upperBound)
+                } else {
+                    merged.append(range)
+                }
+            }
+            for range in merged { file.willNeed(range) }
         }
     }
 
@@ -123,27 +147,33 @@ public struct Zarr3Array: Sendable {
         let part: Box
     }
 
-    /// Adds the chunks of grid chunk (shard) `index` that `box` meets; a missing file is filled at once.
-    private func plan(_ index: Vec3, _ box: Box, _ destination: UnsafeMutableRawPointer, into reads: inout [ChunkRead]) throws {
-        let fileBox = Box(offset: index * fileShape, size: fileShape)
-        guard let part = fileBox.intersection(box) else { return }
-        let file = filePath(index)
-        guard let opened = try OpenFile.openIfExists(file) else {
-            return fill(part, of: box, destination)
+    /// The chunks to read for `box`, and the parts of `box` whose shard files are missing.
+    private func plan(_ box: Box) throws -> (reads: [ChunkRead], missing: [Box]) {
+        var reads: [ChunkRead] = []
+        var missing: [Box] = []
+        for index in box.cellRange(fileShape).positions {
+            let fileBox = Box(offset: index * fileShape, size: fileShape)
+            guard let part = fileBox.intersection(box) else { continue }
+            let file = filePath(index)
+            guard let opened = try OpenFile.openIfExists(file) else {
+                missing.append(part)
+                continue
+            }
+            let stored = try opened.size()
+            guard let sharding = metadata.sharding else {
+                reads.append(ChunkRead(file: opened, range: 0..<stored, path: file, what: "the chunk", chunkBox: fileBox, part: part))
+                continue
+            }
+            let shardIndex = try ShardIndex.read(opened, size: stored, chunks: fileShape.ceilDiv(chunkShape), sharding: sharding, path: file)
+            let first = Box(offset: part.offset - fileBox.offset, size: part.size).cellRange(chunkShape)
+            for local in first.positions {
+                let chunkBox = Box(offset: fileBox.offset + local * chunkShape, size: chunkShape)
+                guard let inner = chunkBox.intersection(box) else { continue }
+                let range = try shardIndex.range(of: local, fileSize: stored, path: file)
+                reads.append(ChunkRead(file: opened, range: range, path: file, what: "chunk \(local) of the shard", chunkBox: chunkBox, part: inner))
+            }
         }
-        let stored = try opened.size()
-        guard let sharding = metadata.sharding else {
-            reads.append(ChunkRead(file: opened, range: 0..<stored, path: file, what: "the chunk", chunkBox: fileBox, part: part))
-            return
-        }
-        let shardIndex = try ShardIndex.read(opened, size: stored, chunks: fileShape.ceilDiv(chunkShape), sharding: sharding, path: file)
-        let first = Box(offset: part.offset - fileBox.offset, size: part.size).cellRange(chunkShape)
-        for local in first.positions {
-            let chunkBox = Box(offset: fileBox.offset + local * chunkShape, size: chunkShape)
-            guard let inner = chunkBox.intersection(box) else { continue }
-            let range = try shardIndex.range(of: local, fileSize: stored, path: file)
-            reads.append(ChunkRead(file: opened, range: range, path: file, what: "chunk \(local) of the shard", chunkBox: chunkBox, part: inner))
-        }
+        return (reads, missing)
     }
 
     /// Decodes one stored chunk into `destination` (one chunk, `(z, y, x, c)` C order). The

@@ -73,9 +73,18 @@ public final class Zarr3ShardFile: DataFile {
     }
 
     public func prefetch(_ numbers: [Int]) {
+        // Chunks stored back to back are asked for in one call.
+        var run: Range<Int>?
         for n in numbers {
-            if let range = try? range(n), !range.isEmpty { file.willNeed(range) }
+            guard let range = try? range(n), !range.isEmpty else { continue }
+            if let current = run, current.upperBound == range.lowerBound {
+                run = current.lowerBound..<range.upperBound
+            } else {
+                if let current = run { file.willNeed(current) }
+                run = range
+            }
         }
+        if let current = run { file.willNeed(current) }
     }
 }
 
