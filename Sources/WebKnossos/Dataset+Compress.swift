@@ -125,12 +125,8 @@ extension Dataset {
             done += 1
             progress(done, files.count)
         }
-        let note = { (i: Int) in rebuilt + "/" + Self.compressPrefix + "done-\(i)-of-\(shard.count)" }
-        do {
-            try AtomicFile.write(note(shard.index), [])
-        } catch {
-            throw DatasetError(.io, note(shard.index), "cannot note this part as done", cause: error)
-        }
+        let notes = rebuilt + "/" + Self.compressPrefix + "done-"
+        try shard.leaveNote(notes, "this part of the compression")
         writing?.unlock()
         writing = nil
         let swapping = try Self.compressLock(lockPath, shared: false)
@@ -138,7 +134,7 @@ extension Dataset {
         return try withPropertiesLock {
             // Swapped by another part already: the rebuilt path holds the old mag.
             guard PathOps.exists(rebuilt + "/" + Self.compressNewMarker) else { return .compressed }
-            guard (0..<shard.count).allSatisfy({ PathOps.exists(note($0)) }) else { return .partDone }
+            guard shard.everyPartNoted(notes) else { return .partDone }
             do {
                 _ = try target.removeStaleTemporaries()
             } catch {

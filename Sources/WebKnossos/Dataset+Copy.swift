@@ -201,16 +201,10 @@ extension Dataset {
         }
         // Every data file was fsynced before its rename; the renames are synced with their rows.
         // A part notes that it is done; the one that finds every part done ends the copy.
-        let note = { (i: Int) in destination + "/" + Self.unfinishedCopyName + ".\(i)-of-\(shard.count)" }
-        if !shard.isWhole {
-            do {
-                try AtomicFile.write(note(shard.index), [])
-            } catch {
-                throw DatasetError(.io, note(shard.index), "cannot note this part of the copy as done", cause: error)
-            }
-        }
+        let notes = destination + "/" + Self.unfinishedCopyName + "."
+        if !shard.isWhole { try shard.leaveNote(notes, "this part of the copy") }
         try Self.withCopyLock(destination) {
-            guard shard.isWhole || (0..<shard.count).allSatisfy({ PathOps.exists(note($0)) }) else { return }
+            guard shard.isWhole || shard.everyPartNoted(notes) else { return }
             PathOps.remove(marker)
             // The notes of these parts, and of parts of an earlier split of the same copy.
             PathOps.removeFiles(in: destination, prefix: Self.unfinishedCopyName + ".")

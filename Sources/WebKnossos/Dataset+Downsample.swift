@@ -137,13 +137,8 @@ extension Dataset {
         if shard.isWhole {
             finished()
         } else {
-            let note = { (i: Int) in "\(marker).\(i)-of-\(shard.count)" }
-            do {
-                try AtomicFile.write(note(shard.index), [])
-            } catch {
-                throw DatasetError(.io, note(shard.index), "cannot note this part as done", cause: error)
-            }
-            guard (0..<shard.count).allSatisfy({ PathOps.exists(note($0)) }) else { return }
+            try shard.leaveNote(marker + ".", "this part of the level")
+            guard shard.everyPartNoted(marker + ".") else { return }
             finished()
         }
         do {
