@@ -37,14 +37,24 @@ extension BlockCache {
         let b = mag.blockShape
         let positions = box.cellRange(b).positions
         let group = max(1, (4 << 20) / mag.blockBytes)
-        if positions.count > group, prefetch(mag, positions.map(mag.blockNumber), from: file) {
+        let numbers = positions.map(mag.blockNumber)
+        if positions.count > group, prefetch(mag, numbers, from: file) {
             // A box that starts a layer of blocks (the first plane a program reads of it) also
-            // asks for the next layer: the disk reads it while the planes of this one are served.
-            let next = (box.offset.z / b.z + 1) * b.z
+            // asks for the next layer, so the disk reads it while the planes of this one are
+            // served: the next layer that the groups decoded now do not hold (a Zarr3 group of
+            // two chunks holds two layers).
+            let size = BlockCache.groupSize(mag)
+            let decoding = Set(numbers.map { $0 / size })
             let cube = mag.fileShape
-            if next < cube.z {
-                let layer = Box(offset: Vec3(box.offset.x, box.offset.y, next), size: Vec3(box.size.x, box.size.y, min(b.z, cube.z - next)))
-                prefetch(mag, layer.cellRange(b).positions.map(mag.blockNumber), from: file)
+            var z = (box.offset.z / b.z + 1) * b.z
+            while z < cube.z {
+                let layer = Box(offset: Vec3(box.offset.x, box.offset.y, z), size: Vec3(box.size.x, box.size.y, min(b.z, cube.z - z)))
+                let next = layer.cellRange(b).positions.map(mag.blockNumber)
+                if !next.contains(where: { decoding.contains($0 / size) }) {
+                    prefetch(mag, next, from: file)
+                    break
+                }
+                z += b.z
             }
         }
         // Zero blocks are not copied: when one comes before any block with data, the whole
@@ -55,7 +65,7 @@ extension BlockCache {
         var start = 0
         while start < positions.count {
             let slice = positions[start..<min(positions.count, start + group)]
-            let blocks = try blocks(mag, index, slice.map(mag.blockNumber), from: file)
+            let blocks = try blocks(mag, index, Array(numbers[start..<(start + slice.count)]), from: file)
             for (position, block) in zip(slice, blocks) {
                 let blockBox = Box(offset: position * b, size: b)
                 let part = blockBox.intersection(box)!

@@ -142,7 +142,9 @@ public struct Zarr3Array: Sendable {
         let file: OpenFile?
         let range: Range<Int>?
         let path: String
-        let what: String
+        /// The chunk's place in its shard; nil for an unsharded chunk file.
+        let local: Vec3?
+        var what: String { local.map { "chunk \($0) of the shard" } ?? "the chunk" }
         let chunkBox: Box
         let part: Box
     }
@@ -161,7 +163,7 @@ public struct Zarr3Array: Sendable {
             }
             let stored = try opened.size()
             guard let sharding = metadata.sharding else {
-                reads.append(ChunkRead(file: opened, range: 0..<stored, path: file, what: "the chunk", chunkBox: fileBox, part: part))
+                reads.append(ChunkRead(file: opened, range: 0..<stored, path: file, local: nil, chunkBox: fileBox, part: part))
                 continue
             }
             let shardIndex = try ShardIndex.read(opened, size: stored, chunks: fileShape.ceilDiv(chunkShape), sharding: sharding, path: file)
@@ -170,7 +172,7 @@ public struct Zarr3Array: Sendable {
                 let chunkBox = Box(offset: fileBox.offset + local * chunkShape, size: chunkShape)
                 guard let inner = chunkBox.intersection(box) else { continue }
                 let range = try shardIndex.range(of: local, fileSize: stored, path: file)
-                reads.append(ChunkRead(file: opened, range: range, path: file, what: "chunk \(local) of the shard", chunkBox: chunkBox, part: inner))
+                reads.append(ChunkRead(file: opened, range: range, path: file, local: local, chunkBox: chunkBox, part: inner))
             }
         }
         return (reads, missing)
@@ -179,13 +181,14 @@ public struct Zarr3Array: Sendable {
     /// Decodes one stored chunk into `destination` (one chunk, `(z, y, x, c)` C order). The
     /// chunks webknossos writes (transpose [3,2,1,0], little-endian, zstd or none, optionally a
     /// crc32c) decode straight into it; others through `decodeAnyChunk`.
-    func decodeChunk(_ stored: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer, path file: String, what: String) throws {
+    /// `what` names the chunk in an error (only built then: a read decodes thousands).
+    func decodeChunk(_ stored: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer, path file: String, what: @autoclosure () -> String) throws {
         let codecs = metadata.codecs.compression
         let direct = order == [3, 2, 1, 0] && (!metadata.codecs.bigEndian || metadata.dataType.size == 1)
             && codecs.allSatisfy({ if case .blosc = $0 { false } else { true } })
             && (codecs.count <= 1 || codecs == [.crc32c] || (codecs.count == 2 && codecs[1] == .crc32c))
         guard direct else {
-            let decoded = try decodeAnyChunk([UInt8](stored), path: file, what: what)
+            let decoded = try decodeAnyChunk([UInt8](stored), path: file, what: what())
             decoded.withUnsafeBytes { destination.copyMemory(from: $0) }
             return
         }
@@ -206,14 +209,14 @@ public struct Zarr3Array: Sendable {
                 destination.copyMemory(from: body)
             }
         } catch let error as Zarr3CodecError {
-            throw FormatError(.corrupt, path: file, "\(what) does not decode: \(error.reason)")
+            throw FormatError(.corrupt, path: file, "\(what()) does not decode: \(error.reason)")
         }
     }
 
     /// Decodes one stored chunk into a new buffer, `(z, y, x, c)` C order.
-    func decodeChunk(_ stored: [UInt8], path file: String, what: String) throws -> [UInt8] {
+    func decodeChunk(_ stored: [UInt8], path file: String, what: @autoclosure () -> String) throws -> [UInt8] {
         try [UInt8](unsafeUninitializedCapacity: chunkBytes) { buffer, count in
-            try stored.withUnsafeBytes { try decodeChunk($0, into: UnsafeMutableRawBufferPointer(buffer), path: file, what: what) }
+            try stored.withUnsafeBytes { try decodeChunk($0, into: UnsafeMutableRawBufferPointer(buffer), path: file, what: what()) }
             count = chunkBytes
         }
     }

@@ -48,7 +48,7 @@ public final class Zarr3ShardFile: DataFile {
             let out = UnsafeMutableRawBufferPointer(buffer)
             for (i, range) in ranges.enumerated() {
                 let slot = UnsafeMutableRawBufferPointer(rebasing: out[(i * chunk)..<((i + 1) * chunk)])
-                let what = "chunk \(array.chunkPosition(numbers.lowerBound + i)) of the shard"
+                let n = numbers.lowerBound + i
                 guard let range else {
                     fill.withUnsafeBytes { slot.copyMemory(from: $0) }
                     continue
@@ -56,11 +56,11 @@ public final class Zarr3ShardFile: DataFile {
                 if together {
                     try stored.withUnsafeBytes { all in
                         let part = UnsafeRawBufferPointer(rebasing: all[(range.lowerBound - span.lowerBound)..<(range.upperBound - span.lowerBound)])
-                        try array.decodeChunk(part, into: slot, path: path, what: what)
+                        try array.decodeChunk(part, into: slot, path: path, what: "chunk \(array.chunkPosition(n)) of the shard")
                     }
                 } else {
                     let bytes = try file.read(at: range.lowerBound, count: range.count)
-                    try bytes.withUnsafeBytes { try array.decodeChunk($0, into: slot, path: path, what: what) }
+                    try bytes.withUnsafeBytes { try array.decodeChunk($0, into: slot, path: path, what: "chunk \(array.chunkPosition(n)) of the shard") }
                 }
             }
             initialized = numbers.count * chunk
