@@ -11,7 +11,8 @@ public enum MagStores {
     }
 
     /// `layout` as a mag of `format` records it (a compression the format lacks becomes its
-    /// standard one), so it compares equal to the `layout` of such a mag.
+    /// standard one; a format without a fill value fills with zeros), so it compares equal to
+    /// the `layout` of such a mag.
     /// - Throws: `FormatError(.invalidArgument)` when the format cannot hold it; its `reason`
     ///   says why (block or file length, chunk and shard shape).
     public static func normalized(_ layout: MagLayout, for format: DataFormat) throws -> MagLayout {
@@ -34,12 +35,22 @@ public enum MagStores {
     public static func create(at path: String, format: DataFormat, layout: MagLayout, size: Vec3) throws -> any BlockWritableStore {
         switch format {
         case .wkw:
+            guard layout.fillsWithZero else {
+                throw FormatError(.invalidArgument, path: path, "a WKW mag has no fill value: missing data is 0")
+            }
             return try MagDirectory.create(path, header: WKWHeader(layout))
         case .zarr3:
             return try Zarr3Array.create(
                 path, voxelType: layout.voxelType, channels: layout.channels, chunk: Vec3(repeating: layout.blockEdge),
-                shard: Vec3(repeating: layout.fileEdge), compress: layout.isCompressed, size: size)
+                shard: Vec3(repeating: layout.fileEdge), compress: layout.isCompressed, size: size, fill: layout.fill)
         }
+    }
+
+    /// Gives `target` (a new mag of the same format) what `source` records beside its layout
+    /// that a rebuild must keep: a Zarr3 array's `attributes`. Nothing for WKW.
+    public static func keepAttributes(of source: any MagStore, in target: any MagStore) throws {
+        guard let source = source as? Zarr3Array, let target = target as? Zarr3Array else { return }
+        try target.replaceAttributes(with: source.attributes)
     }
 
     /// The mag an interrupted run made at `path` when it has `layout` (normalized), else a new one.

@@ -104,7 +104,9 @@ final class BlockCache: Sendable {
     /// later even after the file was replaced (`blocks(_:_:_:from:)`).
     func current(_ mag: any MagStore, _ index: Vec3) throws -> OpenedFile? {
         let path = mag.filePath(index)
-        guard let status = FileStatus.of(path, followLinks: true) else {
+        // Only a file that is not there reads as missing: one that cannot be looked at (a
+        // symbolic link loop, a file where a directory belongs) is an error, not zeros.
+        guard let status = try FileStatus.ofExisting(path, followLinks: true) else {
             storage.withLock { _ = $0.readers.removeValue(forKey: path) }
             return nil
         }
@@ -150,6 +152,11 @@ final class BlockCache: Sendable {
         let blockBytes = mag.blockBytes
         let size = Self.groupSize(mag)
         guard let (reader, file) = opened.map({ ($0.reader, $0.number) }) else {
+            // A missing data file holds the mag's fill value (zeros unless a Zarr3 array says).
+            if mag.fillValue.contains(where: { $0 != 0 }) {
+                let fill = mag.fillBytes(voxels: size * blockBytes / mag.voxelBytes)
+                return numbers.map { _ in CachedBlock(group: fill, offset: 0, count: blockBytes, isZero: false) }
+            }
             let zero = zeroGroup(size * blockBytes)
             return numbers.map { _ in CachedBlock(group: zero, offset: 0, count: blockBytes, isZero: true) }
         }

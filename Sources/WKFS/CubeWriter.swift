@@ -339,7 +339,7 @@ struct CubeWriter {
         guard !loadedOriginals.isEmpty || !loadedFromFile.isEmpty, (base?.identity ?? []) != loadedIdentity else { return }
         let count = mag.blockBytes
         func current(_ number: Int) throws -> [UInt8] {
-            var bytes = [UInt8](repeating: 0, count: count)  // a file that is gone reads as zeros
+            var bytes = mag.fillBytes(voxels: count / mag.voxelBytes)  // a file that is gone reads as the fill value
             if let base { bytes = try base.decode(consecutive: number..<(number + 1)) }
             return bytes
         }

@@ -201,7 +201,7 @@ public final class ZarrViewFilesystem: FUSEFilesystem {
             let end = try dataFiles(layer, mag).reduce(box.end) { Vec3.max($0, ($1 + Vec3(1, 1, 1)) * store.fileShape) }
             let json = Zarr3Array.metadataJSON(
                 voxelType: store.voxelType, channels: store.channels, size: end, chunk: store.blockShape, shard: store.fileShape,
-                compress: false)
+                compress: false, fill: store.fillValue)
             return Array(json.compact().utf8)
         case .stats:
             let c = cache.statistics()

@@ -96,6 +96,7 @@ extension Dataset {
             try PathOps.removeTree(rebuilt)
             do {
                 let created = try MagStores.create(at: rebuilt, format: format, layout: layout, size: entry.mag.fromMag1(layer.boundingBox).end)
+                try MagStores.keepAttributes(of: source, in: created)
                 try AtomicFile.write(rebuilt + "/" + Self.compressNewMarker, Array("compressed copy of \(path)\n".utf8))
                 return (source, created)
             } catch {
@@ -152,10 +153,12 @@ extension Dataset {
     /// mostly holes), the others are encoded on every core.
     static func copyCompressed(_ index: Vec3, from source: any MagStore, to target: any BlockWritableStore) throws {
         guard let reader = try source.openDataFile(index) else { return }
+        // `.zero` is a block with no data, which reads as the fill value: zeros only where that is 0.
+        let zeroIsEmpty = target.fillValue.allSatisfy { $0 == 0 }
         try target.replaceFile(index, directories: nil, parallel: true) { n in
             if reader.isHole(consecutive: n..<(n + 1)) { return .zero }
             let bytes = try reader.decode(consecutive: n..<(n + 1))
-            return bytes.withUnsafeBytes(RegionCopy.isZero) ? .zero : .decoded(bytes)
+            return zeroIsEmpty && bytes.withUnsafeBytes(RegionCopy.isZero) ? .zero : .decoded(bytes)
         }
     }
 

@@ -21,7 +21,8 @@ extension Dataset {
                 voxelType: source.voxelType, channels: source.channels,
                 blockEdge: options.blockLength ?? kept?.blockEdge ?? 32,
                 fileBlocks: options.fileLength ?? kept?.fileBlocks ?? 32,
-                compression: options.compress.map { $0 ? .standard : .none } ?? kept?.compression ?? (source.isCompressed ? .standard : .none))
+                compression: options.compress.map { $0 ? .standard : .none } ?? kept?.compression ?? (source.isCompressed ? .standard : .none),
+                fill: source.fillValue)
             do {
                 layout = try MagStores.normalized(requested, for: format)
             } catch let error as FormatError {
@@ -35,8 +36,13 @@ extension Dataset {
         }
     }
 
-    /// The target files (of edge `fileEdge`) that meet a source data file inside `bounds`.
-    static func convertedFiles(_ source: any MagStore, fileEdge: Int, bounds: Box) throws -> [Vec3] {
+    /// The target files (of edge `fileEdge`) that meet a source data file inside `bounds`; every
+    /// file inside `bounds` when the target fills missing voxels with another value than the
+    /// source (a Zarr3 array's fill value copied to WKW, which has none).
+    static func convertedFiles(_ source: any MagStore, fileEdge: Int, bounds: Box, targetFill: [UInt8]) throws -> [Vec3] {
+        if targetFill != source.fillValue {
+            return bounds.cellRange(Vec3(repeating: fileEdge)).positions.sorted { ($0.z, $0.y, $0.x) < ($1.z, $1.y, $1.x) }
+        }
         var result = Set<Vec3>()
         for index in try source.dataFiles() {
             guard let part = Box(offset: index * source.fileShape, size: source.fileShape).intersection(bounds) else { continue }
@@ -49,7 +55,8 @@ extension Dataset {
     static let convertSlabLimit = 256 << 20
 
     /// Copies `files` of the target grid from `source` into `target`, each in z-slabs of whole
-    /// blocks up to `convertSlabLimit`; slabs of zeros are not written (they read as zeros).
+    /// blocks up to `convertSlabLimit`; slabs of zeros are not written where the target reads
+    /// missing voxels as zeros.
     static func convert(_ files: [Vec3], from source: any MagStore, to target: any BlockWritableStore, done: () throws -> Void) throws {
         let edge = target.fileShape
         let v = source.voxelBytes
@@ -57,6 +64,7 @@ extension Dataset {
         let thickness = max(target.blockShape.z, min(edge.z, convertSlabLimit / max(1, plane) / target.blockShape.z * target.blockShape.z))
         let buffer = LargeBuffer.allocate(byteCount: plane * thickness)
         defer { buffer.deallocate() }
+        let zeroIsMissing = target.fillValue.allSatisfy { $0 == 0 }
         for index in files {
             let fileBox = Box(offset: index * edge, size: edge)
             var z = fileBox.offset.z
@@ -64,7 +72,7 @@ extension Dataset {
                 let slab = Box(offset: Vec3(fileBox.offset.x, fileBox.offset.y, z), size: Vec3(edge.x, edge.y, min(thickness, fileBox.end.z - z)))
                 let bytes = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<(slab.voxelCount * v)])
                 try source.read(slab, into: bytes)
-                if !RegionCopy.isZero(slab, voxelSize: v, in: bytes.baseAddress!, layout: slab) {
+                if !zeroIsMissing || !RegionCopy.isZero(slab, voxelSize: v, in: bytes.baseAddress!, layout: slab) {
                     try target.writeRegion(slab, from: UnsafeRawBufferPointer(bytes))
                 }
                 z = slab.end.z

@@ -161,7 +161,8 @@ extension Dataset {
                 let bounds = mag.entry.mag.fromMag1(plan.layer.boundingBox)
                 switch mag.copy {
                 case .files(let source, let target): return try count + shard.part(of: Self.destinationFiles(source, target.layout, plan.layer, mag.entry)).count
-                case .converted(let source, let target): return try count + shard.part(of: Self.convertedFiles(source, fileEdge: target.fileEdge, bounds: bounds)).count
+                case .converted(let source, let target):
+                    return try count + shard.part(of: Self.convertedFiles(source, fileEdge: target.fileEdge, bounds: bounds, targetFill: target.layout.fill)).count
                 }
             }
         }
@@ -171,7 +172,7 @@ extension Dataset {
                 let bounds = entry.mag.fromMag1(layer.boundingBox)
                 guard case .files(let source, let plan) = magCopy else {
                     guard case .converted(let source, let plan) = magCopy else { continue }
-                    let files = shard.part(of: try Self.convertedFiles(source, fileEdge: plan.fileEdge, bounds: bounds))
+                    let files = shard.part(of: try Self.convertedFiles(source, fileEdge: plan.fileEdge, bounds: bounds, targetFill: plan.layout.fill))
                     try Self.convert(files, from: source, to: target) {
                         done += 1
                         progress(done, total)

@@ -87,7 +87,7 @@ extension Dataset {
             let source = try mag(layerName, step.source.shortName).store
             let layout = source.layout ?? MagLayout(
                 voxelType: source.voxelType, channels: source.channels, blockEdge: 32, fileBlocks: 32,
-                compression: source.isCompressed ? .standard : .none)
+                compression: source.isCompressed ? .standard : .none, fill: source.fillValue)
             let (target, complete) = try downsampleTarget(layerName, step.target, layout: layout)
             // Built already (by an earlier run, or by every part of a sharded one).
             if complete { continue }

@@ -83,4 +83,23 @@ import Testing
         let planeBytes = 32 * 32 * mag.voxelBytes * mag.blockShape.z
         #expect(Array(layers[0..<planeBytes]) == pseudoRandomBytes(planeBytes, seed: 0))
     }
+
+    /// A fill value written into a new array's `zarr.json` reads back as the same bytes, for
+    /// values JSON numbers cannot hold exactly too (NaN payloads, -0, integers above 2^63).
+    @Test func fillValuesSurviveZarrJSON() throws {
+        func bytes<T>(_ v: T) -> [UInt8] { withUnsafeBytes(of: v) { Array($0) } }
+        let cases: [(VoxelType, [UInt8])] = [
+            (.uint8, [9]), (.int8, bytes(Int8(-3))), (.uint16, bytes(UInt16(65535))), (.int32, bytes(Int32.min)),
+            (.uint64, bytes(UInt64.max)), (.int64, bytes(Int64.min)),
+            (.float32, bytes(Float(1.5).bitPattern)), (.float32, bytes(Float.nan.bitPattern | 0x1234)),
+            (.float32, bytes((-0.0 as Float).bitPattern)), (.float64, bytes(Double.infinity.bitPattern)),
+            (.float64, bytes((-Double.infinity).bitPattern)), (.float64, bytes(Double(1e300).bitPattern)),
+        ]
+        for (type, fill) in cases {
+            let json = Zarr3Array.metadataJSON(
+                voxelType: type, channels: 1, size: Vec3(8, 8, 8), chunk: Vec3(8, 8, 8), shard: Vec3(8, 8, 8), compress: false, fill: fill)
+            let metadata = try Zarr3Metadata.parse(Data(json.compact().utf8), path: "zarr.json")
+            #expect(metadata.fillValue == fill, "\(type) \(fill): \(json.compact())")
+        }
+    }
 }

@@ -212,6 +212,29 @@ def test_writes_refused_on_bad_input_change_nothing(fixtures_dir, tmp_path):
     assert after == before, h.snapshot_diff(before, after)
 
 
+@pytest.mark.parametrize("damage", ["index", "chunk"])
+def test_a_write_over_two_shards_refused_for_the_second_changes_neither(fixtures_dir, tmp_path, damage):
+    """The region spans shards x0 and x1 and shard x1 is corrupt: the refused write leaves x0
+    as it was too (every shard it merges into is checked before any is replaced)."""
+    ds = _zarr_copy(fixtures_dir, tmp_path)
+    second = ds / "color" / "1" / "c" / "0" / "1" / "0" / "0"
+    raw = bytearray(second.read_bytes())
+    if damage == "index":
+        raw[-10] ^= 0xFF
+    else:
+        n = len(raw) - 4 - 64 * 16
+        entries = [struct.unpack_from("<QQ", raw, n + 16 * i) for i in range(64)]
+        offset, count = entries[(0 * 4 + 1) * 4 + 1]  # chunk (0,1,1) of the shard: the write covers part of it
+        assert offset != 2**64 - 1
+        raw[offset + count - 6] ^= 0xFF
+    second.write_bytes(bytes(raw))
+    before = h.snapshot(ds)
+    h.wkfs_fails("write", ds, "color", "1", "--offset", "24,10,10", "--size", "16,8,8", input=b"\xff" * (16 * 8 * 8))
+    after = h.snapshot(ds)
+    after.pop("color/1/.wkfs-lock", None)
+    assert after == before, h.snapshot_diff(before, after)
+
+
 # --------------------------------------------------------------------------------------------
 # The seed's steps in Zarr3, and conversions
 
@@ -404,3 +427,20 @@ def test_a_write_keeps_the_fill_value_of_chunks_it_does_not_touch(tmp_path):
     h.wkfs_write(ds, "data", "1", (0, 0, 0), (2, 2, 2), b"\x01" * 8)
     assert h.wkfs_read(ds, "data", "1", (8, 0, 0), (1, 1, 1)) == b"\x07"
     assert int(_tensorstore(ds / "data" / "1")[0, 8, 0, 0].read().result()) == 7
+
+
+def test_a_shard_directory_that_is_a_file_is_reported(fixtures_dir, tmp_path):
+    """A file where the chunk keys need a directory (a chunk lost): `check` and `read` say so."""
+    ds = _zarr_copy(fixtures_dir, tmp_path)
+    directory = _shard(ds).parent
+    shutil.rmtree(directory)
+    directory.write_bytes(b"junk")
+    _bad_input_fails(ds, "ot a directory", str(directory))
+
+
+def test_a_shard_that_is_a_symlink_loop_is_reported(fixtures_dir, tmp_path):
+    ds = _zarr_copy(fixtures_dir, tmp_path)
+    shard = _shard(ds)
+    shard.unlink()
+    shard.symlink_to(shard.name)
+    _bad_input_fails(ds, "symbolic links", str(shard))

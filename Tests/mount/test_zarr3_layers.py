@@ -10,6 +10,7 @@ import json
 import os
 
 import numpy as np
+import pytest
 
 import mounthelp as mh
 
@@ -96,3 +97,74 @@ def test_ln_s_links_a_zarr3_layer(dataset_copy, mounted, mountpoint):
         got = (mountpoint / "zcolor" / "1" / mh.cube_rel(*xyz)).read_bytes()
         assert got == mh.zarr3_read_cube(other / "color" / "1", xyz).tobytes()
     assert mh.snapshot(other) == before
+
+
+def _fill9_dataset(root):
+    """A dataset whose layer 'color' is a zarr-python array (40³ uint8, 16³ shards of 8³ chunks)
+    with fill value 9 and data only in its [0:10]³ corner: most shards were never written."""
+    import zarr
+
+    ds = root / "fill9"
+    (ds / "color").mkdir(parents=True)
+    data = np.full((1, 40, 40, 40), 9, np.uint8)
+    data[0, :10, :10, :10] = 100
+    zarr.create_array(ds / "color" / "1", shape=data.shape, chunks=(1, 8, 8, 8), shards=(1, 16, 16, 16),
+                      dtype="uint8", fill_value=9, dimension_names=["c", "x", "y", "z"])[...] = data
+    layer = {"name": "color", "category": "color", "dataFormat": "zarr3", "elementClass": "uint8", "numChannels": 1,
+             "boundingBox": {"topLeft": [0, 0, 0], "width": 40, "height": 40, "depth": 40},
+             "mags": [{"mag": [1, 1, 1], "path": "./color/1", "axisOrder": {"c": 0, "x": 1, "y": 2, "z": 3}}]}
+    (ds / PROPS).write_text(json.dumps({"id": {"name": "fill9", "team": ""}, "version": 1, "dataLayers": [layer],
+                                        "scale": {"factor": [1.0, 1.0, 1.0], "unit": "nanometer"}}))
+    return ds, data
+
+
+def test_missing_shards_of_a_fill_value_array_read_and_write_as_that_value(tmp_path, mounted, mountpoint):
+    """volume.raw shows the fill value where no shard exists, and one voxel written there
+    changes that voxel only (the rest of its new shard still reads as 9 for zarr-python)."""
+    import zarr
+
+    ds, data = _fill9_dataset(tmp_path)
+    with mounted(ds):
+        volume = np.memmap(mountpoint / "color" / "1" / "volume.raw", dtype=np.uint8, mode="r+", shape=(40, 40, 40))
+        assert np.array_equal(volume, data[0].transpose(2, 1, 0))
+        volume[35, 35, 35] = 1  # z, y, x: a shard that does not exist
+        volume.flush()
+        del volume
+    data[0, 35, 35, 35] = 1
+    assert np.array_equal(zarr.open_array(ds / "color" / "1", mode="r")[...], data)
+
+
+def test_zarr_view_of_a_fill_value_array_says_its_fill_value(tmp_path, mounted, mountpoint):
+    import zarr
+
+    ds, data = _fill9_dataset(tmp_path)
+    with mounted(ds, options="zarr"):
+        view = zarr.open_array(mountpoint / "color" / "1", mode="r")
+        assert view.fill_value == 9
+        assert np.array_equal(view[:, :40, :40, :40], data)
+
+
+def test_a_broken_path_to_a_shard_is_eio_not_zeros(dataset_copy, mounted, mountpoint):
+    """A shard that is a symbolic link loop, or a file where its directory belongs: reading the
+    cube or volume.raw fails with EIO (and says why in .wkfs/errors); nothing reads as zeros."""
+    import shutil
+
+    ds = dataset_copy(NAME)
+    shard = next(p for p in sorted((ds / "color" / "1" / "c").rglob("*")) if p.is_file())
+    cube = mountpoint / "color" / "1" / "z0" / "y0" / "x0.raw"
+    for breakage in ("loop", "file"):
+        if breakage == "loop":
+            shard.unlink()
+            shard.symlink_to(shard.name)
+        else:
+            shard.unlink()
+            shutil.rmtree(shard.parent)
+            shard.parent.write_bytes(b"junk")
+        with mounted(ds):
+            targets = [mountpoint / "color" / "1" / "volume.raw"] + ([cube] if breakage == "loop" else [])
+            for target in targets:
+                with pytest.raises(OSError) as caught:
+                    with open(target, "rb") as f:
+                        f.read()
+                assert caught.value.errno == errno.EIO, (breakage, target, caught.value)
+            assert str(shard if breakage == "loop" else shard.parent) in (mountpoint / ".wkfs" / "errors").read_text()

@@ -323,6 +323,20 @@ public struct FileStatus: Sendable {
         [Int64(bitPattern: inode), Int64(size), modificationSeconds, Int64(modificationNanoseconds)]
     }
 
+    /// Stats `path`; nil only when nothing is there (ENOENT).
+    /// - Throws: `FormatError` for any other failure: `.corrupt` for a path component that is
+    ///   not a directory or a symbolic link loop, `.io` otherwise (no permission, ...).
+    public static func ofExisting(_ path: String, followLinks: Bool = false) throws -> FileStatus? {
+        var info = stat()
+        guard (followLinks ? stat(path, &info) : lstat(path, &info)) != 0 else { return of(path, followLinks: followLinks) }
+        let code = errno
+        if code == ENOENT { return nil }
+        // A path that cannot lead to a file (a file where a directory belongs, a link loop) is
+        // a broken tree, not a missing file.
+        let kind: FormatError.Kind = code == ENOTDIR || code == ELOOP ? .corrupt : .io(errno: code)
+        throw FormatError(kind, path: path, "cannot stat: \(String(cString: strerror(code)))")
+    }
+
     /// Stats `path` without following a final symbolic link; nil when nothing is there.
     public static func of(_ path: String, followLinks: Bool = false) -> FileStatus? {
         var info = stat()

@@ -18,16 +18,22 @@ public struct MagLayout: Hashable, Sendable {
     /// Blocks per data file (shard) edge.
     public var fileBlocks: Int
     public var compression: Compression
+    /// What a voxel of a missing block or data file holds: one element (channel) as
+    /// little-endian bytes. Zeros, unless a Zarr3 array says otherwise (`fill_value`); a format
+    /// without a fill value (WKW) holds zeros only.
+    public var fill: [UInt8]
 
-    public init(voxelType: VoxelType, channels: Int, blockEdge: Int, fileBlocks: Int, compression: Compression) {
+    public init(voxelType: VoxelType, channels: Int, blockEdge: Int, fileBlocks: Int, compression: Compression, fill: [UInt8]? = nil) {
         self.voxelType = voxelType
         self.channels = channels
         self.blockEdge = blockEdge
         self.fileBlocks = fileBlocks
         self.compression = compression
+        self.fill = fill ?? [UInt8](repeating: 0, count: voxelType.size)
     }
 
     /// Voxels per data file edge (`cubeLength` in the properties of a WKW mag).
     public var fileEdge: Int { blockEdge * fileBlocks }
     public var isCompressed: Bool { compression != .none }
+    public var fillsWithZero: Bool { fill.allSatisfy { $0 == 0 } }
 }

@@ -9,7 +9,19 @@ extension MagStore {
         guard b.x == b.y, b.y == b.z, f.x == f.y, f.y == f.z else { return nil }
         return MagLayout(
             voxelType: voxelType, channels: channels, blockEdge: b.x, fileBlocks: f.x / b.x,
-            compression: isCompressed ? .standard : .none)
+            compression: isCompressed ? .standard : .none, fill: fillValue)
+    }
+
+    public var fillValue: [UInt8] { [UInt8](repeating: 0, count: voxelType.size) }
+
+    /// `count` voxels of the fill value (all channels), as a missing region holds them.
+    public func fillBytes(voxels count: Int) -> [UInt8] {
+        let element = fillValue
+        if element.allSatisfy({ $0 == 0 }) { return [UInt8](repeating: 0, count: count * voxelBytes) }
+        var bytes: [UInt8] = []
+        bytes.reserveCapacity(count * voxelBytes)
+        for _ in 0..<(count * channels) { bytes += element }
+        return bytes
     }
 
     public func describe() -> [(String, JSONValue)] { [] }

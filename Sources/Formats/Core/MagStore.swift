@@ -96,6 +96,9 @@ public protocol MagStore: Sendable {
     // without them does, so a new format needs none of them to work.
     /// The layout in terms every format shares; nil when blocks or files are not cubes.
     var layout: MagLayout? { get }
+    /// What a voxel of a missing block or data file holds: one element (channel) as
+    /// little-endian bytes (zeros by default; a Zarr3 array's `fill_value`).
+    var fillValue: [UInt8] { get }
     /// The format's own fields in `wkfs info --json` (none by default).
     func describe() -> [(String, JSONValue)]
     /// How blocks and files are laid out, in the mount's `mag.json`.

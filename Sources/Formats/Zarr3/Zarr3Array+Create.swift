@@ -24,7 +24,8 @@ extension Zarr3Array {
     }
 
     /// The `zarr.json` of a new array.
-    public static func metadataJSON(voxelType: VoxelType, channels: Int, size: Vec3, chunk: Vec3, shard: Vec3, compress: Bool) -> JSONValue {
+    /// `fill`: one element of the fill value (little-endian bytes); nil: zero.
+    public static func metadataJSON(voxelType: VoxelType, channels: Int, size: Vec3, chunk: Vec3, shard: Vec3, compress: Bool, fill: [UInt8]? = nil) -> JSONValue {
         func shape(_ v: Vec3) -> JSONValue { .array(([channels] + v.array).map { .int(Int64($0)) }) }
         var inner: [JSONValue] = [
             .object([("configuration", .object([("order", .array([3, 2, 1, 0].map { .int($0) }))])), ("name", .string("transpose"))]),
@@ -63,7 +64,7 @@ extension Zarr3Array {
             ("codecs", .array(codecs)),
             ("data_type", .string(voxelType.name)),
             ("dimension_names", .array(["c", "x", "y", "z"].map { .string($0) })),
-            ("fill_value", voxelType.isFloat ? .double(0) : .int(0)),
+            ("fill_value", fill.map { Zarr3Metadata.fillValueJSON($0, voxelType) } ?? (voxelType.isFloat ? .double(0) : .int(0))),
             ("node_type", .string("array")),
             ("shape", shape(size)),
             ("zarr_format", .int(3)),
@@ -78,11 +79,12 @@ extension Zarr3Array {
     /// Creates the array directory at `path` (which must not exist) with its `zarr.json`.
     /// - Throws: `FormatError(.alreadyExists)` when `path` exists; on any failure nothing is left.
     public static func create(
-        _ path: String, voxelType: VoxelType, channels: Int, chunk: Vec3, shard: Vec3, compress: Bool, size: Vec3
+        _ path: String, voxelType: VoxelType, channels: Int, chunk: Vec3, shard: Vec3, compress: Bool, size: Vec3, fill: [UInt8]? = nil
     ) throws -> Zarr3Array {
         if let problem = shapeProblem(chunk: chunk, shard: shard) { throw FormatError(.invalidArgument, path: path, problem) }
         let json = metadataJSON(
-            voxelType: voxelType, channels: channels, size: shape(covering: size, shard: shard), chunk: chunk, shard: shard, compress: compress)
+            voxelType: voxelType, channels: channels, size: shape(covering: size, shard: shard), chunk: chunk, shard: shard, compress: compress,
+            fill: fill)
         try PathOps.makeDirectories(PathOps.dirname(path))
         // Exclusive: two creators never share a directory; a failed step removes it again.
         guard mkdir(path, 0o777) == 0 else {
@@ -120,6 +122,26 @@ extension Zarr3Array {
         }
         pairs[i].1 = .array(shape.map { .int(Int64($0)) })
         try AtomicFile.write(path + "/" + metadataName, Array(JSONValue.object(pairs).compact().utf8))
+    }
+
+    /// The `attributes` of `zarr.json` (nil: none).
+    var attributes: JSONValue? {
+        guard case .object(let pairs) = metadata.json else { return nil }
+        return pairs.first(where: { $0.0 == "attributes" })?.1
+    }
+
+    /// Sets the `attributes` of `zarr.json` (nil: removes them), its other fields kept; atomic.
+    func replaceAttributes(with attributes: JSONValue?) throws {
+        let lock = try lockMetadata()
+        defer { lock.unlock() }
+        let current = try Self.open(path)
+        guard case .object(var pairs) = current.metadata.json else {
+            throw FormatError(.corrupt, path: path + "/" + Self.metadataName, "not a JSON object")
+        }
+        pairs.removeAll { $0.0 == "attributes" }
+        if let attributes { pairs.append(("attributes", attributes)) }
+        pairs.sort { $0.0 < $1.0 }
+        try AtomicFile.write(path + "/" + Self.metadataName, Array(JSONValue.object(pairs).compact().utf8))
     }
 
     /// The lock of `zarr.json` changes: a byte of the lock file apart from the data files' bytes.

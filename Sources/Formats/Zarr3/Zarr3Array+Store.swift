@@ -13,6 +13,7 @@ extension Zarr3Array: MagStore {
         return names.isEmpty ? "raw" : names.joined(separator: "+")
     }
     public var isCompressed: Bool { compressionName != "raw" }
+    public var fillValue: [UInt8] { metadata.fillValue }
     /// C order of the shard's chunk grid, z fastest (the index's order).
     public func blockNumber(_ position: Vec3) -> Int {
         let n = blocksPerFileEdge

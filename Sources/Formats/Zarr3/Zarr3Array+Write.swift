@@ -39,13 +39,32 @@ extension Zarr3Array {
         }
         guard !box.isEmpty, let base = source.baseAddress else { return }
         let address = SendableConstAddress(base)
-        for index in box.cellRange(fileShape).positions {
+        let files = box.cellRange(fileShape).positions
+        // A write refused for a corrupt file changes no file: each file it merges into is
+        // checked first (its index, and the chunks the region covers only in part).
+        if files.count > 1 {
+            for index in files { try checkMergeable(index, box) }
+        }
+        for index in files {
             try writeFile(index, box, address.pointer)
         }
         // Readers such as tensorstore read only inside the shape: it covers what was written.
         // (zarr.json is read again only when this array's shape falls short.)
         if Vec3.max(size, Self.shape(covering: box.end, shard: fileShape)) != size {
             try Self.growShape(of: path, toCover: box.end)
+        }
+    }
+
+    /// Throws what `writeFile(index, box, _)` would throw for a corrupt file, writing nothing.
+    private func checkMergeable(_ index: Vec3, _ box: Box) throws {
+        guard let existing = try Zarr3ShardFile.open(self, index) else { return }
+        let fileBox = Box(offset: index * fileShape, size: fileShape)
+        guard let inFile = fileBox.intersection(box) else { return }
+        for local in Box(offset: inFile.offset - fileBox.offset, size: inFile.size).cellRange(chunkShape).positions {
+            let chunkBox = Box(offset: fileBox.offset + local * chunkShape, size: chunkShape)
+            guard let part = chunkBox.intersection(box), part != chunkBox else { continue }
+            let n = blockNumber(local)
+            _ = try existing.decode(consecutive: n..<(n + 1))
         }
     }
 

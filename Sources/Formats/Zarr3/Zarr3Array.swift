@@ -226,8 +226,11 @@ public struct Zarr3Array: Sendable {
         let expected = chunkBytes
         var bytes = stored
         do {
-            for (i, codec) in metadata.codecs.compression.enumerated().reversed() {
-                let innermost = i == 0
+            let codecs = metadata.codecs.compression
+            for (i, codec) in codecs.enumerated().reversed() {
+                // What this codec decodes to: the chunk, plus the checksums of the crc32c codecs
+                // before it in the chain (zarr-python writes `crc32c` then `zstd` as readily).
+                let decodedSize = expected + 4 * codecs[..<i].count { $0 == .crc32c }
                 switch codec {
                 case .crc32c:
                     guard bytes.count >= 4 else { throw Zarr3CodecError("too short for its crc32c checksum") }
@@ -237,11 +240,9 @@ public struct Zarr3Array: Sendable {
                     guard want == got else { throw Zarr3CodecError("crc32c checksum mismatch") }
                     bytes.removeLast(4)
                 case .zstd:
-                    guard innermost else { throw Zarr3CodecError("zstd must be the only compression") }
-                    bytes = try bytes.withUnsafeBytes { try Zarr3Compression.zstdDecompress($0, expected: expected) }
+                    bytes = try bytes.withUnsafeBytes { try Zarr3Compression.zstdDecompress($0, expected: decodedSize) }
                 case .blosc:
-                    guard innermost else { throw Zarr3CodecError("blosc must be the only compression") }
-                    bytes = try bytes.withUnsafeBytes { try Zarr3Compression.bloscDecompress($0, expected: expected) }
+                    bytes = try bytes.withUnsafeBytes { try Zarr3Compression.bloscDecompress($0, expected: decodedSize) }
                 }
             }
         } catch let error as Zarr3CodecError {
@@ -327,7 +328,8 @@ public struct Zarr3Array: Sendable {
         }
         switch metadata.keyEncoding {
         case .default(let separator) where separator == "/":
-            guard PathOps.isDirectory(path + "/c") else { return [] }
+            guard let status = try FileStatus.ofExisting(path + "/c", followLinks: true) else { return [] }
+            guard status.isDirectory else { throw FormatError(.corrupt, path: path + "/c", "is not a directory") }
             try walk(path + "/c", depth: spatial, prefix: [], add)
         case .v2(let separator) where separator == "/":
             try walk(path, depth: spatial, prefix: [], add)
@@ -349,8 +351,11 @@ public struct Zarr3Array: Sendable {
         for name in try PathOps.listOrThrow(directory) where Int(name) != nil {
             if depth == 1 {
                 add(prefix + [name])
-            } else if PathOps.isDirectory(directory + "/" + name) {
+            } else if try FileStatus.ofExisting(directory + "/" + name, followLinks: true)?.isDirectory == true {
                 try walk(directory + "/" + name, depth: depth - 1, prefix: prefix + [name], add)
+            } else {
+                // Where chunk keys need a directory: something broke the array (a chunk lost).
+                throw FormatError(.corrupt, path: directory + "/" + name, "is not a directory")
             }
         }
     }

@@ -177,6 +177,28 @@ public struct Zarr3Metadata: Sendable {
     /// Bytes of one decoded chunk at most.
     static let largestChunk = 1 << 30
 
+    /// The `fill_value` of `zarr.json` that holds exactly `element` (little-endian bytes of one
+    /// element): a number, or for NaN and -0 the raw bits as hex, as the specification allows.
+    static func fillValueJSON(_ element: [UInt8], _ type: VoxelType) -> JSONValue {
+        var bits: UInt64 = 0
+        for (i, byte) in element.prefix(8).enumerated() { bits |= UInt64(byte) << (8 * UInt64(i)) }
+        let hex = "0x" + String(repeating: "0", count: max(0, type.size * 2 - String(bits, radix: 16).count)) + String(bits, radix: 16)
+        switch type {
+        case .float32, .float64:
+            let value = type == .float32 ? Double(Float(bitPattern: UInt32(truncatingIfNeeded: bits))) : Double(bitPattern: bits)
+            if value.isNaN || (value == 0 && value.sign == .minus) { return .string(hex) }
+            if value == .infinity { return .string("Infinity") }
+            if value == -.infinity { return .string("-Infinity") }
+            return .double(value)
+        case .uint8, .uint16, .uint32: return .int(Int64(bits))
+        case .uint64: return bits <= UInt64(Int64.max) ? .int(Int64(bits)) : .uint(bits)
+        case .int8: return .int(Int64(Int8(truncatingIfNeeded: bits)))
+        case .int16: return .int(Int64(Int16(truncatingIfNeeded: bits)))
+        case .int32: return .int(Int64(Int32(truncatingIfNeeded: bits)))
+        case .int64: return .int(Int64(bitPattern: bits))
+        }
+    }
+
     /// One element of the fill value as little-endian bytes: exactly the value, or an error.
     private static func fillValue(_ value: JSONValue?, _ type: VoxelType, _ bad: (String) -> FormatError) throws -> [UInt8] {
         func bytes<T>(_ v: T) -> [UInt8] { withUnsafeBytes(of: v) { Array($0) } }
