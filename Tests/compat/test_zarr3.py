@@ -339,6 +339,8 @@ def test_check_reports_and_repair_removes_zarr3_temporaries(fixtures_dir, tmp_pa
     (('{"configuration":{"endian":"little"},"name":"bytes"},{"name":"crc32c"}', '{"configuration":{"endian":5},"name":"bytes"},{"name":"crc32c"}'), "endian is not a string"),
     (('"chunk_key_encoding":{"name":"default"}', '"chunk_key_encoding":"default"'), "'chunk_key_encoding' is not an object"),
     ((',"fill_value":0', ''), "'fill_value' is missing"),
+    ((',"fill_value":0', ',"fill_value":0,"storage_transformers":[{"name":"foo"}]'), "storage transformers are not supported"),
+    ((',"fill_value":0', ',"fill_value":0,"my_extension":{"must_understand":true}'), "extension field 'my_extension'"),
 ])
 def test_bad_zarr_json_values_are_errors_not_crashes(fixtures_dir, tmp_path, edit, needle):
     """zarr.json values wkfs cannot honour exactly are refused with the reason (once a crash, a

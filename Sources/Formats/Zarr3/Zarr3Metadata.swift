@@ -67,6 +67,14 @@ public struct Zarr3Metadata: Sendable {
         guard let shape = json["shape"]?.arrayValue?.compactMap(\.intValue), !shape.isEmpty, shape.allSatisfy({ $0 >= 0 }),
             shape.count == json["shape"]?.arrayValue?.count
         else { throw bad("'shape' is not a list of sizes") }
+        // What the specification says a reader must understand or stop: storage transformers,
+        // and extension fields that say `"must_understand": true`.
+        if let transformers = json["storage_transformers"]?.arrayValue, !transformers.isEmpty {
+            throw bad("storage transformers are not supported")
+        }
+        for (key, value) in json.objectPairs ?? [] where !Self.knownFields.contains(key) && value["must_understand"] == .bool(true) {
+            throw bad("extension field '\(key)' must be understood, and wkfs does not know it")
+        }
         guard let typeName = json["data_type"]?.stringValue else { throw bad("'data_type' is missing") }
         guard let dataType = VoxelType(name: typeName) else { throw bad("data type '\(typeName)' is not supported") }
         guard json["chunk_grid"]?["name"]?.stringValue == "regular",
@@ -172,6 +180,12 @@ public struct Zarr3Metadata: Sendable {
 
     /// Extents (array and chunk edges) above this are refused.
     static let largestExtent = 1 << 31
+    /// The fields of an array's `zarr.json` in the specification.
+    static let knownFields: Set<String> = [
+        "zarr_format", "node_type", "shape", "data_type", "chunk_grid", "chunk_key_encoding", "fill_value", "codecs",
+        "attributes", "storage_transformers", "dimension_names",
+    ]
+
     /// Inner chunks per shard at most (the index takes 16 bytes each).
     public static let mostChunksPerShard = 1 << 21
     /// Bytes of one decoded chunk at most.
