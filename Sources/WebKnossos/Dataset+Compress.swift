@@ -142,6 +142,18 @@ extension Dataset {
                 throw DatasetError(.io, rebuilt, "cannot clean up after an interrupted compression", cause: error)
             }
             try Self.swapInCompressed(path, rebuilt)
+            // The rebuilt array is (c, x, y, z), also where the old one had no channel axis:
+            // webknossos takes the axes from the properties entry.
+            if format == .zarr3 {
+                var current = try Dataset.open(self.path)
+                if let i = current.properties.layers.firstIndex(where: { $0.name == layer.name }),
+                    let j = current.properties.layers[i].mags.firstIndex(where: { $0.mag == entry.mag }),
+                    current.properties.layers[i].mags[j].axisOrder != MagProperties.channelFirstAxes
+                {
+                    current.properties.layers[i].mags[j].axisOrder = MagProperties.channelFirstAxes
+                    try current.save()
+                }
+            }
             // Whoever waits for the lock now finds the mag compressed.
             PathOps.remove(lockPath)
             return .compressed

@@ -119,6 +119,8 @@ extension Dataset {
                 newLayer.mags = mags.map { entry, copy in
                     var newEntry = entry
                     newEntry.cubeLength = copy.target.format == .wkw ? copy.target.fileEdge : nil
+                    // The copy's arrays are (c, x, y, z), also those of a 3-D source array.
+                    newEntry.axisOrder = MagProperties.channelFirstAxes
                     newEntry.path = layer.usesWkwResolutions && entry.path == nil ? nil : "./\(layer.name)/\(entry.mag.shortName)"
                     return newEntry
                 }

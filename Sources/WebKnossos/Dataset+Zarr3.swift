@@ -54,7 +54,7 @@ extension Dataset {
                 var entry = entry
                 entry.path = "./\(layer.name)/\(magNames(layer, entry))"
                 entry.cubeLength = nil
-                entry.axisOrder = .object([("c", .int(0)), ("x", .int(1)), ("y", .int(2)), ("z", .int(3))])
+                entry.axisOrder = MagProperties.channelFirstAxes
                 return entry
             }
             return layer

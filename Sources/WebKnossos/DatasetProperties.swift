@@ -87,9 +87,12 @@ public struct MagProperties: Sendable {
         self.mag = mag
         self.path = path
         self.cubeLength = cubeLength
-        axisOrder = .object([("c", .int(0)), ("x", .int(1)), ("y", .int(2)), ("z", .int(3))])
+        axisOrder = Self.channelFirstAxes
         extra = []
     }
+
+    /// The axes of every mag wkfs writes: (c, x, y, z).
+    public static let channelFirstAxes: JSONValue = .object([("c", .int(0)), ("x", .int(1)), ("y", .int(2)), ("z", .int(3))])
 }
 
 // MARK: - Reading

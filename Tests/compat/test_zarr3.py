@@ -340,7 +340,8 @@ def test_check_reports_and_repair_removes_zarr3_temporaries(fixtures_dir, tmp_pa
     (('"chunk_key_encoding":{"name":"default"}', '"chunk_key_encoding":"default"'), "'chunk_key_encoding' is not an object"),
     ((',"fill_value":0', ''), "'fill_value' is missing"),
     ((',"fill_value":0', ',"fill_value":0,"storage_transformers":[{"name":"foo"}]'), "storage transformers are not supported"),
-    ((',"fill_value":0', ',"fill_value":0,"my_extension":{"must_understand":true}'), "extension field 'my_extension'"),
+    ((',"fill_value":0', ',"fill_value":0,"my_extension":{"must_understand":true}'), "field 'my_extension' is not in the Zarr v3"),
+    ((',"fill_value":0', ',"fill_value":0,"my_extension":5'), "field 'my_extension' is not in the Zarr v3"),
 ])
 def test_bad_zarr_json_values_are_errors_not_crashes(fixtures_dir, tmp_path, edit, needle):
     """zarr.json values wkfs cannot honour exactly are refused with the reason (once a crash, a
@@ -438,6 +439,22 @@ def test_a_shard_directory_that_is_a_file_is_reported(fixtures_dir, tmp_path):
     shutil.rmtree(directory)
     directory.write_bytes(b"junk")
     _bad_input_fails(ds, "ot a directory", str(directory))
+
+
+@pytest.mark.parametrize("data_format", ["zarr3", "wkw"])
+def test_a_data_file_linked_to_nothing_is_reported_not_read_as_missing(fixtures_dir, tmp_path, data_format):
+    """A data file that is a symbolic link to nothing (a disk not mounted) is broken, not empty."""
+    ds = _zarr_copy(fixtures_dir, tmp_path)
+    if data_format == "wkw":
+        h.wkfs_ok("copy", ds, tmp_path / "wkw", "--data-format", "wkw")
+        ds = tmp_path / "wkw"
+        data_file = next(p for p in sorted((ds / "color" / "1").rglob("*.wkw")) if p.name != "header.wkw")
+    else:
+        data_file = _shard(ds)
+    data_file.unlink()
+    data_file.symlink_to("/nonexistent/elsewhere")
+    _bad_input_fails(ds, str(data_file), str(data_file))
+    assert "symbolic link to nothing" in h.wkfs_fails("read", ds, "color", "1").stderr.decode()
 
 
 def test_a_shard_that_is_a_symlink_loop_is_reported(fixtures_dir, tmp_path):

@@ -134,3 +134,44 @@ def test_crc32c_before_zstd_reads_and_writes(tmp_path, sharded):
     h.wkfs_write(ds, "color", "1", (3, 4, 5), (2, 2, 2), bytes(range(8)))
     data[0, 3:5, 4:6, 5:7] = np.arange(8, dtype=np.uint8).reshape(2, 2, 2).transpose(2, 1, 0)
     assert np.array_equal(zarr.open_array(ds / "color" / "1", mode="r")[...], data)
+
+
+def test_negative_zero_fill_value_keeps_its_sign(tmp_path):
+    import zarr
+
+    ds = tmp_path / "negzero"
+    (ds / "color").mkdir(parents=True)
+    array = zarr.create_array(ds / "color" / "1", shape=(1, 16, 16, 16), chunks=(1, 8, 8, 8), dtype="float32",
+                              fill_value=-0.0, dimension_names=["c", "x", "y", "z"])
+    array[0, :8, :8, :8] = 1.0
+    entry = h.layer_entry("color", "float32", 1, ((0, 0, 0), (16, 16, 16)), [((1, 1, 1), 0)])
+    entry["dataFormat"] = "zarr3"
+    del entry["mags"][0]["cubeLength"]
+    h.write_properties(ds, [entry])
+    assert h.wkfs_read(ds, "color", "1", (8, 8, 8), (1, 1, 1)) == b"\x00\x00\x00\x80"
+    h.wkfs_ok("copy", ds, tmp_path / "copy")
+    assert h.wkfs_read(tmp_path / "copy", "color", "1", (8, 8, 8), (1, 1, 1)) == b"\x00\x00\x00\x80"
+
+
+def test_compress_of_a_3d_array_leaves_a_dataset_webknossos_reads(tmp_path):
+    """wkfs rewrites a 3-D array (no channel axis) as (c, x, y, z); the properties entry says so."""
+    import zarr
+
+    ds = tmp_path / "flat"
+    (ds / "color").mkdir(parents=True)
+    data = np.random.default_rng(3).integers(0, 255, (24, 24, 24), dtype=np.uint8)
+    zarr.create_array(ds / "color" / "1", shape=data.shape, chunks=(8, 8, 8), dtype="uint8", compressors=None,
+                      fill_value=9, dimension_names=["x", "y", "z"])[...] = data
+    entry = h.layer_entry("color", "uint8", 1, ((0, 0, 0), (24, 24, 24)), [((1, 1, 1), 0)])
+    entry["dataFormat"] = "zarr3"
+    del entry["mags"][0]["cubeLength"]
+    entry["mags"][0]["axisOrder"] = {"x": 0, "y": 1, "z": 2}
+    h.write_properties(ds, [entry])
+    h.wkfs_ok("compress", ds)
+    copy = tmp_path / "copy"
+    h.wkfs_ok("copy", ds, copy)
+    import webknossos as wk
+
+    for dataset in (ds, copy):
+        view = wk.Dataset.open(dataset).get_layer("color").get_mag("1")
+        assert np.array_equal(view.read(absolute_offset=(0, 0, 0), size=(24, 24, 24))[0], data), dataset

@@ -152,19 +152,22 @@ def test_a_broken_path_to_a_shard_is_eio_not_zeros(dataset_copy, mounted, mountp
     ds = dataset_copy(NAME)
     shard = next(p for p in sorted((ds / "color" / "1" / "c").rglob("*")) if p.is_file())
     cube = mountpoint / "color" / "1" / "z0" / "y0" / "x0.raw"
-    for breakage in ("loop", "file"):
+    for breakage in ("loop", "dangling", "file"):
         if breakage == "loop":
             shard.unlink()
             shard.symlink_to(shard.name)
+        elif breakage == "dangling":
+            shard.unlink()
+            shard.symlink_to("/nonexistent/elsewhere")
         else:
             shard.unlink()
             shutil.rmtree(shard.parent)
             shard.parent.write_bytes(b"junk")
         with mounted(ds):
-            targets = [mountpoint / "color" / "1" / "volume.raw"] + ([cube] if breakage == "loop" else [])
+            targets = [mountpoint / "color" / "1" / "volume.raw"] + ([cube] if breakage != "file" else [])
             for target in targets:
                 with pytest.raises(OSError) as caught:
                     with open(target, "rb") as f:
                         f.read()
                 assert caught.value.errno == errno.EIO, (breakage, target, caught.value)
-            assert str(shard if breakage == "loop" else shard.parent) in (mountpoint / ".wkfs" / "errors").read_text()
+            assert str(shard if breakage != "file" else shard.parent) in (mountpoint / ".wkfs" / "errors").read_text()

@@ -34,6 +34,7 @@ final class OpenFile: Sendable {
             }
             return file
         } catch Errno.noSuchFileOrDirectory {
+            if let broken = PathOps.danglingLink(on: path) { throw broken }
             return nil
         } catch let errno as Errno {
             throw FormatError(.io(errno: errno.rawValue), path: path, "cannot open: \(errno)")
@@ -304,6 +305,31 @@ public enum PathOps {
         guard let slash = path.lastIndex(of: "/") else { return "." }
         return slash == path.startIndex ? "/" : String(path[..<slash])
     }
+
+    /// Why `path`, which does not resolve (ENOENT), is broken rather than missing: the symbolic
+    /// link on its way that points at nothing (a file or directory linked to a disk that is not
+    /// mounted). nil when the path simply does not exist.
+    static func danglingLink(on path: String) -> FormatError? {
+        var child = path
+        while true {
+            let parent = dirname(child)
+            var info = stat()
+            if parent == child { return nil }
+            if stat(parent, &info) == 0 {
+                // The deepest part that exists: is the next one a link to nothing?
+                guard lstat(child, &info) == 0, (info.st_mode & S_IFMT) == S_IFLNK else { return nil }
+                return FormatError(.corrupt, path: child, "is a symbolic link to nothing (\(linkTarget(child) ?? "?"))")
+            }
+            child = parent
+        }
+    }
+
+    private static func linkTarget(_ path: String) -> String? {
+        var buffer = [CChar](repeating: 0, count: 4097)
+        let count = readlink(path, &buffer, 4096)
+        guard count >= 0 else { return nil }
+        return String(decoding: buffer[0..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
 }
 
 /// What `stat` says about a path, in the units the mount needs.
@@ -330,7 +356,10 @@ public struct FileStatus: Sendable {
         var info = stat()
         guard (followLinks ? stat(path, &info) : lstat(path, &info)) != 0 else { return of(path, followLinks: followLinks) }
         let code = errno
-        if code == ENOENT { return nil }
+        if code == ENOENT {
+            if let broken = PathOps.danglingLink(on: path) { throw broken }
+            return nil
+        }
         // A path that cannot lead to a file (a file where a directory belongs, a link loop) is
         // a broken tree, not a missing file.
         let kind: FormatError.Kind = code == ENOTDIR || code == ELOOP ? .corrupt : .io(errno: code)

@@ -97,7 +97,8 @@ extension JSONValue: Decodable {
             } else if let b = try? value.decode(Bool.self) {
                 self = .bool(b)
             } else if let i = try? value.decode(Int64.self) {
-                self = .int(i)
+                // -0.0 decodes as the integer 0 too; its sign is kept (a Zarr3 fill value).
+                if i == 0, let d = try? value.decode(Double.self), d.sign == .minus { self = .double(d) } else { self = .int(i) }
             } else if let u = try? value.decode(UInt64.self) {
                 self = .uint(u)
             } else if let d = try? value.decode(Double.self) {

@@ -68,12 +68,12 @@ public struct Zarr3Metadata: Sendable {
             shape.count == json["shape"]?.arrayValue?.count
         else { throw bad("'shape' is not a list of sizes") }
         // What the specification says a reader must understand or stop: storage transformers,
-        // and extension fields that say `"must_understand": true`.
+        // and fields it does not define unless they say `"must_understand": false`.
         if let transformers = json["storage_transformers"]?.arrayValue, !transformers.isEmpty {
             throw bad("storage transformers are not supported")
         }
-        for (key, value) in json.objectPairs ?? [] where !Self.knownFields.contains(key) && value["must_understand"] == .bool(true) {
-            throw bad("extension field '\(key)' must be understood, and wkfs does not know it")
+        for (key, value) in json.objectPairs ?? [] where !Self.knownFields.contains(key) && value["must_understand"] != .bool(false) {
+            throw bad("field '\(key)' is not in the Zarr v3 specification and does not say \"must_understand\": false")
         }
         guard let typeName = json["data_type"]?.stringValue else { throw bad("'data_type' is missing") }
         guard let dataType = VoxelType(name: typeName) else { throw bad("data type '\(typeName)' is not supported") }
