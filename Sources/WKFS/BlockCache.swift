@@ -153,7 +153,7 @@ final class BlockCache: Sendable {
         let size = Self.groupSize(mag)
         guard let (reader, file) = opened.map({ ($0.reader, $0.number) }) else {
             // A missing data file holds the mag's fill value (zeros unless a Zarr3 array says).
-            if mag.fillValue.contains(where: { $0 != 0 }) {
+            if !mag.fillsWithZero {
                 let fill = mag.fillBytes(voxels: size * blockBytes / mag.voxelBytes)
                 return numbers.map { _ in CachedBlock(group: fill, offset: 0, count: blockBytes, isZero: false) }
             }

@@ -166,7 +166,7 @@ extension Dataset {
     static func copyCompressed(_ index: Vec3, from source: any MagStore, to target: any BlockWritableStore) throws {
         guard let reader = try source.openDataFile(index) else { return }
         // `.zero` is a block with no data, which reads as the fill value: zeros only where that is 0.
-        let zeroIsEmpty = target.fillValue.allSatisfy { $0 == 0 }
+        let zeroIsEmpty = target.fillsWithZero
         try target.replaceFile(index, directories: nil, parallel: true) { n in
             if reader.isHole(consecutive: n..<(n + 1)) { return .zero }
             let bytes = try reader.decode(consecutive: n..<(n + 1))

@@ -64,7 +64,6 @@ extension Dataset {
         let thickness = max(target.blockShape.z, min(edge.z, convertSlabLimit / max(1, plane) / target.blockShape.z * target.blockShape.z))
         let buffer = LargeBuffer.allocate(byteCount: plane * thickness)
         defer { buffer.deallocate() }
-        let zeroIsMissing = target.fillValue.allSatisfy { $0 == 0 }
         for index in files {
             let fileBox = Box(offset: index * edge, size: edge)
             var z = fileBox.offset.z
@@ -72,7 +71,7 @@ extension Dataset {
                 let slab = Box(offset: Vec3(fileBox.offset.x, fileBox.offset.y, z), size: Vec3(edge.x, edge.y, min(thickness, fileBox.end.z - z)))
                 let bytes = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<(slab.voxelCount * v)])
                 try source.read(slab, into: bytes)
-                if !zeroIsMissing || !RegionCopy.isZero(slab, voxelSize: v, in: bytes.baseAddress!, layout: slab) {
+                if !target.fillsWithZero || !RegionCopy.isZero(slab, voxelSize: v, in: bytes.baseAddress!, layout: slab) {
                     try target.writeRegion(slab, from: UnsafeRawBufferPointer(bytes))
                 }
                 z = slab.end.z

@@ -158,30 +158,30 @@ extension Dataset {
             // A setup that failed before the copy began leaves no lock behind.
             if Self.unfinishedCopy(at: destination) == nil { PathOps.remove(destination + "/" + Self.copyLockName) }
         }
-        let total = try plans.reduce(0) { sum, plan in
-            try sum + plan.mags.reduce(0) { count, mag in
-                let bounds = mag.entry.mag.fromMag1(plan.layer.boundingBox)
+        // This part's files of every mag, listed once (a listing reads every data file directory).
+        let parts = try plans.map { plan in
+            try plan.mags.map { mag -> [Vec3] in
                 switch mag.copy {
-                case .files(let source, let target): return try count + shard.part(of: Self.destinationFiles(source, target.layout, plan.layer, mag.entry)).count
+                case .files(let source, let target): return shard.part(of: try Self.destinationFiles(source, target.layout, plan.layer, mag.entry))
                 case .converted(let source, let target):
-                    return try count + shard.part(of: Self.convertedFiles(source, fileEdge: target.fileEdge, bounds: bounds, targetFill: target.layout.fill)).count
+                    let bounds = mag.entry.mag.fromMag1(plan.layer.boundingBox)
+                    return shard.part(of: try Self.convertedFiles(source, fileEdge: target.fileEdge, bounds: bounds, targetFill: target.layout.fill))
                 }
             }
         }
+        let total = parts.joined().reduce(0) { $0 + $1.count }
         var done = 0
-        for ((layer, mags), stores) in zip(plans, targets) {
-            for ((entry, magCopy), target) in zip(mags, stores) {
-                let bounds = entry.mag.fromMag1(layer.boundingBox)
+        for (l, (_, mags)) in plans.enumerated() {
+            for (m, (_, magCopy)) in mags.enumerated() {
+                let target = targets[l][m], indices = parts[l][m]
                 guard case .files(let source, let plan) = magCopy else {
-                    guard case .converted(let source, let plan) = magCopy else { continue }
-                    let files = shard.part(of: try Self.convertedFiles(source, fileEdge: plan.fileEdge, bounds: bounds, targetFill: plan.layout.fill))
-                    try Self.convert(files, from: source, to: target) {
+                    guard case .converted(let source, _) = magCopy else { continue }
+                    try Self.convert(indices, from: source, to: target) {
                         done += 1
                         progress(done, total)
                     }
                     continue
                 }
-                let indices = shard.part(of: try Self.destinationFiles(source, plan.layout, layer, entry))
                 let unchanged = plan.layout == source.layout
                 if unchanged || target.fileBytes > Self.wholeFileCopyLimit {
                     for index in indices {

@@ -354,7 +354,7 @@ public struct FileStatus: Sendable {
     ///   not a directory or a symbolic link loop, `.io` otherwise (no permission, ...).
     public static func ofExisting(_ path: String, followLinks: Bool = false) throws -> FileStatus? {
         var info = stat()
-        guard (followLinks ? stat(path, &info) : lstat(path, &info)) != 0 else { return of(path, followLinks: followLinks) }
+        guard (followLinks ? stat(path, &info) : lstat(path, &info)) != 0 else { return FileStatus(info) }
         let code = errno
         if code == ENOENT {
             if let broken = PathOps.danglingLink(on: path) { throw broken }
@@ -371,7 +371,13 @@ public struct FileStatus: Sendable {
         var info = stat()
         let result = followLinks ? stat(path, &info) : lstat(path, &info)
         guard result == 0 else { return nil }
-        return FileStatus(
+        return FileStatus(info)
+    }
+}
+
+extension FileStatus {
+    fileprivate init(_ info: stat) {
+        self.init(
             size: Int(info.st_size), allocated: Int(info.st_blocks) * 512,
             modificationSeconds: Int64(info.st_mtim.tv_sec), modificationNanoseconds: Int(info.st_mtim.tv_nsec),
             isDirectory: (info.st_mode & S_IFMT) == S_IFDIR, isSymbolicLink: (info.st_mode & S_IFMT) == S_IFLNK,

@@ -14,10 +14,13 @@ extension MagStore {
 
     public var fillValue: [UInt8] { [UInt8](repeating: 0, count: voxelType.size) }
 
+    /// Whether missing blocks and data files read as zeros (the fill value is 0).
+    public var fillsWithZero: Bool { fillValue.allSatisfy { $0 == 0 } }
+
     /// `count` voxels of the fill value (all channels), as a missing region holds them.
     public func fillBytes(voxels count: Int) -> [UInt8] {
+        if fillsWithZero { return [UInt8](repeating: 0, count: count * voxelBytes) }
         let element = fillValue
-        if element.allSatisfy({ $0 == 0 }) { return [UInt8](repeating: 0, count: count * voxelBytes) }
         var bytes: [UInt8] = []
         bytes.reserveCapacity(count * voxelBytes)
         for _ in 0..<(count * channels) { bytes += element }

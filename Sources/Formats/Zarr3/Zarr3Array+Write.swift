@@ -169,7 +169,7 @@ extension Zarr3Array {
 
     /// A chunk of `chunkBox`: `old` (or the fill value) with the part of `box` from `source` over it.
     private func merged(_ old: [UInt8]?, _ chunkBox: Box, _ box: Box, _ source: UnsafeRawPointer) -> [UInt8] {
-        var chunk = old ?? fillChunk(chunkBox.size)
+        var chunk = old ?? fillBytes(voxels: chunkBox.size.volume)
         guard let part = chunkBox.intersection(box) else { return chunk }
         chunk.withUnsafeMutableBytes { target in
             RegionCopy.copy(part, voxelSize: voxelBytes, from: source, layout: box, to: target.baseAddress!, layout: chunkBox)
@@ -177,18 +177,10 @@ extension Zarr3Array {
         return chunk
     }
 
-    func fillChunk(_ size: Vec3) -> [UInt8] {
-        if metadata.fillValue.allSatisfy({ $0 == 0 }) { return [UInt8](repeating: 0, count: size.volume * voxelBytes) }
-        var chunk: [UInt8] = []
-        chunk.reserveCapacity(size.volume * voxelBytes)
-        for _ in 0..<(size.volume * channels) { chunk += metadata.fillValue }
-        return chunk
-    }
-
     /// Whether every element of `chunk` is the fill value.
     func isFill(_ chunk: [UInt8]) -> Bool {
+        if fillsWithZero { return chunk.withUnsafeBytes { RegionCopy.isZero($0) } }
         let fill = metadata.fillValue
-        if fill.allSatisfy({ $0 == 0 }) { return chunk.withUnsafeBytes { RegionCopy.isZero($0) } }
         let w = fill.count
         return stride(from: 0, to: chunk.count, by: w).allSatisfy { chunk[$0..<($0 + w)].elementsEqual(fill) }
     }

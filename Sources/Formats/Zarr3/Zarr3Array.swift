@@ -305,10 +305,10 @@ public struct Zarr3Array: Sendable {
 
     /// Fills `part` of the region buffer of `box` with the fill value.
     private func fill(_ part: Box, of box: Box, _ destination: UnsafeMutableRawPointer) {
-        if metadata.fillValue.allSatisfy({ $0 == 0 }) {
+        if fillsWithZero {
             return RegionCopy.zero(part, voxelSize: voxelBytes, in: destination, layout: box)
         }
-        fillChunk(part.size).withUnsafeBytes { pattern in
+        fillBytes(voxels: part.voxelCount).withUnsafeBytes { pattern in
             RegionCopy.copy(part, voxelSize: voxelBytes, from: pattern.baseAddress!, layout: part, to: destination, layout: box)
         }
     }

@@ -196,7 +196,8 @@ public struct Zarr3Metadata: Sendable {
     static func fillValueJSON(_ element: [UInt8], _ type: VoxelType) -> JSONValue {
         var bits: UInt64 = 0
         for (i, byte) in element.prefix(8).enumerated() { bits |= UInt64(byte) << (8 * UInt64(i)) }
-        let hex = "0x" + String(repeating: "0", count: max(0, type.size * 2 - String(bits, radix: 16).count)) + String(bits, radix: 16)
+        let digits = String(bits, radix: 16)
+        let hex = "0x" + String(repeating: "0", count: max(0, type.size * 2 - digits.count)) + digits
         switch type {
         case .float32, .float64:
             let value = type == .float32 ? Double(Float(bitPattern: UInt32(truncatingIfNeeded: bits))) : Double(bitPattern: bits)

@@ -43,7 +43,7 @@ public final class Zarr3ShardFile: DataFile {
         let together = !present.isEmpty && zip(present, present.dropFirst()).allSatisfy { $0.upperBound == $1.lowerBound }
         let span = together ? present.first!.lowerBound..<present.last!.upperBound : 0..<0
         let stored = together ? try file.read(at: span.lowerBound, count: span.count) : []
-        let fill = ranges.contains(where: { $0 == nil }) ? array.fillChunk(array.chunkShape) : []
+        let fill = ranges.contains(where: { $0 == nil }) ? array.fillBytes(voxels: array.chunkShape.volume) : []
         return try [UInt8](unsafeUninitializedCapacity: numbers.count * chunk) { buffer, initialized in
             let out = UnsafeMutableRawBufferPointer(buffer)
             for (i, range) in ranges.enumerated() {
@@ -68,7 +68,7 @@ public final class Zarr3ShardFile: DataFile {
     }
 
     public func isHole(consecutive numbers: Range<Int>) -> Bool {
-        guard index != nil, array.metadata.fillValue.allSatisfy({ $0 == 0 }) else { return false }
+        guard index != nil, array.fillsWithZero else { return false }
         return numbers.allSatisfy { (try? range($0)) == .some(nil) }
     }
 
