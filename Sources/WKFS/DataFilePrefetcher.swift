@@ -68,7 +68,8 @@ final class DataFilePrefetcher: Sendable {
             defer { self.state.withLock { $0.queued -= 1 } }
             for row in rows {
                 // The files after the opened one first (most programs walk a row forward).
-                let xs = mag.fileXs(y: row.y, z: row.z)
+                // Advice only: a row that cannot be listed fails the reads of its own cubes.
+                let xs = (try? mag.fileXs(y: row.y, z: row.z)) ?? []
                 let ordered = row.y == index.y ? xs.filter { $0 > index.x } + xs.filter { $0 < index.x } : xs
                 mag.willNeed(files: ordered.map { Vec3($0, row.y, row.z) }, budget: Self.rowBudget)
             }

@@ -50,8 +50,8 @@ extension DatasetFilesystem {
         if store.filesInPlaneDirectories { return try makeDiskDirectory(path) }
         let exists: Bool
         switch node {
-        case .zDirectory(_, _, let z): exists = store.hasFilePlane(z: z)
-        case .yDirectory(_, _, let z, let y): exists = store.hasFileRow(y: y, z: z)
+        case .zDirectory(_, _, let z): exists = try store.hasFilePlane(z: z)
+        case .yDirectory(_, _, let z, let y): exists = try store.hasFileRow(y: y, z: z)
         default: exists = false
         }
         let inserted = state.withLock { s in !exists && s.madeDirectories.insert(node).inserted }
@@ -111,10 +111,10 @@ extension DatasetFilesystem {
             let holds: Bool
             switch node {
             case .zDirectory(_, _, let z):
-                holds = store.hasFilePlane(z: z) || s.madeDirectories.contains { if case .yDirectory(layer, mag, z, _) = $0 { true } else { false } }
+                holds = try store.hasFilePlane(z: z) || s.madeDirectories.contains { if case .yDirectory(layer, mag, z, _) = $0 { true } else { false } }
                     || s.pendingCubes.keys.contains { if case .cube(layer, mag, let i) = $0 { i.z == z } else { false } }
             case .yDirectory(_, _, let z, let y):
-                holds = store.hasFileRow(y: y, z: z)
+                holds = try store.hasFileRow(y: y, z: z)
                     || s.pendingCubes.keys.contains { if case .cube(layer, mag, let i) = $0 { i.z == z && i.y == y } else { false } }
             default: holds = false
             }

@@ -105,12 +105,12 @@ extension DatasetFilesystem {
             if name == MountNode.slicesName { return .slices(layer: layer, mag: mag) }
             if let z = GridName.index(name, "z"), let store = try s.knownStore(layer, mag) {
                 let node = MountNode.zDirectory(layer: layer, mag: mag, z: z)
-                if s.madeDirectories.contains(node) || store.hasFilePlane(z: z) { return node }
+                if try s.madeDirectories.contains(node) || store.hasFilePlane(z: z) { return node }
             }
         case .zDirectory(let layer, let mag, let z):
             if let y = GridName.index(name, "y"), let store = try s.knownStore(layer, mag) {
                 let node = MountNode.yDirectory(layer: layer, mag: mag, z: z, y: y)
-                if s.madeDirectories.contains(node) || store.hasFileRow(y: y, z: z) { return node }
+                if try s.madeDirectories.contains(node) || store.hasFileRow(y: y, z: z) { return node }
             }
         case .yDirectory(let layer, let mag, let z, let y):
             if let x = GridName.index(name, "x", ".raw") {
@@ -151,7 +151,7 @@ extension DatasetFilesystem {
             return s.mags(layer).map { ($0.name, .mag(layer: layer, mag: $0.name)) }
         case .mag(let layer, let mag):
             guard let store = try s.knownStore(layer, mag) else { throw FUSEError.noEntry }
-            var zs = Set(store.fileZs())
+            var zs = Set(try store.fileZs())
             for case .zDirectory(let l, let m, let z) in s.madeDirectories where l == layer && m == mag { zs.insert(z) }
             return [
                 (magInfoName, .magInfo(layer: layer, mag: mag)), (MountNode.volumeName, .volume(layer: layer, mag: mag)),
@@ -159,13 +159,13 @@ extension DatasetFilesystem {
             ] + zs.sorted().map { ("z\($0)", .zDirectory(layer: layer, mag: mag, z: $0)) }
         case .zDirectory(let layer, let mag, let z):
             guard let store = try s.knownStore(layer, mag) else { throw FUSEError.noEntry }
-            var ys = Set(store.fileYs(z: z))
+            var ys = Set(try store.fileYs(z: z))
             for case .yDirectory(let l, let m, let zz, let y) in s.madeDirectories where l == layer && m == mag && zz == z { ys.insert(y) }
             return ys.sorted().map { ("y\($0)", .yDirectory(layer: layer, mag: mag, z: z, y: $0)) }
         case .yDirectory(let layer, let mag, let z, let y):
             guard let store = try s.knownStore(layer, mag) else { throw FUSEError.noEntry }
             // One listing of the row: each cube on disk also gets its NRRD header's name.
-            let onDisk = Set(store.fileXs(y: y, z: z))
+            let onDisk = Set(try store.fileXs(y: y, z: z))
             var xs = onDisk
             for case .cube(let l, let m, let index) in s.pendingCubes.keys where l == layer && m == mag && index.z == z && index.y == y {
                 xs.insert(index.x)

@@ -66,14 +66,16 @@ public protocol MagStore: Sendable {
     // The data files by plane and row, as the mount lists them (`zZ/yY/xX`); the defaults
     // filter `dataFiles()`, a format whose directories follow that grid answers from them.
     /// The z of every plane of data files, ascending.
-    func fileZs() -> [Int]
+    /// - Throws: `FormatError` when the files cannot be listed, or (`.corrupt`) when an entry
+    ///   where the format keeps a directory of them is something else.
+    func fileZs() throws -> [Int]
     /// The y of every row of data files in plane `z`, ascending.
-    func fileYs(z: Int) -> [Int]
+    func fileYs(z: Int) throws -> [Int]
     /// The x of every data file in row (`y`, `z`), ascending.
-    func fileXs(y: Int, z: Int) -> [Int]
+    func fileXs(y: Int, z: Int) throws -> [Int]
     func fileExists(_ index: Vec3) -> Bool
-    func hasFilePlane(z: Int) -> Bool
-    func hasFileRow(y: Int, z: Int) -> Bool
+    func hasFilePlane(z: Int) throws -> Bool
+    func hasFileRow(y: Int, z: Int) throws -> Bool
     /// What killed writers left: temporary files, and data files that an interrupted in-place
     /// write left half-patched (with an undo journal).
     /// - Throws: when a directory cannot be listed.
@@ -222,11 +224,11 @@ extension MagStore {
         return removed
     }
 
-    public func fileZs() -> [Int] { Array(Set(((try? dataFiles()) ?? []).map(\.z))).sorted() }
-    public func fileYs(z: Int) -> [Int] { Array(Set(((try? dataFiles()) ?? []).filter { $0.z == z }.map(\.y))).sorted() }
-    public func fileXs(y: Int, z: Int) -> [Int] { ((try? dataFiles()) ?? []).filter { $0.z == z && $0.y == y }.map(\.x).sorted() }
+    public func fileZs() throws -> [Int] { Array(Set(try dataFiles().map(\.z))).sorted() }
+    public func fileYs(z: Int) throws -> [Int] { Array(Set(try dataFiles().filter { $0.z == z }.map(\.y))).sorted() }
+    public func fileXs(y: Int, z: Int) throws -> [Int] { try dataFiles().filter { $0.z == z && $0.y == y }.map(\.x).sorted() }
     public func fileExists(_ index: Vec3) -> Bool { PathOps.exists(filePath(index)) }
-    public func hasFilePlane(z: Int) -> Bool { fileZs().contains(z) }
-    public func hasFileRow(y: Int, z: Int) -> Bool { fileYs(z: z).contains(y) }
+    public func hasFilePlane(z: Int) throws -> Bool { try fileZs().contains(z) }
+    public func hasFileRow(y: Int, z: Int) throws -> Bool { try fileYs(z: z).contains(y) }
     public var filesInPlaneDirectories: Bool { false }
 }

@@ -10,15 +10,27 @@ extension MagDirectory: MagStore {
     public var isCompressed: Bool { header.blockType.isCompressed }
     public func dataFiles() throws -> [Vec3] { try fileIndicesOrThrow() }
     public func blockNumber(_ position: Vec3) -> Int { Morton.encode(position) }
-    public func fileZs() -> [Int] { numbered(path, "z").filter { PathOps.isDirectory("\(path)/z\($0)") } }
-    public func fileYs(z: Int) -> [Int] { numbered("\(path)/z\(z)", "y").filter { PathOps.isDirectory("\(path)/z\(z)/y\($0)") } }
-    public func fileXs(y: Int, z: Int) -> [Int] { numbered("\(path)/z\(z)/y\(y)", "x", ".wkw") }
-    public func hasFilePlane(z: Int) -> Bool { PathOps.isDirectory("\(path)/z\(z)") }
-    public func hasFileRow(y: Int, z: Int) -> Bool { PathOps.isDirectory("\(path)/z\(z)/y\(y)") }
+    // A `zZ` or `yY` entry that is there but is no directory (a file, a link loop or to nothing)
+    // is listed and fails when looked at: the cubes under it are lost, not absent.
+    public func fileZs() throws -> [Int] { try numbered(path, "z") }
+    public func fileYs(z: Int) throws -> [Int] { try numbered("\(path)/z\(z)", "y") }
+    public func fileXs(y: Int, z: Int) throws -> [Int] { try numbered("\(path)/z\(z)/y\(y)", "x", ".wkw") }
+    public func hasFilePlane(z: Int) throws -> Bool { try isGridDirectory("\(path)/z\(z)") }
+    public func hasFileRow(y: Int, z: Int) throws -> Bool { try isGridDirectory("\(path)/z\(z)/y\(y)") }
     public var filesInPlaneDirectories: Bool { true }
 
-    private func numbered(_ directory: String, _ prefix: Character, _ suffix: String = "") -> [Int] {
-        PathOps.list(directory).compactMap { GridName.index($0, prefix, suffix) }.sorted()
+    /// The numbers of the grid names in `directory`; none when it is not there.
+    private func numbered(_ directory: String, _ prefix: Character, _ suffix: String = "") throws -> [Int] {
+        guard try isGridDirectory(directory) else { return [] }
+        return try PathOps.listOrThrow(directory).compactMap { GridName.index($0, prefix, suffix) }.sorted()
+    }
+
+    /// Whether the grid directory `path` is there.
+    /// - Throws: `FormatError` (`.corrupt`) when something else is there.
+    private func isGridDirectory(_ path: String) throws -> Bool {
+        guard let status = try FileStatus.ofExisting(path, followLinks: true) else { return false }
+        guard status.isDirectory else { throw FormatError(.corrupt, path: path, "is not a directory") }
+        return true
     }
     public func openDataFile(_ index: Vec3) throws -> (any DataFile)? { try DataFileReader.open(self, index) }
 
