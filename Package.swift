@@ -64,6 +64,7 @@ let package = Package(
             swiftSettings: strictSettings),
 
         .testTarget(name: "FormatsTests", dependencies: ["Formats"], swiftSettings: strictSettings),
+        .testTarget(name: "WKFSTests", dependencies: ["WKFS"], swiftSettings: strictSettings),
         .testTarget(
             name: "WebKnossosTests", dependencies: ["WebKnossos", "Formats"],
             swiftSettings: strictSettings),

@@ -8,10 +8,8 @@ import Formats
 /// Decoded blocks shared by every open cube, bounded in bytes, recently used ones kept.
 /// Also keeps the open data files (with their checked jump tables) that blocks come from.
 ///
-/// Eviction is by generations: blocks enter the young generation; when both together would pass
-/// the capacity, the old generation is dropped whole and the young one becomes old; a block found
-/// in the old generation moves back to the young one. Every step is O(1), and a working set that
-/// fits the cache (a layer of blocks that each z-plane of a cube crosses again) stays in it.
+/// The least recently used groups leave first (`RecentlyUsed`): a layer of blocks that each
+/// z-plane of a cube crosses again stays while it fits.
 final class BlockCache: Sendable {
     /// A group of blocks of one version of one file. Each opened file version (a `DataFile`) gets its
     /// own number, so a file replaced or changed by anyone (the mount or another program) has new
@@ -30,10 +28,7 @@ final class BlockCache: Sendable {
     }
 
     private struct Storage {
-        var young: [Key: Entry] = [:]
-        var old: [Key: Entry] = [:]
-        var youngBytes = 0
-        var oldBytes = 0
+        var groups: RecentlyUsed<Key, Entry>
         var readers: [String: OpenedFile] = [:]
         var nextFileNumber = 0
         /// One lock per file, held while its blocks are decoded (milliseconds). `NSLock` is a plain
@@ -43,37 +38,14 @@ final class BlockCache: Sendable {
         /// One shared group of zeros per size (one size per mag geometry: a handful). Kept for
         /// the mount's life, so entries that point at one cost only their key.
         var zeroGroups: [Int: [UInt8]] = [:]
-
-        mutating func insert(_ key: Key, _ entry: Entry, capacity: Int) {
-            if youngBytes + oldBytes + entry.cost > capacity {
-                old = young
-                oldBytes = youngBytes
-                young = [:]
-                young.reserveCapacity(old.count)
-                youngBytes = 0
-            }
-            if let replaced = young.updateValue(entry, forKey: key) { youngBytes -= replaced.cost }
-            youngBytes += entry.cost
-        }
-
-        func contains(_ key: Key) -> Bool { young[key] != nil || old[key] != nil }
-
-        mutating func find(_ key: Key, capacity: Int) -> Entry? {
-            if let entry = young[key] { return entry }
-            guard let entry = old.removeValue(forKey: key) else { return nil }
-            oldBytes -= entry.cost
-            insert(key, entry, capacity: capacity)
-            return entry
-        }
     }
 
     /// Bytes of decoded blocks kept between requests. The mount's `cache_size` also pays for the
     /// blocks and reply buffers of requests in flight (readahead keeps several going, about 60 MiB
     /// at most), so the kept part is that much smaller and the server stays near `cache_size`.
     let capacity: Int
-    private let storage = Mutex(Storage())
-    /// For `.wkfs/stats`: groups found cached, groups decoded (or found to be holes), groups of
-    /// zeros among those, bytes decoded.
+    private let storage: Mutex<Storage>
+    /// For `.wkfs/stats` (`Statistics`).
     private let hits = Atomic<Int>(0)
     private let misses = Atomic<Int>(0)
     private let zeroGroups = Atomic<Int>(0)
@@ -83,7 +55,10 @@ final class BlockCache: Sendable {
     private let adviceQueued = Atomic<Int>(0)
     static let adviceLimit = 4
 
-    init(cacheSize: Int) { capacity = cacheSize - min(cacheSize / 4, 64 << 20) }
+    init(cacheSize: Int) {
+        capacity = cacheSize - min(cacheSize / 4, 64 << 20)
+        storage = Mutex(Storage(groups: RecentlyUsed(limit: capacity)))
+    }
 
     /// Data files kept open: a quarter of the process's descriptor limit (at most 4,096), so
     /// open cubes, requests and the kernel's connection always find one.
@@ -136,10 +111,26 @@ final class BlockCache: Sendable {
     /// Blocks are cached in groups of consecutive block numbers of about 64 KiB: a dataset of
     /// 512-byte blocks would otherwise mean hundreds of thousands of entries (time in hashing and
     /// allocation, not in decoding). A group is stored together, so it is one read.
+    /// A group spans at most 64 planes of the cube (or one block): where numbers run along z
+    /// (Zarr3's chunk order), a larger group would make the first plane a program reads decode
+    /// many layers of blocks at once (a whole 1024-voxel cube of 8-voxel chunks).
     static func groupSize(_ mag: any MagStore) -> Int {
+        let planes = max(64, mag.blockShape.z)
         var size = 1
-        while size * 2 * mag.blockBytes <= 64 << 10 && mag.blocksPerFile % (size * 2) == 0 { size *= 2 }
+        while size * 2 * mag.blockBytes <= 64 << 10 && mag.blocksPerFile % (size * 2) == 0
+            && layers(mag, below: size * 2) * mag.blockShape.z <= planes
+        {
+            size *= 2
+        }
         return size
+    }
+
+    /// How many layers of blocks the block numbers `0..<count` reach into (the first block of a
+    /// layer, at x = y = 0, has the smallest number of the layer in both formats' orders).
+    private static func layers(_ mag: any MagStore, below count: Int) -> Int {
+        var z = 1
+        while z < mag.fileShape.z / mag.blockShape.z && mag.blockNumber(Vec3(0, 0, z)) < count { z += 1 }
+        return z
     }
 
     /// Decoded blocks `numbers` of data file `index`, in that order; zeros when the file does not exist.
@@ -191,7 +182,7 @@ final class BlockCache: Sendable {
                 storage.withLock { s in
                     for (g, entry) in zip(missing, decoded) {
                         groups[g] = entry
-                        s.insert(Key(file: file, group: g), entry, capacity: capacity)
+                        s.groups.insert(Key(file: file, group: g), entry, cost: entry.cost)
                     }
                 }
             }
@@ -211,7 +202,7 @@ final class BlockCache: Sendable {
         let size = Self.groupSize(mag)
         guard let (reader, file) = opened.map({ ($0.reader, $0.number) }) else { return false }
         let groups = Array(Set(numbers.map { $0 / size }))
-        let missing = storage.withLock { s in groups.filter { !s.contains(Key(file: file, group: $0)) } }
+        let missing = storage.withLock { s in groups.filter { !s.groups.contains(Key(file: file, group: $0)) } }
         guard missing.count > 1 else { return false }
         let stored = missing.filter { !reader.isHole(consecutive: ($0 * size)..<(($0 + 1) * size)) }
         // The advice is a system call per stored run (a z-layer of a Zarr3 shard is a thousand
@@ -229,12 +220,18 @@ final class BlockCache: Sendable {
     }
 
     /// What `.wkfs/stats` shows of the cache.
-    func statistics() -> (capacity: Int, used: Int, hits: Int, misses: Int, zeroGroups: Int, decodedBytes: Int) {
-        let used = storage.withLock { $0.youngBytes + $0.oldBytes }
-        return (
-            capacity, used, hits.load(ordering: .relaxed), misses.load(ordering: .relaxed),
-            zeroGroups.load(ordering: .relaxed), decodedBytes.load(ordering: .relaxed)
-        )
+    struct Statistics {
+        var capacity: Int, used: Int
+        /// Groups found cached, groups decoded (or found to be holes), groups of zeros among those.
+        var hits: Int, misses: Int, zeroGroups: Int
+        var decodedBytes: Int
+    }
+
+    func statistics() -> Statistics {
+        Statistics(
+            capacity: capacity, used: storage.withLock { $0.groups.cost }, hits: hits.load(ordering: .relaxed),
+            misses: misses.load(ordering: .relaxed), zeroGroups: zeroGroups.load(ordering: .relaxed),
+            decodedBytes: decodedBytes.load(ordering: .relaxed))
     }
 
     /// The shared group of zeros of `count` bytes (holes, blocks of zeros).
@@ -250,7 +247,7 @@ final class BlockCache: Sendable {
     /// The cached groups among `groups` (nil for the ones not cached), in that order.
     private func lookup(_ file: Int, _ groups: [Int]) -> [Entry?] {
         storage.withLock { s in
-            groups.map { s.find(Key(file: file, group: $0), capacity: capacity) }
+            groups.map { s.groups.find(Key(file: file, group: $0)) }
         }
     }
 

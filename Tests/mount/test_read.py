@@ -264,3 +264,33 @@ def test_direct_io_mount(dataset_copy, mounted, mountpoint):
         changed = mh.read_file_through_mount(path)
         assert changed[0] == (want[0] + 1) % 256 and changed[1:] == want[1:]
     assert mh.wkw_read_cube(mag, xyz).tobytes()[0] == (want[0] + 1) % 256
+
+
+@pytest.mark.parametrize("data_format", ["wkw", "zarr3"])
+def test_reading_a_cube_front_to_back_decodes_each_block_once(data_format, tmp_path, mounted, mountpoint):
+    """A cube read plane after plane in a mount whose cache holds a fraction of it: every block is
+    decoded once. Zarr3 numbers its chunks along z: caching 128 of them together made the first
+    plane decode the whole cube, which did not fit, and every later plane decode it again; and
+    the cache dropped blocks still in use when it dropped a generation of them."""
+    ds = tmp_path / "ds"
+    side = 256
+    layout = ["--block-len", "8", "--file-len", "32"] if data_format == "wkw" else ["--chunk-shape", "8", "--shard-shape", "256"]
+    for args in (["create", ds, "--voxel-size", "1,1,1"],
+                 ["add-layer", ds, "color", "--category", "color", "--dtype", "uint8", "--data-format", data_format],
+                 ["add-mag", ds, "color", "1", *layout, "--compress"]):
+        proc = mh.wkfs(*args)
+        assert proc.returncode == 0, mh.describe(proc)
+    want = np.random.default_rng(5).integers(1, 256, side**3, dtype=np.uint8).tobytes()
+    src = tmp_path / "cube.raw"
+    src.write_bytes(want)
+    proc = mh.wkfs("write", ds, "color", "1", "--offset", "0,0,0", "--size", f"{side},{side},{side}", "--input", src)
+    assert proc.returncode == 0, mh.describe(proc)
+    with mounted(ds, options="cache_size=16M"):
+        got = bytearray()
+        with open(mountpoint / "color" / "1" / "z0" / "y0" / "x0.raw", "rb", buffering=0) as f:
+            while chunk := f.read(1 << 20):
+                got += chunk
+        assert bytes(got) == want
+        stats = dict(line.split(": ", 1) for line in (mountpoint / ".wkfs" / "stats").read_text().splitlines()
+                     if line and not line.startswith("#"))
+        assert int(stats["decoded_bytes"]) == len(want), stats
