@@ -41,7 +41,6 @@ public final class DatasetFilesystem: FUSEFilesystem {
         cache = BlockCache(cacheSize: options.cacheSize)
         errors = ErrorLog(log: log)
         state = Mutex(ViewState(dataset: try Dataset.open(datasetPath), readOnly: options.readOnly))
-        if !options.readOnly { removeLeftoversInBackground() }
     }
 
     /// Removes the temporary files that killed writers left in the mags (their names say which
@@ -67,6 +66,10 @@ public final class DatasetFilesystem: FUSEFilesystem {
 
     public func initialize(connection: inout FUSEConnection, notifier: FUSENotifier) {
         self.notifier.withLock { $0 = notifier }
+        // Not before: a mount that daemonizes forks after `init`, and a thread running at the
+        // fork (holding a lock of the allocator, the runtime or libdispatch) hung the server's
+        // first reads.
+        if !options.readOnly { removeLeftoversInBackground() }
         // O_TRUNC must reach `open` with its handle: a separate truncate carries none, and a cube
         // or the properties file cannot be truncated on disk on its own.
         connection.atomicOpenTruncate = true

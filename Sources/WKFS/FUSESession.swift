@@ -237,8 +237,24 @@ public final class FUSESession: Sendable {
     /// while the process has no other threads.
     ///
     /// The corresponding C function is `fuse_daemonize`.
+    /// - Throws: when another thread runs: only the forking thread goes on in the daemon, so a
+    ///   lock another one held stays held there (a server that hung at its first reads).
     public func daemonize() throws(FUSEError) {
+        let threads = Self.threadCount()
+        if threads > 1 { throw FUSEError(EBUSY, "cannot daemonize: \(threads) threads are running (a bug of wkfs; mount with -f)") }
         if fuse_daemonize(0) != 0 { throw FUSEError(errno > 0 ? errno : EIO, "cannot daemonize") }
+    }
+
+    /// The threads of this process (the entries of /proc/self/task); 1 when it cannot be read.
+    private static func threadCount() -> Int {
+        guard let directory = opendir("/proc/self/task") else { return 1 }
+        defer { closedir(directory) }
+        var count = 0
+        while let entry = readdir(directory) {
+            let isDot = withUnsafeBytes(of: entry.pointee.d_name) { $0.first == UInt8(ascii: ".") }
+            if !isDot { count += 1 }
+        }
+        return max(1, count)
     }
 
     /// Serves requests until the filesystem is unmounted (`fusermount3 -u`), ``exit()`` is
