@@ -87,11 +87,14 @@ extension Dataset {
         if PathOps.exists(directory) {
             throw DatasetError(.alreadyExists, directory, "mag directory already exists on disk")
         }
+        // Missing data reads the same in every mag of the layer: a new mag takes the fill value
+        // of the first one (as downsampling does).
+        let fill = layer.mags.first.flatMap { try? Self.openStore(.zarr3, magPath(layer, $0)) }?.fillValue
         let array: Zarr3Array
         do {
             array = try Zarr3Array.create(
                 directory, voxelType: voxelType, channels: layer.numChannels, chunk: Vec3(repeating: chunk), shard: Vec3(repeating: shard),
-                compress: compress, size: mag.fromMag1(layer.boundingBox).end)
+                compress: compress, size: mag.fromMag1(layer.boundingBox).end, fill: fill)
         } catch {
             throw DatasetError(.io, directory, "cannot create the mag", cause: error)
         }

@@ -79,6 +79,16 @@ def test_downsample_of_missing_chunks_is_the_fill_value(foreign):
     assert np.all(mag2[0, 10:, 10:, 10:] == FILL)
 
 
+def test_add_mag_takes_the_fill_value_of_the_layer(foreign):
+    """A mag added by hand reads missing data as the layer's other mags do (it made a fill-0 mag
+    beside the fill-9 one: a region read 0 in one mag and 9 in the other)."""
+    import zarr
+
+    h.wkfs_ok("add-mag", foreign, "color", "2", "--chunk-shape", "8", "--shard-shape", "16")
+    assert zarr.open_array(foreign / "color" / "2", mode="r").fill_value == FILL
+    assert np.all(_read(foreign, "2", (20, 20, 20)) == FILL)
+
+
 def test_compress_keeps_voxels_fill_value_and_attributes(tmp_path):
     import zarr
 
