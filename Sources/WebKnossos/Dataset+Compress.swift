@@ -144,14 +144,13 @@ extension Dataset {
             try Self.swapInCompressed(path, rebuilt)
             // The rebuilt array is (c, x, y, z), also where the old one had no channel axis:
             // webknossos takes the axes from the properties entry.
-            if format == .zarr3 {
-                var current = try Dataset.open(self.path)
-                if let i = current.properties.layers.firstIndex(where: { $0.name == layer.name }),
-                    let j = current.properties.layers[i].mags.firstIndex(where: { $0.mag == entry.mag }),
-                    current.properties.layers[i].mags[j].axisOrder != MagProperties.channelFirstAxes
-                {
-                    current.properties.layers[i].mags[j].axisOrder = MagProperties.channelFirstAxes
-                    try current.save()
+            var current = try Dataset.open(self.path)
+            if format == .zarr3, (try? current.layer(layer.name))?.mag(entry.mag)?.axisOrder != MagProperties.channelFirstAxes {
+                try current.modifyPropertiesHoldingLock { properties in
+                    guard let i = properties.layers.firstIndex(where: { $0.name == layer.name }),
+                        let j = properties.layers[i].mags.firstIndex(where: { $0.mag == entry.mag })
+                    else { return }
+                    properties.layers[i].mags[j].axisOrder = MagProperties.channelFirstAxes
                 }
             }
             // Whoever waits for the lock now finds the mag compressed.

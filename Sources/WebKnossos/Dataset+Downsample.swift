@@ -198,14 +198,16 @@ extension Dataset {
         }
         var entry = MagProperties(mag: mag, path: "./\(layerName)/\(mag.shortName)", cubeLength: format == .wkw ? normalized.fileEdge : nil)
         if layer.usesWkwResolutions { entry.path = nil }
-        guard let i = current.properties.layers.firstIndex(where: { $0.name == layerName }) else {
-            throw DatasetError(.notFound, "layer '\(layerName)'", "no such layer")
+        let added = entry
+        try current.modifyPropertiesHoldingLock { properties in
+            guard let i = properties.layers.firstIndex(where: { $0.name == layerName }) else {
+                throw DatasetError(.notFound, "layer '\(layerName)'", "no such layer")
+            }
+            properties.layers[i].mags.append(added)
+            properties.layers[i].mags.sort { $0.mag < $1.mag }
         }
-        current.properties.layers[i].mags.append(entry)
-        current.properties.layers[i].mags.sort { $0.mag < $1.mag }
-        try current.save()
         if format == .zarr3 {
-            let updated = current.properties.layers[i]
+            let updated = try current.layer(layerName)
             try current.fitZarrShapes(updated)
             do {
                 try current.writeZarrGroups(updated)

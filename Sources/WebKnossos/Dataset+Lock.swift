@@ -29,6 +29,12 @@ extension Dataset {
     public mutating func modifyProperties(_ change: (inout DatasetProperties) throws -> Void) throws {
         let lock = try propertiesLock()
         defer { lock.unlock() }
+        try modifyPropertiesHoldingLock(change)
+    }
+
+    /// `modifyProperties` for a caller that holds the properties lock already (the lock is not
+    /// reentrant: taking it again would wait forever).
+    mutating func modifyPropertiesHoldingLock(_ change: (inout DatasetProperties) throws -> Void) throws {
         var current = try Dataset.open(path).properties
         try change(&current)
         properties = current
