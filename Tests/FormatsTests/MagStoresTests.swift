@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 @testable import Formats
 
@@ -37,6 +38,33 @@ import Testing
         var other = layout
         other.fileBlocks = 2
         #expect(throws: FormatError.self) { try MagStores.openOrCreate(at: root + "/1", format: format, layout: other, size: .zero) }
+    }
+
+    /// Key directories of a Zarr3 array that another program removes while the array is listed
+    /// are gone, not corrupt: listing never fails with "is not a directory" for them.
+    @Test func zarrKeyDirectoriesRemovedDuringAListing() throws {
+        let root = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        var unsharded = layout
+        unsharded.fileBlocks = 1
+        let array = try MagStores.create(at: root + "/1", format: .zarr3, layout: unsharded, size: Vec3(64, 64, 64))
+        let box = Box(offset: .zero, size: Vec3(64, 64, 8))
+        let bytes = pseudoRandomBytes(box.voxelCount * array.voxelBytes, seed: 3)
+        try bytes.withUnsafeBytes { try array.writeRegion(box, from: $0) }
+        let written = try array.dataFiles().count
+        // A writer that keeps making and removing empty key directories (x = 20, y = 0..<8).
+        let stop = Atomic<Bool>(false)
+        let churn = Thread {
+            while !stop.load(ordering: .relaxed) {
+                for y in 0..<8 { try? FileManager.default.createDirectory(atPath: root + "/1/c/0/20/\(y)", withIntermediateDirectories: true) }
+                try? FileManager.default.removeItem(atPath: root + "/1/c/0/20")
+            }
+        }
+        churn.start()
+        defer { stop.store(true, ordering: .relaxed) }
+        for _ in 0..<500 {
+            #expect(try array.dataFiles().count == written)
+        }
     }
 
     /// A copy of a data file between mags of one layout keeps its voxels, whichever way the

@@ -348,15 +348,24 @@ public struct Zarr3Array: Sendable {
     }
 
     private func walk(_ directory: String, depth: Int, prefix: [String], _ add: ([String]) -> Void) throws {
-        for name in try PathOps.listOrThrow(directory) where Int(name) != nil {
+        let names: [String]
+        do {
+            names = try PathOps.listOrThrow(directory)
+        } catch let error as FormatError where error.kind == .notFound {
+            return  // removed since it was found (a concurrent delete): nothing under it
+        }
+        for name in names where Int(name) != nil {
             if depth == 1 {
                 add(prefix + [name])
-            } else if try FileStatus.ofExisting(directory + "/" + name, followLinks: true)?.isDirectory == true {
-                try walk(directory + "/" + name, depth: depth - 1, prefix: prefix + [name], add)
-            } else {
+                continue
+            }
+            // Removed since the listing (a concurrent delete): nothing under it to list.
+            guard let status = try FileStatus.ofExisting(directory + "/" + name, followLinks: true) else { continue }
+            guard status.isDirectory else {
                 // Where chunk keys need a directory: something broke the array (a chunk lost).
                 throw FormatError(.corrupt, path: directory + "/" + name, "is not a directory")
             }
+            try walk(directory + "/" + name, depth: depth - 1, prefix: prefix + [name], add)
         }
     }
 }
