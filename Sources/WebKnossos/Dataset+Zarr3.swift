@@ -62,6 +62,27 @@ extension Dataset {
         return view
     }
 
+    /// The fill value a new mag of `layer` takes, so that missing data reads the same in every
+    /// mag (as downsampling keeps it): that of the first mag that opens; nil (zeros) when no mag
+    /// is on this machine.
+    /// - Throws: when mags are there but none opens (the fill value is unknown).
+    func layerFillValue(_ layer: LayerProperties) throws -> [UInt8]? {
+        var unreadable: (String, any Error)?
+        for entry in layer.mags {
+            let path = magPath(layer, entry)
+            guard PathOps.exists(path) else { continue }
+            do {
+                return try Self.openStore(.zarr3, path).fillValue
+            } catch {
+                if unreadable == nil { unreadable = (path, error) }
+            }
+        }
+        if let (path, error) = unreadable {
+            throw DatasetError(.invalidProperties, path, "cannot read the fill value that a new mag of layer '\(layer.name)' must share", cause: error)
+        }
+        return nil
+    }
+
     /// Whether a mag lies outside this dataset (another dataset's, referred to by path).
     func isForeign(_ layer: LayerProperties, _ entry: MagProperties) -> Bool {
         let mag = Self.realPath(magPath(layer, entry))
@@ -87,9 +108,7 @@ extension Dataset {
         if PathOps.exists(directory) {
             throw DatasetError(.alreadyExists, directory, "mag directory already exists on disk")
         }
-        // Missing data reads the same in every mag of the layer: a new mag takes the fill value
-        // of the first one (as downsampling does).
-        let fill = layer.mags.first.flatMap { try? Self.openStore(.zarr3, magPath(layer, $0)) }?.fillValue
+        let fill = try layerFillValue(layer)
         let array: Zarr3Array
         do {
             array = try Zarr3Array.create(

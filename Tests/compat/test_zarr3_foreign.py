@@ -89,6 +89,25 @@ def test_add_mag_takes_the_fill_value_of_the_layer(foreign):
     assert np.all(_read(foreign, "2", (20, 20, 20)) == FILL)
 
 
+def test_add_mag_next_to_an_unreadable_mag(foreign):
+    """The fill value comes from the first mag that opens (a corrupt mag 1 beside a fill-9 mag 4
+    gave a fill-0 mag 2); when no mag opens, add-mag refuses, naming the mag, and adds nothing."""
+    import zarr
+
+    h.wkfs_ok("add-mag", foreign, "color", "4", "--chunk-shape", "8", "--shard-shape", "16")
+    (foreign / "color" / "1" / "zarr.json").write_text("{ not json")
+    h.wkfs_ok("add-mag", foreign, "color", "2", "--chunk-shape", "8", "--shard-shape", "16")
+    assert zarr.open_array(foreign / "color" / "2", mode="r").fill_value == FILL
+    (foreign / "color" / "4" / "zarr.json").write_text("{ not json")
+    (foreign / "color" / "2" / "zarr.json").write_text("{ not json")
+    before = (foreign / "datasource-properties.json").read_bytes()
+    proc = h.wkfs_fails("add-mag", foreign, "color", "8", "--chunk-shape", "8", "--shard-shape", "16")
+    message = proc.stderr.decode()
+    assert str(foreign / "color" / "1") in message and "fill value" in message, message
+    assert (foreign / "datasource-properties.json").read_bytes() == before
+    assert not (foreign / "color" / "8").exists()
+
+
 def test_compress_keeps_voxels_fill_value_and_attributes(tmp_path):
     import zarr
 

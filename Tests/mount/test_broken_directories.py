@@ -90,3 +90,17 @@ def test_a_mag_whose_chunk_keys_cannot_be_listed_fails_with_eio_not_empty(datase
         assert str(key) in (mountpoint / ".wkfs" / "errors").read_text()
         # The other mag is untouched and reads as before.
         assert np.array_equal(np.fromfile(mountpoint / "color" / "2" / "z0" / "y0" / "x0.raw", dtype=np.uint8), before)
+
+
+def test_a_cube_under_a_directory_replaced_after_it_was_looked_up_is_eio(dataset_copy, mounted, mountpoint):
+    """The kernel keeps names it looked up: a z directory replaced by a file on disk afterwards
+    made its cubes 'not there' (ENOENT, so rsync said "vanished" and went on); now EIO."""
+    ds = dataset_copy(WKW)
+    mag = ds / "color_raw" / "1"
+    with mounted(ds):
+        row = mountpoint / "color_raw" / "1" / "z2" / "y1"
+        cube = next(n for n in os.listdir(row) if n.endswith(".raw"))
+        os.stat(row)
+        _break(mag / "z2", "file")
+        assert _errno(lambda: os.stat(row / cube)) == errno.EIO
+        assert str(mag / "z2") in (mountpoint / ".wkfs" / "errors").read_text()

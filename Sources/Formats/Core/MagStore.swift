@@ -73,7 +73,9 @@ public protocol MagStore: Sendable {
     func fileYs(z: Int) throws -> [Int]
     /// The x of every data file in row (`y`, `z`), ascending.
     func fileXs(y: Int, z: Int) throws -> [Int]
-    func fileExists(_ index: Vec3) -> Bool
+    /// Whether data file `index` is there (nil: not there).
+    /// - Throws: `FormatError` when it cannot be looked at (no permission, a broken directory).
+    func fileExists(_ index: Vec3) throws -> Bool
     func hasFilePlane(z: Int) throws -> Bool
     func hasFileRow(y: Int, z: Int) throws -> Bool
     /// What killed writers left: temporary files, and data files that an interrupted in-place
@@ -227,7 +229,7 @@ extension MagStore {
     public func fileZs() throws -> [Int] { Array(Set(try dataFiles().map(\.z))).sorted() }
     public func fileYs(z: Int) throws -> [Int] { Array(Set(try dataFiles().filter { $0.z == z }.map(\.y))).sorted() }
     public func fileXs(y: Int, z: Int) throws -> [Int] { try dataFiles().filter { $0.z == z && $0.y == y }.map(\.x).sorted() }
-    public func fileExists(_ index: Vec3) -> Bool { PathOps.exists(filePath(index)) }
+    public func fileExists(_ index: Vec3) throws -> Bool { try FileStatus.ofExisting(filePath(index)) != nil }
     public func hasFilePlane(z: Int) throws -> Bool { try fileZs().contains(z) }
     public func hasFileRow(y: Int, z: Int) throws -> Bool { try fileYs(z: z).contains(y) }
     public var filesInPlaneDirectories: Bool { false }
