@@ -52,11 +52,10 @@ extension Dataset {
                 if PathOps.exists(rebuilt) {
                     problems.append("\(rebuilt): compression not finished (interrupted, or parts of it still to run); run wkfs compress again to finish it")
                 }
-                do {
-                    work.append((store, try store.dataFiles()))
-                } catch {
-                    problems.append("\(error)")
-                }
+                // Every broken directory is reported, and the files found past it still checked.
+                var listing: [FormatError] = []
+                work.append((store, store.dataFiles(problems: &listing)))
+                problems += listing.map { "\($0)" }
             }
         }
         let total = work.reduce(0) { $0 + $1.1.count }

@@ -293,3 +293,25 @@ def test_write_spanning_a_corrupt_file_changes_nothing(tmp_path):
     proc = h.wkfs_fails("write", ds, "color", "1", "--offset", "0,0,0", "--size", "8,8,16", input=b"\2" * (8 * 8 * 16))
     assert "z1/y0/x0.wkw" in proc.stderr.decode()
     assert h.snapshot(ds) == before
+
+
+def test_check_reports_every_broken_directory_and_checks_the_files_past_them(fixtures_dir, tmp_path):
+    """`check` stopped a mag's listing at its first broken directory: it reported that one and
+    decoded none of the mag's data files. Now every broken entry is reported, with what it is
+    (a link to nothing is said to be one), and every data file found is decoded."""
+    import shutil
+
+    ds = tmp_path / "sparse"
+    shutil.copytree(fixtures_dir / "wk433_sparse", ds, symlinks=True)
+    mag = ds / "color_raw" / "1"
+    shutil.rmtree(mag / "z2")
+    (mag / "z2").write_bytes(b"not a directory")
+    shutil.rmtree(mag / "z4" / "y8")
+    (mag / "z4" / "y8").symlink_to("/nonexistent/elsewhere")
+    corrupt = mag / "z0" / "y0" / "x1.wkw"
+    corrupt.write_bytes(corrupt.read_bytes()[:100])
+    proc = h.wkfs_fails("check", ds)
+    report = proc.stdout.decode() + proc.stderr.decode()
+    assert f"{mag / 'z2'}: is not a directory" in report, report
+    assert f"{mag / 'z4' / 'y8'}: is a symbolic link to nothing" in report, report
+    assert str(corrupt) in report, report

@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+    import Glibc
+#endif
+
 /// An error of the format layer: what went wrong, with the file it concerns.
 ///
 /// Bad input (a corrupt file, an out-of-range region) throws this; impossible states trap.
@@ -30,5 +34,23 @@ public struct FormatError: Error, Sendable, CustomStringConvertible {
 
     public var description: String {
         path.isEmpty ? reason : "\(path): \(reason)"
+    }
+}
+
+extension FormatError {
+    /// `body`'s result, or nil with its error added to `problems`: for walks that report every
+    /// broken entry they meet, not only the first.
+    static func collect<T>(_ problems: inout [FormatError], path: String, _ body: () throws -> T) -> T? {
+        do {
+            return try body()
+        } catch {
+            record(error, path: path, in: &problems)
+            return nil
+        }
+    }
+
+    /// Adds `error` to `problems`, as a `FormatError` about `path` if it is none.
+    static func record(_ error: any Error, path: String, in problems: inout [FormatError]) {
+        problems.append(error as? FormatError ?? FormatError(.io(errno: EIO), path: path, "\(error)"))
     }
 }

@@ -44,9 +44,10 @@ public protocol MagStore: Sendable {
     var compressionName: String { get }
     var isCompressed: Bool { get }
 
-    /// The data files on disk, as positions in the file grid.
-    /// - Throws: when a directory of the mag cannot be listed.
-    func dataFiles() throws -> [Vec3]
+    /// The data files on disk, as positions in the file grid. Every entry where the format keeps
+    /// data files (or directories of them) that cannot be looked at or is something else is added
+    /// to `problems`, and the walk goes on past it.
+    func dataFiles(problems: inout [FormatError]) -> [Vec3]
     /// The path of data file `index` (which may not exist).
     func filePath(_ index: Vec3) -> String
     /// Reads a region into `destination`, which holds exactly its bytes.
@@ -224,6 +225,16 @@ extension MagStore {
             lock?.unlock()
         }
         return removed
+    }
+
+    /// The data files on disk, as positions in the file grid.
+    /// - Throws: the first problem `dataFiles(problems:)` met (a directory that cannot be listed,
+    ///   an entry that is not what it must be: the data under it would be missed).
+    public func dataFiles() throws -> [Vec3] {
+        var problems: [FormatError] = []
+        let files = dataFiles(problems: &problems)
+        if let first = problems.first { throw first }
+        return files
     }
 
     public func fileZs() throws -> [Int] { Array(Set(try dataFiles().map(\.z))).sorted() }

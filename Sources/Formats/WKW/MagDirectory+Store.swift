@@ -8,7 +8,7 @@ extension MagDirectory: MagStore {
     public var fileShape: Vec3 { Vec3(repeating: header.fileEdge) }
     public var compressionName: String { header.blockType.description }
     public var isCompressed: Bool { header.blockType.isCompressed }
-    public func dataFiles() throws -> [Vec3] { try fileIndicesOrThrow() }
+    public func dataFiles(problems: inout [FormatError]) -> [Vec3] { fileIndices(problems: &problems) }
     public func blockNumber(_ position: Vec3) -> Int { Morton.encode(position) }
     // A `zZ` or `yY` entry that is there but is no directory (a file, a link loop or to nothing)
     // is listed and fails when looked at: the cubes under it are lost, not absent.

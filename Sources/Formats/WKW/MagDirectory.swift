@@ -83,26 +83,39 @@ public struct MagDirectory: Sendable {
     /// The indices of the data files that exist, sorted by z, y, x.
     /// - Throws: `FormatError` when a directory cannot be listed, or a `z*`/`y*` name is not a
     ///   directory or an `x*.wkw` name not a regular file (the data under it would be missed).
-    public func fileIndicesOrThrow() throws -> [Vec3] {
+    public func fileIndicesOrThrow() throws -> [Vec3] { try dataFiles() }
+
+    /// The indices of the data files that exist, sorted by z, y, x; what is wrong on the way
+    /// (see `fileIndicesOrThrow`) goes to `problems`.
+    public func fileIndices(problems: inout [FormatError]) -> [Vec3] {
         var result: [Vec3] = []
-        func expect(_ path: String, directory: Bool) throws {
-            guard let status = FileStatus.of(path, followLinks: true), status.isDirectory == directory,
-                directory || status.isRegularFile
-            else {
-                throw FormatError(.corrupt, path: path, directory ? "is not a directory" : "is not a regular file")
-            }
+        // Whether `path` is there as a directory (or a regular file). Something else there is a
+        // problem; nothing there is an entry removed since the listing (a concurrent delete).
+        func isThere(_ path: String, directory: Bool) -> Bool {
+            guard let found = FormatError.collect(&problems, path: path, { try FileStatus.ofExisting(path, followLinks: true) }),
+                let status = found
+            else { return false }
+            if status.isDirectory == directory && (directory || status.isRegularFile) { return true }
+            problems.append(FormatError(.corrupt, path: path, directory ? "is not a directory" : "is not a regular file"))
+            return false
         }
-        for zName in try PathOps.listOrThrow(path) {
-            guard let z = GridName.index(zName, "z") else { continue }
+        func names(_ directory: String) -> [String] {
+            FormatError.collect(&problems, path: directory) {
+                do {
+                    return try PathOps.listOrThrow(directory)
+                } catch let error as FormatError where error.kind == .notFound && directory != path {
+                    return []  // removed since it was found
+                }
+            } ?? []
+        }
+        for zName in names(path) {
+            guard let z = GridName.index(zName, "z"), isThere("\(path)/\(zName)", directory: true) else { continue }
             let zPath = "\(path)/\(zName)"
-            try expect(zPath, directory: true)
-            for yName in try PathOps.listOrThrow(zPath) {
-                guard let y = GridName.index(yName, "y") else { continue }
+            for yName in names(zPath) {
+                guard let y = GridName.index(yName, "y"), isThere("\(zPath)/\(yName)", directory: true) else { continue }
                 let yPath = "\(zPath)/\(yName)"
-                try expect(yPath, directory: true)
-                for xName in try PathOps.listOrThrow(yPath) {
-                    guard let x = GridName.index(xName, "x", ".wkw") else { continue }
-                    try expect("\(yPath)/\(xName)", directory: false)
+                for xName in names(yPath) {
+                    guard let x = GridName.index(xName, "x", ".wkw"), isThere("\(yPath)/\(xName)", directory: false) else { continue }
                     result.append(Vec3(x, y, z))
                 }
             }

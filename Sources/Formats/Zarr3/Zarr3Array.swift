@@ -315,8 +315,9 @@ public struct Zarr3Array: Sendable {
 
     // MARK: Listing
 
-    /// The grid chunks (shards) that have a file, as (x, y, z) grid positions.
-    public func dataFiles() throws -> [Vec3] {
+    /// The grid chunks (shards) that have a file, as (x, y, z) grid positions; a key directory
+    /// that cannot be listed or is something else goes to `problems`.
+    public func dataFiles(problems: inout [FormatError]) -> [Vec3] {
         let spatial = hasChannels ? 4 : 3
         var found: [Vec3] = []
         func add(_ components: [String]) {
@@ -328,14 +329,20 @@ public struct Zarr3Array: Sendable {
         }
         switch metadata.keyEncoding {
         case .default(let separator) where separator == "/":
-            guard let status = try FileStatus.ofExisting(path + "/c", followLinks: true) else { return [] }
-            guard status.isDirectory else { throw FormatError(.corrupt, path: path + "/c", "is not a directory") }
-            try walk(path + "/c", depth: spatial, prefix: [], add)
+            let keys = path + "/c"
+            guard let status = FormatError.collect(&problems, path: keys, { try FileStatus.ofExisting(keys, followLinks: true) }),
+                let status
+            else { break }
+            guard status.isDirectory else {
+                problems.append(FormatError(.corrupt, path: keys, "is not a directory"))
+                break
+            }
+            walk(keys, depth: spatial, prefix: [], add, &problems)
         case .v2(let separator) where separator == "/":
-            try walk(path, depth: spatial, prefix: [], add)
+            walk(path, depth: spatial, prefix: [], add, &problems)
         case .default(let separator), .v2(let separator):
             let isDefault: Bool = if case .default = metadata.keyEncoding { true } else { false }
-            for name in try PathOps.listOrThrow(path) {
+            for name in FormatError.collect(&problems, path: path, { try PathOps.listOrThrow(path) }) ?? [] {
                 var parts = name.components(separatedBy: separator)
                 if isDefault {
                     guard parts.first == "c" else { continue }
@@ -347,25 +354,32 @@ public struct Zarr3Array: Sendable {
         return found.sorted { ($0.z, $0.y, $0.x) < ($1.z, $1.y, $1.x) }
     }
 
-    private func walk(_ directory: String, depth: Int, prefix: [String], _ add: ([String]) -> Void) throws {
+    private func walk(_ directory: String, depth: Int, prefix: [String], _ add: ([String]) -> Void, _ problems: inout [FormatError]) {
         let names: [String]
         do {
             names = try PathOps.listOrThrow(directory)
         } catch let error as FormatError where error.kind == .notFound {
             return  // removed since it was found (a concurrent delete): nothing under it
+        } catch {
+            FormatError.record(error, path: directory, in: &problems)
+            return
         }
         for name in names where Int(name) != nil {
             if depth == 1 {
                 add(prefix + [name])
                 continue
             }
-            // Removed since the listing (a concurrent delete): nothing under it to list.
-            guard let status = try FileStatus.ofExisting(directory + "/" + name, followLinks: true) else { continue }
+            let child = directory + "/" + name
+            // Nothing there: removed since the listing (a concurrent delete).
+            guard let found = FormatError.collect(&problems, path: child, { try FileStatus.ofExisting(child, followLinks: true) }),
+                let status = found
+            else { continue }
             guard status.isDirectory else {
                 // Where chunk keys need a directory: something broke the array (a chunk lost).
-                throw FormatError(.corrupt, path: directory + "/" + name, "is not a directory")
+                problems.append(FormatError(.corrupt, path: child, "is not a directory"))
+                continue
             }
-            try walk(directory + "/" + name, depth: depth - 1, prefix: prefix + [name], add)
+            walk(child, depth: depth - 1, prefix: prefix + [name], add, &problems)
         }
     }
 }
