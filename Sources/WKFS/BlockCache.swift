@@ -40,7 +40,7 @@ final class BlockCache: Sendable {
         /// waiters spun in the kernel while the holder ran (a tenth of the server's time).
         var decodeLocks: [String: NSLock] = [:]
         /// One shared group of zeros per size (one size per mag geometry: a handful). Kept for
-        /// the mount's life, so entries that point at one cost only their key.
+        /// the mount's life, so entries that point at one cost only `entryCost`.
         var zeroGroups: [Int: [UInt8]] = [:]
     }
 

@@ -36,9 +36,6 @@ struct RecentlyUsed<Key: Hashable, Value> {
         return slots[i].value
     }
 
-    /// The value of `key`, without counting as a use.
-    func peek(_ key: Key) -> Value? { index[key].flatMap { slots[$0].value } }
-
     /// Stores `value` as the most recently used, then drops the least recently used values while
     /// the costs pass the limit (never the one just stored).
     mutating func insert(_ key: Key, _ value: Value, cost: Int) {

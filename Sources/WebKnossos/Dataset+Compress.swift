@@ -144,8 +144,9 @@ extension Dataset {
             try Self.swapInCompressed(path, rebuilt)
             // The rebuilt array is (c, x, y, z), also where the old one had no channel axis:
             // webknossos takes the axes from the properties entry.
-            var current = try Dataset.open(self.path)
-            if format == .zarr3, (try? current.layer(layer.name))?.mag(entry.mag)?.axisOrder != MagProperties.channelFirstAxes {
+            // Saved only when the entry says otherwise (no needless change of the properties).
+            var current = self
+            if format == .zarr3, (try? Dataset.open(self.path))?.properties.layer(named: layer.name)?.mag(entry.mag)?.axisOrder != MagProperties.channelFirstAxes {
                 try current.modifyPropertiesHoldingLock { properties in
                     guard let i = properties.layers.firstIndex(where: { $0.name == layer.name }),
                         let j = properties.layers[i].mags.firstIndex(where: { $0.mag == entry.mag })

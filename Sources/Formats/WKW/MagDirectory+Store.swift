@@ -15,22 +15,14 @@ extension MagDirectory: MagStore {
     public func fileZs() throws -> [Int] { try numbered(path, "z") }
     public func fileYs(z: Int) throws -> [Int] { try numbered("\(path)/z\(z)", "y") }
     public func fileXs(y: Int, z: Int) throws -> [Int] { try numbered("\(path)/z\(z)/y\(y)", "x", ".wkw") }
-    public func hasFilePlane(z: Int) throws -> Bool { try isGridDirectory("\(path)/z\(z)") }
-    public func hasFileRow(y: Int, z: Int) throws -> Bool { try isGridDirectory("\(path)/z\(z)/y\(y)") }
+    public func hasFilePlane(z: Int) throws -> Bool { try FileStatus.isDirectoryThere("\(path)/z\(z)") }
+    public func hasFileRow(y: Int, z: Int) throws -> Bool { try FileStatus.isDirectoryThere("\(path)/z\(z)/y\(y)") }
     public var filesInPlaneDirectories: Bool { true }
 
     /// The numbers of the grid names in `directory`; none when it is not there.
     private func numbered(_ directory: String, _ prefix: Character, _ suffix: String = "") throws -> [Int] {
-        guard try isGridDirectory(directory) else { return [] }
+        guard try FileStatus.isDirectoryThere(directory) else { return [] }
         return try PathOps.listOrThrow(directory).compactMap { GridName.index($0, prefix, suffix) }.sorted()
-    }
-
-    /// Whether the grid directory `path` is there.
-    /// - Throws: `FormatError` (`.corrupt`) when something else is there.
-    private func isGridDirectory(_ path: String) throws -> Bool {
-        guard let status = try FileStatus.ofExisting(path, followLinks: true) else { return false }
-        guard status.isDirectory else { throw FormatError(.corrupt, path: path, "is not a directory") }
-        return true
     }
     public func openDataFile(_ index: Vec3) throws -> (any DataFile)? { try DataFileReader.open(self, index) }
 

@@ -89,33 +89,31 @@ public struct MagDirectory: Sendable {
     /// (see `fileIndicesOrThrow`) goes to `problems`.
     public func fileIndices(problems: inout [FormatError]) -> [Vec3] {
         var result: [Vec3] = []
-        // Whether `path` is there as a directory (or a regular file). Something else there is a
-        // problem; nothing there is an entry removed since the listing (a concurrent delete).
-        func isThere(_ path: String, directory: Bool) -> Bool {
+        // Something else where a directory or data file belongs is a problem; nothing there is an
+        // entry removed since the listing (a concurrent delete).
+        func isDirectory(_ path: String) -> Bool {
+            FormatError.collect(&problems, path: path) { try FileStatus.isDirectoryThere(path) } ?? false
+        }
+        func isFile(_ path: String) -> Bool {
             guard let found = FormatError.collect(&problems, path: path, { try FileStatus.ofExisting(path, followLinks: true) }),
                 let status = found
             else { return false }
-            if status.isDirectory == directory && (directory || status.isRegularFile) { return true }
-            problems.append(FormatError(.corrupt, path: path, directory ? "is not a directory" : "is not a regular file"))
+            if status.isRegularFile { return true }
+            problems.append(FormatError(.corrupt, path: path, "is not a regular file"))
             return false
         }
         func names(_ directory: String) -> [String] {
-            FormatError.collect(&problems, path: directory) {
-                do {
-                    return try PathOps.listOrThrow(directory)
-                } catch let error as FormatError where error.kind == .notFound && directory != path {
-                    return []  // removed since it was found
-                }
-            } ?? []
+            FormatError.collect(&problems, path: directory) { try PathOps.listIfPresent(directory) } ?? []
         }
-        for zName in names(path) {
-            guard let z = GridName.index(zName, "z"), isThere("\(path)/\(zName)", directory: true) else { continue }
+        let planes = FormatError.collect(&problems, path: path) { try PathOps.listOrThrow(path) } ?? []
+        for zName in planes {
+            guard let z = GridName.index(zName, "z"), isDirectory("\(path)/\(zName)") else { continue }
             let zPath = "\(path)/\(zName)"
             for yName in names(zPath) {
-                guard let y = GridName.index(yName, "y"), isThere("\(zPath)/\(yName)", directory: true) else { continue }
+                guard let y = GridName.index(yName, "y"), isDirectory("\(zPath)/\(yName)") else { continue }
                 let yPath = "\(zPath)/\(yName)"
                 for xName in names(yPath) {
-                    guard let x = GridName.index(xName, "x", ".wkw"), isThere("\(yPath)/\(xName)", directory: false) else { continue }
+                    guard let x = GridName.index(xName, "x", ".wkw"), isFile("\(yPath)/\(xName)") else { continue }
                     result.append(Vec3(x, y, z))
                 }
             }

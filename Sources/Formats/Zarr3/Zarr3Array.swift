@@ -330,14 +330,9 @@ public struct Zarr3Array: Sendable {
         switch metadata.keyEncoding {
         case .default(let separator) where separator == "/":
             let keys = path + "/c"
-            guard let status = FormatError.collect(&problems, path: keys, { try FileStatus.ofExisting(keys, followLinks: true) }),
-                let status
-            else { break }
-            guard status.isDirectory else {
-                problems.append(FormatError(.corrupt, path: keys, "is not a directory"))
-                break
+            if FormatError.collect(&problems, path: keys, { try FileStatus.isDirectoryThere(keys) }) == true {
+                walk(keys, depth: spatial, prefix: [], add, &problems)
             }
-            walk(keys, depth: spatial, prefix: [], add, &problems)
         case .v2(let separator) where separator == "/":
             walk(path, depth: spatial, prefix: [], add, &problems)
         case .default(let separator), .v2(let separator):
@@ -355,31 +350,19 @@ public struct Zarr3Array: Sendable {
     }
 
     private func walk(_ directory: String, depth: Int, prefix: [String], _ add: ([String]) -> Void, _ problems: inout [FormatError]) {
-        let names: [String]
-        do {
-            names = try PathOps.listOrThrow(directory)
-        } catch let error as FormatError where error.kind == .notFound {
-            return  // removed since it was found (a concurrent delete): nothing under it
-        } catch {
-            FormatError.record(error, path: directory, in: &problems)
-            return
-        }
+        // A directory removed since it was found (a concurrent delete) holds nothing.
+        let names = FormatError.collect(&problems, path: directory) { try PathOps.listIfPresent(directory) } ?? []
         for name in names where Int(name) != nil {
             if depth == 1 {
                 add(prefix + [name])
                 continue
             }
+            // Something else where chunk keys need a directory broke the array (a chunk lost);
+            // nothing there is an entry removed since the listing.
             let child = directory + "/" + name
-            // Nothing there: removed since the listing (a concurrent delete).
-            guard let found = FormatError.collect(&problems, path: child, { try FileStatus.ofExisting(child, followLinks: true) }),
-                let status = found
-            else { continue }
-            guard status.isDirectory else {
-                // Where chunk keys need a directory: something broke the array (a chunk lost).
-                problems.append(FormatError(.corrupt, path: child, "is not a directory"))
-                continue
+            if FormatError.collect(&problems, path: child, { try FileStatus.isDirectoryThere(child) }) == true {
+                walk(child, depth: depth - 1, prefix: prefix + [name], add, &problems)
             }
-            walk(child, depth: depth - 1, prefix: prefix + [name], add, &problems)
         }
     }
 }
