@@ -9,7 +9,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := build
 
-DEB_PACKAGES := fuse3 libfuse3-dev liblz4-dev libzstd-dev libisal-dev libblosc-dev pkg-config rsync vim slurm-wlm munge
+DEB_PACKAGES := fuse3 libfuse3-dev liblz4-dev libzstd-dev libisal-dev libblosc-dev zlib1g-dev pkg-config rsync vim slurm-wlm munge
 PY_PACKAGES := wkw==1.1.24 webknossos==4.3.3 zarr==3.1.6 ome-zarr==0.18.0 tifffile==2026.3.3 pillow==13.0.0 pynrrd==1.1.3 SimpleITK==2.5.7 numpy pytest
 
 PYTHON ?= python3

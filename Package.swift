@@ -32,10 +32,13 @@ let package = Package(
         .systemLibrary(
             name: "CISAL", pkgConfig: "libisal",
             providers: [.apt(["libisal-dev"])]),
-        // Reading chunks that other Zarr writers compressed with blosc.
+        // Chunks that other Zarr writers compressed with blosc or gzip.
         .systemLibrary(
             name: "CBlosc", pkgConfig: "blosc",
             providers: [.apt(["libblosc-dev"])]),
+        .systemLibrary(
+            name: "CZlib", pkgConfig: "zlib",
+            providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(
             name: "CFUSE", pkgConfig: "fuse3",
             providers: [.apt(["libfuse3-dev"])]),
@@ -45,7 +48,7 @@ let package = Package(
         // format -> dataset -> filesystem -> command line
         .target(
             name: "Formats",
-            dependencies: ["CLZ4", "CZstd", "CISAL", "CBlosc", "CLinux", .product(name: "SystemPackage", package: "swift-system")],
+            dependencies: ["CLZ4", "CZstd", "CISAL", "CBlosc", "CZlib", "CLinux", .product(name: "SystemPackage", package: "swift-system")],
             swiftSettings: strictSettings),
         .target(
             name: "WebKnossos",

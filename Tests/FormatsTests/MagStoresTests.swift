@@ -130,4 +130,36 @@ import Testing
             #expect(metadata.fillValue == fill, "\(type) \(fill): \(json.compact())")
         }
     }
+
+    /// gzip chunks: what zlib wrote comes back; several members in a row (gzip allows it) are one
+    /// chunk; data that ends early, holds more than a chunk or is not gzip is an error, not a
+    /// short or cut chunk.
+    @Test func gzipChunksDecodeExactlyOrFail() throws {
+        let chunk = pseudoRandomBytes(4096, seed: 7).map { $0 & 0x0F }
+        let whole = try chunk.withUnsafeBytes { try Zarr3Compression.gzipCompress($0, level: 6) }
+        #expect(Array(whole.prefix(2)) == [0x1F, 0x8B])
+        #expect(try whole.withUnsafeBytes { try Zarr3Compression.gzipDecompress($0, expected: 4096) } == chunk)
+        let first = try chunk[..<1000].withUnsafeBytes { try Zarr3Compression.gzipCompress($0, level: 1) }
+        let second = try chunk[1000...].withUnsafeBytes { try Zarr3Compression.gzipCompress($0, level: 9) }
+        #expect(try (first + second).withUnsafeBytes { try Zarr3Compression.gzipDecompress($0, expected: 4096) } == chunk)
+        for (bad, expected) in [(Array(whole.prefix(whole.count / 2)), 4096), (whole, 4095), (whole, 4097), (chunk, 4096), ([], 4096)] {
+            #expect(throws: Zarr3CodecError.self) { try bad.withUnsafeBytes { try Zarr3Compression.gzipDecompress($0, expected: expected) } }
+        }
+    }
+
+    /// blosc chunks wkfs writes carry their settings in the header; any blosc reader decodes them.
+    @Test func bloscChunksRoundTripWithEachShuffle() throws {
+        // Runs of equal bytes, which every blosc compressor shortens.
+        let chunk = (0..<8192).map { UInt8(truncatingIfNeeded: $0 / 64) }
+        for shuffle in [Zarr3Metadata.Blosc.Shuffle.noshuffle, .shuffle, .bitshuffle] {
+            for name in ["lz4", "zstd", "blosclz", "zlib"] {
+                let settings = Zarr3Metadata.Blosc(compressor: name, level: 5, shuffle: shuffle, typeSize: nil, blockSize: 0)
+                let stored = try chunk.withUnsafeBytes { try Zarr3Compression.bloscCompress($0, settings, elementSize: 4) }
+                #expect(stored.count < chunk.count, "\(name) \(shuffle)")
+                #expect(try stored.withUnsafeBytes { try Zarr3Compression.bloscDecompress($0, expected: 8192) } == chunk)
+            }
+        }
+        let unknown = Zarr3Metadata.Blosc(compressor: "lzma", level: 5, shuffle: .shuffle, typeSize: 2, blockSize: 0)
+        #expect(throws: Zarr3CodecError.self) { try chunk.withUnsafeBytes { try Zarr3Compression.bloscCompress($0, unknown, elementSize: 1) } }
+    }
 }

@@ -204,3 +204,110 @@ def test_compress_of_a_3d_array_leaves_a_dataset_webknossos_reads(tmp_path):
     for dataset in (ds, copy):
         view = wk.Dataset.open(dataset).get_layer("color").get_mag("1")
         assert np.array_equal(view.read(absolute_offset=(0, 0, 0), size=(24, 24, 24))[0], data), dataset
+
+
+def _zarr_python_layer(ds: Path, dtype: str, channels: int, size, **create) -> "zarr.Array":
+    """A dataset at `ds` whose layer 'color' mag 1 is a new zarr-python array of `size` (x, y, z)."""
+    import zarr
+
+    (ds / "color").mkdir(parents=True)
+    array = zarr.create_array(ds / "color" / "1", shape=(channels, *size), dtype=dtype,
+                              dimension_names=["c", "x", "y", "z"], **create)
+    entry = h.layer_entry("color", dtype, channels, ((0, 0, 0), size), [((1, 1, 1), 0)])
+    entry["dataFormat"] = "zarr3"
+    del entry["mags"][0]["cubeLength"]
+    h.write_properties(ds, [entry])
+    return array
+
+
+def _codec(name: str):
+    from zarr.codecs import BloscCodec, GzipCodec
+
+    return {
+        "gzip": lambda: GzipCodec(level=6),
+        "blosc-lz4-shuffle": lambda: BloscCodec(cname="lz4", clevel=5, shuffle="shuffle"),
+        "blosc-zstd-bitshuffle": lambda: BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"),
+        "blosc-zlib-noshuffle": lambda: BloscCodec(cname="zlib", clevel=1, shuffle="noshuffle"),
+        "blosc-blosclz": lambda: BloscCodec(cname="blosclz", clevel=9, shuffle="shuffle", blocksize=256),
+    }[name]()
+
+
+CODECS = ["gzip", "blosc-lz4-shuffle", "blosc-zstd-bitshuffle", "blosc-zlib-noshuffle", "blosc-blosclz"]
+
+
+@pytest.mark.parametrize("sharded", [False, True], ids=["unsharded", "sharded"])
+@pytest.mark.parametrize("codec", CODECS)
+def test_gzip_and_blosc_chunks_read_and_write(tmp_path, codec, sharded):
+    """zarr-python's other compressors (gzip, blosc with each shuffle): wkfs reads every voxel,
+    writes with the array's own codecs, and zarr-python and tensorstore read what it wrote."""
+    import tensorstore as ts
+    import zarr
+
+    dtype, channels = ("uint16", 2) if "shuffle" in codec else ("uint8", 1)
+    size = (32, 32, 16)
+    ds = tmp_path / "ds"
+    layout = dict(chunks=(channels, 8, 8, 8), shards=(channels, 16, 16, 16)) if sharded else dict(chunks=(channels, 8, 8, 8))
+    array = _zarr_python_layer(ds, dtype, channels, size, compressors=[_codec(codec)], fill_value=3, **layout)
+    data = np.full((channels, *size), 3, dtype)
+    data[:, :14, :, :10] = np.random.default_rng(5).integers(0, 60000 if dtype == "uint16" else 250,
+                                                             (channels, 14, size[1], 10)).astype(dtype)
+    array[...] = data
+    before = (ds / "color" / "1" / "zarr.json").read_bytes()
+
+    assert np.array_equal(h.from_bytes(h.wkfs_read(ds, "color", "1", (0, 0, 0), size), dtype, channels, size), data)
+    h.wkfs_ok("check", ds)
+    # A box across chunk (and shard) edges, partly into chunks zarr-python never stored; inside
+    # the shape (whole shards), so zarr.json is not rewritten.
+    box_offset, box_size = (12, 13, 5), (9, 9, 6)
+    patch = np.random.default_rng(6).integers(0, 200, (channels, *box_size)).astype(dtype)
+    h.wkfs_write(ds, "color", "1", box_offset, box_size, h.to_bytes(patch))
+    (x, y, z), (w, hh, d) = box_offset, box_size
+    data[:, x:x + w, y:y + hh, z:z + d] = patch
+
+    assert (ds / "color" / "1" / "zarr.json").read_bytes() == before, "the codecs and fill value stay as they were"
+    assert np.array_equal(zarr.open_array(ds / "color" / "1", mode="r")[...], data)
+    store = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(ds / "color" / "1")}}).result()
+    assert np.array_equal(store.read().result(), data)
+    assert np.array_equal(h.from_bytes(h.wkfs_read(ds, "color", "1", (0, 0, 0), size), dtype, channels, size), data)
+    if not sharded:
+        # The chunk wkfs rewrote is in the array's codec's format, not stored raw.
+        stored = (ds / "color" / "1" / "c" / "0" / "0" / "0" / "0").read_bytes()
+        assert stored[:2] == b"\x1f\x8b" if codec == "gzip" else stored[0] == 2, stored[:4]  # gzip magic / blosc format 2
+
+
+@pytest.mark.parametrize("codec", ["gzip", "blosc-lz4-shuffle"])
+@pytest.mark.parametrize("damage", ["truncated", "garbled"])
+def test_a_damaged_gzip_or_blosc_chunk_is_an_error_naming_it(tmp_path, codec, damage):
+    ds = tmp_path / "ds"
+    array = _zarr_python_layer(ds, "uint8", 1, (16, 16, 16), compressors=[_codec(codec)], chunks=(1, 8, 8, 8))
+    array[...] = np.random.default_rng(2).integers(0, 4, (1, 16, 16, 16)).astype("uint8")
+    chunk = ds / "color" / "1" / "c" / "0" / "1" / "0" / "0"
+    raw = bytearray(chunk.read_bytes())
+    if damage == "truncated":
+        raw = raw[:len(raw) // 2]
+    else:
+        raw[len(raw) // 2:] = bytes(len(raw) - len(raw) // 2)
+    chunk.write_bytes(bytes(raw))
+    snapshot = h.snapshot(ds)
+    proc = h.wkfs_fails("read", ds, "color", "1", "--offset", "0,0,0", "--size", "16,16,16")
+    message = proc.stderr.decode()
+    assert "c/0/1/0/0" in message and ("gzip" in message or "blosc" in message), message
+    proc = h.wkfs_fails("write", ds, "color", "1", "--offset", "7,7,7", "--size", "2,2,2", input=bytes(8))
+    assert "c/0/1/0/0" in proc.stderr.decode(), h.describe(proc)
+    h.assert_unchanged(ds, snapshot)
+    assert "c/0/1/0/0" in h.wkfs_fails("check", ds).stdout.decode() + h.wkfs_fails("check", ds).stderr.decode()
+
+
+def test_blosc_and_gzip_configurations_outside_the_specification_are_refused(tmp_path):
+    ds = tmp_path / "ds"
+    _zarr_python_layer(ds, "uint8", 1, (16, 16, 16), compressors=[_codec("gzip")], chunks=(1, 8, 8, 8))
+    meta = ds / "color" / "1" / "zarr.json"
+    text = meta.read_text()
+    for old, new, needle in [('"level": 6', '"level": 12', "'gzip' needs a 'level' from 0 to 9"),
+                             ('"name": "gzip"', '"name": "blosc"', "blosc 'cname'")]:
+        edited = json.loads(text.replace(old, new))
+        if new == '"name": "blosc"':
+            edited["codecs"][-1]["configuration"] = {"cname": "lzma", "clevel": 5, "shuffle": "shuffle", "blocksize": 0}
+        meta.write_text(json.dumps(edited, indent=2))
+        proc = h.wkfs_fails("read", ds, "color", "1", "--offset", "0,0,0", "--size", "8,8,8")
+        assert needle in proc.stderr.decode() and "zarr.json" in proc.stderr.decode(), h.describe(proc)

@@ -6,7 +6,8 @@ extension Zarr3Array: MagStore {
         let names = metadata.codecs.compression.compactMap { codec -> String? in
             switch codec {
             case .zstd(let level, _): "zstd level \(level)"
-            case .blosc: "blosc"
+            case .blosc(let b): "blosc \(b.compressor) level \(b.level) \(b.shuffle.rawValue)"
+            case .gzip(let level): "gzip level \(level)"
             case .crc32c: nil
             }
         }

@@ -197,8 +197,10 @@ extension Zarr3Array {
                 case .crc32c:
                     let crc = bytes.withUnsafeBytes { Zarr3Compression.crc32c($0) }
                     withUnsafeBytes(of: crc.littleEndian) { bytes.append(contentsOf: $0) }
-                case .blosc:
-                    throw Zarr3CodecError("writing blosc chunks is not supported (reading is)")
+                case .blosc(let settings):
+                    bytes = try bytes.withUnsafeBytes { try Zarr3Compression.bloscCompress($0, settings, elementSize: metadata.dataType.size) }
+                case .gzip(let level):
+                    bytes = try bytes.withUnsafeBytes { try Zarr3Compression.gzipCompress($0, level: level) }
                 }
             }
         } catch let error as Zarr3CodecError {

@@ -185,7 +185,7 @@ public struct Zarr3Array: Sendable {
     func decodeChunk(_ stored: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer, path file: String, what: @autoclosure () -> String) throws {
         let codecs = metadata.codecs.compression
         let direct = order == [3, 2, 1, 0] && (!metadata.codecs.bigEndian || metadata.dataType.size == 1)
-            && codecs.allSatisfy({ if case .blosc = $0 { false } else { true } })
+            && codecs.allSatisfy({ if case .zstd = $0 { true } else { $0 == .crc32c } })
             && (codecs.count <= 1 || codecs == [.crc32c] || (codecs.count == 2 && codecs[1] == .crc32c))
         guard direct else {
             let decoded = try decodeAnyChunk([UInt8](stored), path: file, what: what())
@@ -221,7 +221,7 @@ public struct Zarr3Array: Sendable {
         }
     }
 
-    /// Decodes a chunk through every codec of any chain wkfs reads (blosc, big-endian, any transpose).
+    /// Decodes a chunk through every codec of any chain wkfs reads (blosc, gzip, big-endian, any transpose).
     private func decodeAnyChunk(_ stored: [UInt8], path file: String, what: String) throws -> [UInt8] {
         let expected = chunkBytes
         var bytes = stored
@@ -243,6 +243,8 @@ public struct Zarr3Array: Sendable {
                     bytes = try bytes.withUnsafeBytes { try Zarr3Compression.zstdDecompress($0, expected: decodedSize) }
                 case .blosc:
                     bytes = try bytes.withUnsafeBytes { try Zarr3Compression.bloscDecompress($0, expected: decodedSize) }
+                case .gzip:
+                    bytes = try bytes.withUnsafeBytes { try Zarr3Compression.gzipDecompress($0, expected: decodedSize) }
                 }
             }
         } catch let error as Zarr3CodecError {

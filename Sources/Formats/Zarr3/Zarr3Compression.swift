@@ -1,10 +1,11 @@
 import CBlosc
 import CISAL
+import CZlib
 import CZstd
 import Synchronization
 
-/// The C libraries behind Zarr3's byte codecs: zstd, blosc (reading) and crc32c. The only file
-/// of the Zarr3 format that calls C.
+/// The C libraries behind Zarr3's byte codecs: zstd, blosc, gzip (zlib) and crc32c. The only
+/// file of the Zarr3 format that calls C.
 enum Zarr3Compression {
     /// Decompresses a zstd frame into exactly `expected` bytes.
     static func zstdDecompress(_ input: UnsafeRawBufferPointer, expected: Int) throws(Zarr3CodecError) -> [UInt8] {
@@ -96,6 +97,88 @@ enum Zarr3Compression {
             count = failed ? 0 : expected
         }
         if failed { throw Zarr3CodecError("blosc: the chunk does not decompress") }
+        return output
+    }
+
+    /// Compresses with blosc as `settings` say; `elementSize` is the shuffle's type size when the
+    /// settings give none.
+    static func bloscCompress(
+        _ input: UnsafeRawBufferPointer, _ settings: Zarr3Metadata.Blosc, elementSize: Int
+    ) throws(Zarr3CodecError) -> [UInt8] {
+        guard blosc_compname_to_compcode(settings.compressor) >= 0 else {
+            throw Zarr3CodecError("blosc: this machine's blosc library has no '\(settings.compressor)' compressor")
+        }
+        let shuffle: Int32 = switch settings.shuffle {
+        case .noshuffle: BLOSC_NOSHUFFLE
+        case .shuffle: BLOSC_SHUFFLE
+        case .bitshuffle: BLOSC_BITSHUFFLE
+        }
+        guard input.count <= Int(Int32.max) - Int(BLOSC_MAX_OVERHEAD) else { throw Zarr3CodecError("blosc: a chunk of \(input.count) bytes is too large") }
+        let capacity = input.count + Int(BLOSC_MAX_OVERHEAD)
+        var written: Int32 = 0
+        let output = [UInt8](unsafeUninitializedCapacity: capacity) { buffer, count in
+            // The context variant: thread-safe without blosc_init, one thread.
+            written = blosc_compress_ctx(
+                Int32(settings.level), shuffle, settings.typeSize ?? elementSize, input.count, input.baseAddress, buffer.baseAddress,
+                capacity, settings.compressor, settings.blockSize, 1)
+            count = written > 0 ? Int(written) : 0
+        }
+        guard written > 0 else { throw Zarr3CodecError("blosc: compressing a chunk failed (\(written))") }
+        return output
+    }
+
+    /// Compresses to one gzip member at `level`.
+    static func gzipCompress(_ input: UnsafeRawBufferPointer, level: Int) throws(Zarr3CodecError) -> [UInt8] {
+        var stream = z_stream()
+        guard wkfs_deflate_init_gzip(&stream, Int32(level)) == Z_OK else { throw Zarr3CodecError("gzip: cannot start compressing") }
+        defer { deflateEnd(&stream) }
+        let bound = Int(deflateBound(&stream, uLong(input.count)))
+        var status = Z_OK
+        let output = [UInt8](unsafeUninitializedCapacity: bound) { buffer, count in
+            stream.next_in = UnsafeMutablePointer(mutating: input.baseAddress?.assumingMemoryBound(to: Bytef.self))
+            stream.avail_in = uInt(input.count)
+            stream.next_out = buffer.baseAddress
+            stream.avail_out = uInt(bound)
+            status = deflate(&stream, Z_FINISH)
+            count = status == Z_STREAM_END ? bound - Int(stream.avail_out) : 0
+        }
+        guard status == Z_STREAM_END else { throw Zarr3CodecError("gzip: compressing a chunk failed (\(status))") }
+        return output
+    }
+
+    /// Decompresses gzip data (one member or several in a row, as gzip allows) into exactly
+    /// `expected` bytes.
+    static func gzipDecompress(_ input: UnsafeRawBufferPointer, expected: Int) throws(Zarr3CodecError) -> [UInt8] {
+        var stream = z_stream()
+        guard wkfs_inflate_init(&stream) == Z_OK else { throw Zarr3CodecError("gzip: cannot start decompressing") }
+        defer { inflateEnd(&stream) }
+        var failure: String?
+        // One byte of room past `expected`, so that more data than expected is seen, not cut off.
+        let output = [UInt8](unsafeUninitializedCapacity: expected + 1) { buffer, count in
+            stream.next_in = UnsafeMutablePointer(mutating: input.baseAddress?.assumingMemoryBound(to: Bytef.self))
+            stream.avail_in = uInt(input.count)
+            stream.next_out = buffer.baseAddress
+            stream.avail_out = uInt(expected + 1)
+            while true {
+                let status = inflate(&stream, Z_FINISH)
+                if status == Z_STREAM_END {
+                    guard stream.avail_in > 0 else { break }
+                    inflateReset(&stream)  // the next member
+                    continue
+                }
+                if status == Z_BUF_ERROR && stream.avail_out > 0 {
+                    failure = "the data ends before the gzip stream does (truncated)"
+                } else if status == Z_BUF_ERROR {
+                    failure = "holds more than the \(expected) bytes expected"
+                } else {
+                    failure = stream.msg.map { String(cString: $0) } ?? "error \(status)"
+                }
+                break
+            }
+            count = failure == nil ? expected + 1 - Int(stream.avail_out) : 0
+        }
+        if let failure { throw Zarr3CodecError("gzip: \(failure)") }
+        guard output.count == expected else { throw Zarr3CodecError("gzip data holds \(output.count) bytes, expected \(expected)") }
         return output
     }
 

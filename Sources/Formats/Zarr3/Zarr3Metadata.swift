@@ -43,8 +43,27 @@ public struct Zarr3Metadata: Sendable {
 
     public enum ByteCodec: Sendable, Equatable {
         case zstd(level: Int, checksum: Bool)
-        case blosc
+        case blosc(Blosc)
+        case gzip(level: Int)
         case crc32c
+    }
+
+    /// The `blosc` codec's configuration: what a chunk is compressed with when written (a
+    /// blosc buffer's own header says how to decompress it).
+    public struct Blosc: Sendable, Equatable {
+        public var compressor: String
+        public var level: Int
+        public var shuffle: Shuffle
+        /// Bytes of one element, for shuffling; nil: the array's element size.
+        public var typeSize: Int?
+        /// Bytes per blosc block; 0: blosc chooses.
+        public var blockSize: Int
+
+        public enum Shuffle: String, Sendable {
+            case noshuffle, shuffle, bitshuffle
+        }
+
+        static let compressors: Set<String> = ["blosclz", "lz4", "lz4hc", "snappy", "zlib", "zstd"]
     }
 
     public struct Sharding: Sendable, Equatable {
@@ -164,18 +183,55 @@ public struct Zarr3Metadata: Sendable {
                 codecs.compression.append(.zstd(level: configuration?["level"]?.intValue ?? 0, checksum: configuration?["checksum"] == .bool(true)))
             case "blosc":
                 guard sawBytes else { throw bad("'blosc' before 'bytes'") }
-                codecs.compression.append(.blosc)
+                codecs.compression.append(.blosc(try blosc(configuration, bad)))
+            case "gzip":
+                guard sawBytes else { throw bad("'gzip' before 'bytes'") }
+                guard let level = configuration?["level"]?.intValue, (0...9).contains(level) else {
+                    throw bad("'gzip' needs a 'level' from 0 to 9")
+                }
+                codecs.compression.append(.gzip(level: level))
             case "crc32c":
                 guard sawBytes else { throw bad("'crc32c' before 'bytes'") }
                 codecs.compression.append(.crc32c)
             case "sharding_indexed":
                 throw bad("nested or combined 'sharding_indexed' codecs are not supported")
             default:
-                throw bad("codec '\(name)' is not supported (wkfs reads transpose, bytes, zstd, blosc, crc32c, sharding_indexed)")
+                throw bad("codec '\(name)' is not supported (wkfs reads transpose, bytes, zstd, blosc, gzip, crc32c, sharding_indexed)")
             }
         }
         guard sawBytes else { throw bad("no 'bytes' codec: the chunks' byte layout is not given") }
         return codecs
+    }
+
+    /// The `blosc` codec's configuration, checked as the specification gives it (zarr-python
+    /// writes every field; a missing one takes zarr-python's default).
+    private static func blosc(_ configuration: JSONValue?, _ bad: (String) -> FormatError) throws -> Blosc {
+        var blosc = Blosc(compressor: "zstd", level: 5, shuffle: .noshuffle, typeSize: nil, blockSize: 0)
+        if let value = configuration?["cname"] {
+            guard let name = value.stringValue, Blosc.compressors.contains(name) else {
+                throw bad("blosc 'cname' \(value.compact()) is not one of \(Blosc.compressors.sorted().joined(separator: ", "))")
+            }
+            blosc.compressor = name
+        }
+        if let value = configuration?["clevel"] {
+            guard let level = value.intValue, (0...9).contains(level) else { throw bad("blosc 'clevel' \(value.compact()) is not 0 to 9") }
+            blosc.level = level
+        }
+        if let value = configuration?["shuffle"] {
+            guard let shuffle = value.stringValue.flatMap(Blosc.Shuffle.init) else {
+                throw bad("blosc 'shuffle' \(value.compact()) is not noshuffle, shuffle or bitshuffle")
+            }
+            blosc.shuffle = shuffle
+        }
+        if let value = configuration?["typesize"], value != .null {
+            guard let size = value.intValue, (1...255).contains(size) else { throw bad("blosc 'typesize' \(value.compact()) is not 1 to 255") }
+            blosc.typeSize = size
+        }
+        if let value = configuration?["blocksize"] {
+            guard let size = value.intValue, size >= 0 else { throw bad("blosc 'blocksize' \(value.compact()) is not a size") }
+            blosc.blockSize = size
+        }
+        return blosc
     }
 
     /// Extents (array and chunk edges) above this are refused.
