@@ -132,12 +132,17 @@ extension Dataset {
         PathOps.remove(layerPath(name))
     }
 
-    /// Adds a mag with the settings (block length, file length, block type) of the layer's first mag.
+    /// Adds a mag with the settings of the layer's first mag: its block length, file length and
+    /// block type; a Zarr3 mag is made exactly like the first (`addZarrMag(_:_:like:)`).
     @discardableResult
     public mutating func addMagLikeOthers(_ layerName: String, _ name: String) throws -> MagView {
         let layer = try layer(layerName)
         var settings = (blockLength: 32, fileLength: 32, compress: false)
         if let first = layer.mags.first, let format = layer.format, let store = try? Self.openStore(format, magPath(layer, first)) {
+            // A (c, x, y, z) array, as the properties entry of a new mag says.
+            if let array = store as? Zarr3Array, array.channels == layer.numChannels, array.dimensionCount == 4 {
+                return try addZarrMag(layer, name, like: array)
+            }
             settings = (store.blockShape.x, store.blocksPerFileEdge.x, store.isCompressed)
         }
         return try addMag(

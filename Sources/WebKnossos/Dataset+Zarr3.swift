@@ -94,26 +94,44 @@ extension Dataset {
     /// (one chunk per file when they are equal), zstd-compressed or not, and its properties entry.
     /// A failed step leaves nothing behind.
     mutating func addZarrMag(_ layer: LayerProperties, _ name: String, chunk: Int, shard: Int, compress: Bool) throws -> MagView {
-        let mag = try Mag(parsing: name)
-        if layer.mag(mag) != nil {
-            throw DatasetError(.alreadyExists, "mag '\(name)'", "layer '\(layer.name)' already has this mag")
-        }
         guard let voxelType = layer.declaredVoxelType else {
             throw DatasetError(.invalidProperties, propertiesPath, "layer '\(layer.name)' has an unknown element class '\(layer.elementClass)'")
         }
         if let problem = Zarr3Array.shapeProblem(chunk: Vec3(repeating: chunk), shard: Vec3(repeating: shard)) {
             throw DatasetError(.invalidArgument, "chunk and shard shape", problem)
         }
+        let fill = try layerFillValue(layer)
+        return try addZarrMag(layer, name) { directory, size in
+            try Zarr3Array.create(
+                directory, voxelType: voxelType, channels: layer.numChannels, chunk: Vec3(repeating: chunk), shard: Vec3(repeating: shard),
+                compress: compress, size: size, fill: fill)
+        }
+    }
+
+    /// Adds a Zarr3 mag to `layer` exactly like the array `template` (chunks, shards, codecs,
+    /// fill value), and its properties entry. A failed step leaves nothing behind.
+    mutating func addZarrMag(_ layer: LayerProperties, _ name: String, like template: Zarr3Array) throws -> MagView {
+        try addZarrMag(layer, name) { directory, size in try Zarr3Array.create(directory, like: template, size: size) }
+    }
+
+    /// Adds mag `name` to `layer`: `create` makes its array at a directory for a size (mag
+    /// voxels), then the properties entry and the layer's groups follow.
+    private mutating func addZarrMag(
+        _ layer: LayerProperties, _ name: String, create: (_ directory: String, _ size: Vec3) throws -> Zarr3Array
+    ) throws -> MagView {
+        let mag = try Mag(parsing: name)
+        if layer.mag(mag) != nil {
+            throw DatasetError(.alreadyExists, "mag '\(name)'", "layer '\(layer.name)' already has this mag")
+        }
         let directory = layerPath(layer.name) + "/" + mag.shortName
         if PathOps.exists(directory) {
             throw DatasetError(.alreadyExists, directory, "mag directory already exists on disk")
         }
-        let fill = try layerFillValue(layer)
         let array: Zarr3Array
         do {
-            array = try Zarr3Array.create(
-                directory, voxelType: voxelType, channels: layer.numChannels, chunk: Vec3(repeating: chunk), shard: Vec3(repeating: shard),
-                compress: compress, size: mag.fromMag1(layer.boundingBox).end, fill: fill)
+            array = try create(directory, mag.fromMag1(layer.boundingBox).end)
+        } catch let error as DatasetError {
+            throw error
         } catch {
             throw DatasetError(.io, directory, "cannot create the mag", cause: error)
         }

@@ -155,6 +155,39 @@ def test_blosc_and_gzip_arrays_read_and_write_through_the_mount(tmp_path, mounte
     assert np.array_equal(zarr.open_array(ds / "color" / "1", mode="r")[...], data)
 
 
+def test_mkdir_of_a_mag_copies_the_first_arrays_chunks_and_codecs(tmp_path, mounted, mountpoint):
+    """A layer zarr-python made with blosc, non-cubic chunks and fill value 5: a mag made with
+    mkdir has the same chunk grid, inner chunks, codecs and fill value (it became zstd with cubic
+    chunks and lost the blosc settings), and holds what is written into it."""
+    import zarr
+    from zarr.codecs import BloscCodec
+
+    ds = tmp_path / "ds"
+    (ds / "color").mkdir(parents=True)
+    zarr.create_array(ds / "color" / "1", shape=(1, 64, 64, 32), chunks=(1, 8, 16, 4), shards=(1, 32, 32, 16), dtype="uint16",
+                      fill_value=5, compressors=[BloscCodec(cname="zstd", clevel=2, shuffle="shuffle")],
+                      dimension_names=["c", "x", "y", "z"], attributes={"mine": 1})[...] = 7
+    layer = {"name": "color", "category": "color", "dataFormat": "zarr3", "elementClass": "uint16", "numChannels": 1,
+             "boundingBox": {"topLeft": [0, 0, 0], "width": 64, "height": 64, "depth": 32},
+             "mags": [{"mag": [1, 1, 1], "path": "./color/1", "axisOrder": {"c": 0, "x": 1, "y": 2, "z": 3}}]}
+    (ds / PROPS).write_text(json.dumps({"id": {"name": "ds", "team": ""}, "version": 1, "dataLayers": [layer],
+                                        "scale": {"factor": [1.0, 1.0, 1.0], "unit": "nanometer"}}))
+    first = json.loads((ds / "color" / "1" / "zarr.json").read_text())
+    with mounted(ds):
+        os.mkdir(mountpoint / "color" / "2")
+        made = json.loads((ds / "color" / "2" / "zarr.json").read_text())
+        for key in ("chunk_grid", "codecs", "fill_value", "data_type", "chunk_key_encoding", "dimension_names"):
+            assert made[key] == first[key], (key, made[key], first[key])
+        assert made["shape"] == [1, 32, 32, 16] and "mine" not in made.get("attributes", {})
+        volume = mountpoint / "color" / "2" / "volume.raw"
+        assert np.all(np.frombuffer(volume.read_bytes(), np.uint16) == 5)
+        zyx = np.full((16, 32, 32), 5, np.uint16)
+        zyx[3] = np.arange(32 * 32, dtype=np.uint16).reshape(32, 32)
+        (mountpoint / "color" / "2" / "z0" / "y0").mkdir(parents=True)
+        (mountpoint / "color" / "2" / "z0" / "y0" / "x0.raw").write_bytes(zyx.tobytes())
+    assert np.array_equal(zarr.open_array(ds / "color" / "2", mode="r")[...], zyx.transpose(2, 1, 0)[np.newaxis])
+
+
 def test_missing_shards_of_a_fill_value_array_read_and_write_as_that_value(tmp_path, mounted, mountpoint):
     """volume.raw shows the fill value where no shard exists, and one voxel written there
     changes that voxel only (the rest of its new shard still reads as 9 for zarr-python)."""

@@ -85,6 +85,25 @@ extension Zarr3Array {
         let json = metadataJSON(
             voxelType: voxelType, channels: channels, size: shape(covering: size, shard: shard), chunk: chunk, shard: shard, compress: compress,
             fill: fill)
+        return try create(path, json)
+    }
+
+    /// Creates an array at `path` (which must not exist) exactly like `template` (chunk grid,
+    /// inner chunks, codecs, key encoding, fill value, dimension names) but for its shape, whole
+    /// shards covering `size`, and without its `attributes` (they describe that array).
+    public static func create(_ path: String, like template: Zarr3Array, size: Vec3) throws -> Zarr3Array {
+        guard case .object(var pairs) = template.metadata.json else {
+            throw FormatError(.corrupt, path: template.path + "/" + metadataName, "not a JSON object")
+        }
+        let spatial = shape(covering: size, shard: template.fileShape).array
+        let shape = template.hasChannels ? [template.channels] + spatial : spatial
+        pairs.removeAll { $0.0 == "attributes" || $0.0 == "shape" }
+        pairs.append(("shape", .array(shape.map { .int(Int64($0)) })))
+        pairs.sort { $0.0 < $1.0 }
+        return try create(path, .object(pairs))
+    }
+
+    private static func create(_ path: String, _ json: JSONValue) throws -> Zarr3Array {
         try PathOps.makeDirectories(PathOps.dirname(path))
         // Exclusive: two creators never share a directory; a failed step removes it again.
         guard mkdir(path, 0o777) == 0 else {

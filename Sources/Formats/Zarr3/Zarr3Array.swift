@@ -22,6 +22,8 @@ public struct Zarr3Array: Sendable {
     /// The codecs' transpose as a permutation of `(c, x, y, z)`.
     let order: [Int]
 
+    /// 4 for `(c, x, y, z)` arrays, 3 for `(x, y, z)`.
+    public var dimensionCount: Int { metadata.shape.count }
     public var voxelType: VoxelType { metadata.dataType }
     public var voxelBytes: Int { channels * metadata.dataType.size }
     public var chunkBytes: Int { chunkShape.x * chunkShape.y * chunkShape.z * voxelBytes }
