@@ -5,6 +5,28 @@ extension BlockCache {
     /// Fills `destination` with cube bytes from `offset` on; returns how many bytes (short at the end).
     /// `file`: the version of the cube's data file to read (nil: none, zeros).
     func readCube(_ mag: any MagStore, _ index: Vec3, from file: OpenedFile?, offset: Int, into destination: UnsafeMutableRawBufferPointer) throws -> Int {
+        try CubeReading(mag: mag, blocks: { try self.blocks(mag, index, $0, from: file) }, prefetch: { self.prefetch(mag, $0, from: file) })
+            .readCube(offset: offset, into: destination)
+    }
+
+    /// Writes the voxels of `box` (cube-local) of data file `index` in C order to `destination`.
+    func readBox(_ mag: any MagStore, _ index: Vec3, _ box: Box, from file: OpenedFile?, into destination: UnsafeMutableRawPointer) throws {
+        try CubeReading(mag: mag, blocks: { try self.blocks(mag, index, $0, from: file) }, prefetch: { self.prefetch(mag, $0, from: file) })
+            .readBox(box, into: destination)
+    }
+}
+
+/// Cube bytes copied row by row out of decoded blocks, wherever the blocks come from: the
+/// shared cache, or the pending blocks of a cube being rewritten.
+struct CubeReading {
+    let mag: any MagStore
+    /// Decoded blocks by number, in that order.
+    let blocks: ([Int]) throws -> [CachedBlock]
+    /// Asks for blocks to be read ahead; false when none was missing.
+    let prefetch: ([Int]) -> Bool
+
+    /// Fills `destination` with cube bytes from `offset` on; returns how many bytes (short at the end).
+    func readCube(offset: Int, into destination: UnsafeMutableRawBufferPointer) throws -> Int {
         let geometry = CubeGeometry(mag)
         let end = min(geometry.cubeBytes, offset + destination.count)
         guard offset < end, let base = destination.baseAddress else { return 0 }
@@ -13,7 +35,7 @@ extension BlockCache {
         if rowAligned {
             var position = 0
             for box in boxes {
-                try readBox(mag, index, box, from: file, into: base + position)
+                try readBox(box, into: base + position)
                 position += box.voxelCount * geometry.voxelSize
             }
         } else {
@@ -22,7 +44,7 @@ extension BlockCache {
             defer { rows.deallocate() }
             var position = 0
             for box in boxes {
-                try readBox(mag, index, box, from: file, into: rows.baseAddress! + position)
+                try readBox(box, into: rows.baseAddress! + position)
                 position += box.voxelCount * geometry.voxelSize
             }
             base.copyMemory(from: rows.baseAddress! + (offset - start), byteCount: end - offset)
@@ -33,12 +55,12 @@ extension BlockCache {
     /// Writes the voxels of `box` (cube-local) in C order to `destination`.
     /// Blocks are fetched a group at a time, so a request holds a few MiB of decoded blocks, not a
     /// whole layer (readahead keeps several requests in flight; each would pin its layer).
-    func readBox(_ mag: any MagStore, _ index: Vec3, _ box: Box, from file: OpenedFile?, into destination: UnsafeMutableRawPointer) throws {
+    func readBox(_ box: Box, into destination: UnsafeMutableRawPointer) throws {
         let b = mag.blockShape
         let positions = box.cellRange(b).positions
         let group = max(1, (4 << 20) / mag.blockBytes)
         let numbers = positions.map(mag.blockNumber)
-        if positions.count > group, prefetch(mag, numbers, from: file) {
+        if positions.count > group, prefetch(numbers) {
             // A box that starts a layer of blocks (the first plane a program reads of it) also
             // asks for the next layer, so the disk reads it while the planes of this one are
             // served: the next layer that the groups decoded now do not hold (a Zarr3 group of
@@ -51,7 +73,7 @@ extension BlockCache {
                 let layer = Box(offset: Vec3(box.offset.x, box.offset.y, z), size: Vec3(box.size.x, box.size.y, min(b.z, cube.z - z)))
                 let next = layer.cellRange(b).positions.map(mag.blockNumber)
                 if !next.contains(where: { decoding.contains($0 / size) }) {
-                    prefetch(mag, next, from: file)
+                    _ = prefetch(next)
                     break
                 }
                 z += b.z
@@ -65,7 +87,7 @@ extension BlockCache {
         var start = 0
         while start < positions.count {
             let slice = positions[start..<min(positions.count, start + group)]
-            let blocks = try blocks(mag, index, Array(numbers[start..<(start + slice.count)]), from: file)
+            let blocks = try self.blocks(Array(numbers[start..<(start + slice.count)]))
             for (position, block) in zip(slice, blocks) {
                 let blockBox = Box(offset: position * b, size: b)
                 let part = blockBox.intersection(box)!

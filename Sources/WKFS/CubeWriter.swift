@@ -40,7 +40,12 @@ struct CubeWriter {
     private var pendingRaw: (any InPlaceFile)?
     private var tick = 0
     /// The cube-local voxels written, for growing the bounding box.
-    private(set) var written: Box?
+    private var writtenBox: Box?
+    /// The cube-local voxels written, for growing the bounding box: the whole cube once a
+    /// truncated one is written back whole (parts a program seeked over are its zeros).
+    var written: Box? {
+        truncated && size == geometry.cubeBytes ? Box(offset: .zero, size: geometry.shape) : writtenBox
+    }
     /// Blocks loaded from the data file because a write covered them only partly, as loaded. At
     /// commit, under the file's lock, a block that another writer (`wkfs write`, another mount)
     /// changed meanwhile is merged byte by byte: this writer's bytes where it changed them, the
@@ -115,7 +120,7 @@ struct CubeWriter {
         let range = offset..<(offset + data.count)
         size = max(size, range.upperBound)
         let touched = geometry.touchedBox(range)
-        written = written.map { $0.union(touched) } ?? touched
+        writtenBox = writtenBox.map { $0.union(touched) } ?? touched
 
         var completed: [Int] = []
         tick += 1
@@ -314,6 +319,10 @@ struct CubeWriter {
             return
         }
         let spill = self.spill
+        // A truncated cube starts from zeros, so blocks nobody wrote since are zeros, also in an
+        // array whose missing chunks read as a fill value (`dd conv=sparse` seeks over the zeros
+        // it copies: they read as the fill value).
+        let unwritten: BlockSource = truncated && !mag.fillsWithZero ? .decoded([UInt8](repeating: 0, count: mag.blockBytes)) : .zero
         // A small cube written whole (`cp`) has every block encoded already: gathering them on
         // one thread is faster than waking the workers (5% of the mount's time taking 8/8 cubes).
         // A large one still reads its unchanged blocks from the old file in parallel.
@@ -326,10 +335,29 @@ struct CubeWriter {
             case .placed, .none: break
             }
             if let base, let stored = try base.storedBytes(ofBlock: n) { return .encoded(stored) }
-            return .zero
+            return unwritten
         }
         cache.invalidate(mag.filePath(index))
         discard()
+    }
+
+    /// Fills `destination` with the cube's bytes from `offset` on as this writer holds them (a
+    /// truncated cube: what was written since, zeros elsewhere, nothing past `size`); returns
+    /// how many bytes.
+    func read(offset: Int, into destination: UnsafeMutableRawBufferPointer, cache: BlockCache) throws -> Int {
+        guard offset < size else { return 0 }
+        let zero = CachedBlock(group: [UInt8](repeating: 0, count: mag.blockBytes), offset: 0, count: mag.blockBytes, isZero: true)
+        let reading = CubeReading(
+            mag: mag,
+            blocks: { numbers in
+                try numbers.map { n in
+                    if let bytes = try pendingContent(n) { return CachedBlock(group: bytes, offset: 0, count: bytes.count, isZero: false) }
+                    return truncated ? zero : try cache.blocks(mag, index, [n])[0]
+                }
+            },
+            prefetch: { _ in false })
+        let count = min(destination.count, size - offset)
+        return try reading.readCube(offset: offset, into: UnsafeMutableRawBufferPointer(rebasing: destination[0..<count]))
     }
 
     /// Brings in what other writers changed, since it was loaded, in the blocks this writer
@@ -395,7 +423,7 @@ struct CubeWriter {
     mutating func discard() {
         pendingRaw?.abandon()
         pendingRaw = nil
-        written = nil
+        writtenBox = nil
         loadedFromFile = [:]
         loadedOriginals = [:]
         originalBytes = 0

@@ -258,17 +258,21 @@ extension DatasetFilesystem {
         }
         switch try item(handle) {
         case .cube(let cube):
-            // Pending changes on this handle are made durable first, so reads see them.
-            try cube.writer.withLock { writer in
-                guard let w = writer, w.hasChanges, w.size == w.geometry.cubeBytes else { return }
+            // Pending changes on this handle are made durable first, so reads see them; a cube
+            // truncated and not yet written back whole cannot be, so it is read from the writer.
+            let pending = try cube.writer.withLock { writer -> Int? in
+                guard let w = writer, w.hasChanges else { return nil }
                 do {
+                    if w.isIncomplete { return try w.read(offset: offset, into: buffer, cache: cache) }
                     try writer!.commit(cache: cache, directories: pendingDirectories)
                     cube.replacing.store(false, ordering: .releasing)
                     repin(cube)
+                    return nil
                 } catch {
                     throw translate(error, cube.mag.filePath(cube.index))
                 }
             }
+            if let pending { return pending }
             do {
                 let file = try cube.pinned.withLock { pinned -> OpenedFile? in
                     guard case .version(let version) = pinned else { return try cache.current(cube.mag, cube.index) }

@@ -43,6 +43,13 @@ extension DatasetFilesystem {
     public func getattr(_ inode: Inode) throws -> Attributes {
         var attributes = try attributes(try node(inode))
         attributes.inode = inode  // an old version of a cube keeps its own number
+        // A cube truncated and being written back is as long as what was written since, as
+        // programs expect of a file they truncated (`dd conv=sparse` extends it only when fstat
+        // says it is shorter than what it copied).
+        if let cube = state.withLock({ $0.openCubes[inode]?.cube }), let size = cube.writer.withLock({ $0?.isIncomplete == true ? $0!.size : nil }) {
+            attributes.size = UInt64(size)
+            attributes.blocks = UInt64((size + 511) / 512)
+        }
         return attributes
     }
 

@@ -229,6 +229,45 @@ def test_truncate_then_sequential_writes(spec, target, mounted):
 
 
 @pytest.mark.parametrize("spec", TARGETS_2)
+def test_a_truncated_cube_reads_back_what_was_written_before_close(spec, target, mounted):
+    """Between O_TRUNC and the write that completes the cube, a read on the same descriptor
+    gives what was written since and ends there (it gave the old cube's bytes)."""
+    t = target(spec)
+    new = t.random(t.shape, seed=15)
+    data = new.tobytes()
+    half = len(data) // 2 + 3
+    with mounted(t.dataset):
+        fd = os.open(t.cube, os.O_RDWR | os.O_TRUNC)
+        try:
+            os.write(fd, data[:half])
+            assert os.pread(fd, len(data), 0) == data[:half]
+            assert os.pread(fd, 100, half - 50) == data[half - 50:half]
+            assert os.pread(fd, 100, half) == b""
+            os.write(fd, data[half:])
+            assert os.pread(fd, len(data), 0) == data
+        finally:
+            os.close(fd)
+        t.reread_in_mount(new)
+    t.check_on_disk(new, _whole(t))
+
+
+@pytest.mark.parametrize("spec", TARGETS_2)
+def test_dd_conv_sparse_ending_in_zeros(spec, target, mounted, tmp_path):
+    """`dd conv=sparse` truncates, seeks over blocks of zeros and extends the file only when
+    fstat says it is shorter (it was refused at close: the cube said it was whole all along)."""
+    t = target(spec)
+    new = t.random(t.shape, seed=16)
+    new[t.side // 2:] = 0  # the second half of the planes
+    src = tmp_path / "cube.raw"
+    new.tofile(src)
+    with mounted(t.dataset):
+        r = mh.run(["dd", f"if={src}", f"of={t.cube}", f"bs={t.size // 8}", "conv=sparse", "status=none"])
+        assert r.returncode == 0, mh.describe(r)
+        t.reread_in_mount(new)
+    t.check_on_disk(new, _whole(t))
+
+
+@pytest.mark.parametrize("spec", TARGETS_2)
 def test_numpy_tofile(spec, target, mounted):
     t = target(spec)
     new = t.random(t.shape, seed=6)

@@ -204,6 +204,25 @@ def test_missing_shards_of_a_fill_value_array_read_and_write_as_that_value(tmp_p
     assert np.array_equal(zarr.open_array(ds / "color" / "1", mode="r")[...], data)
 
 
+def test_zeros_a_sparse_copy_skips_stay_zeros_in_a_fill_value_array(tmp_path, mounted, mountpoint):
+    """`dd conv=sparse` truncates the cube and seeks over the zeros it copies: they are zeros of
+    the new cube, not missing data (they read as the fill value 9)."""
+    import zarr
+
+    ds, data = _fill9_dataset(tmp_path)
+    zyx = np.full((16, 16, 16), 50, np.uint8)
+    zyx[8:] = 0  # a whole layer of chunks of zeros: skipped, not written
+    source = tmp_path / "cube.raw"
+    source.write_bytes(zyx.tobytes())
+    cube = mountpoint / "color" / "1" / "z0" / "y0" / "x0.raw"
+    with mounted(ds):
+        r = mh.run(["dd", f"if={source}", f"of={cube}", "bs=2048", "conv=sparse", "status=none"])
+        assert r.returncode == 0, mh.describe(r)
+        assert cube.read_bytes() == zyx.tobytes()
+    data[0, :16, :16, :16] = zyx.transpose(2, 1, 0)
+    assert np.array_equal(zarr.open_array(ds / "color" / "1", mode="r")[...], data)
+
+
 def test_zarr_view_of_a_fill_value_array_says_its_fill_value(tmp_path, mounted, mountpoint):
     import zarr
 
