@@ -1,5 +1,5 @@
 import Foundation
-public import Formats
+import Formats
 
 /// `compress`: uncompressed mags rewritten compressed (LZ4HC in WKW, zstd in Zarr3), voxels
 /// unchanged (also those outside the bounding box, which webknossos drops).

@@ -1,5 +1,5 @@
 import Foundation
-public import Formats
+import Formats
 
 /// `downsample`: the coarser mags of a layer, as webknossos 4.3.3's `Layer.downsample` builds
 /// them (the same mags, names and voxels), each level from the one before, file by file of the
