@@ -26,6 +26,17 @@ def _expected() -> np.ndarray:
     return data
 
 
+def _declare_layer(ds: Path, dtype: str, channels: int, size, axis_order: dict | None = None) -> None:
+    """The properties of a dataset whose one layer 'color' (mag 1, box `size` from the origin)
+    is the Zarr3 array at ds/color/1."""
+    entry = h.layer_entry("color", dtype, channels, ((0, 0, 0), size), [((1, 1, 1), 0)])
+    entry["dataFormat"] = "zarr3"
+    del entry["mags"][0]["cubeLength"]
+    if axis_order is not None:
+        entry["mags"][0]["axisOrder"] = axis_order
+    h.write_properties(ds, [entry])
+
+
 def _foreign_dataset(root: Path, sharded: bool, compressed: bool = True) -> Path:
     """A dataset whose layer 'color' mag 1 is a zarr-python array with fill value 9 (zstd, or
     no compressor)."""
@@ -39,10 +50,7 @@ def _foreign_dataset(root: Path, sharded: bool, compressed: bool = True) -> Path
     array = zarr.create_array(ds / "color" / "1", shape=(1, *SIZE), dtype="uint8", fill_value=FILL,
                               attributes={"mine": 1}, dimension_names=["c", "x", "y", "z"], **layout)
     array[...] = _expected()
-    entry = h.layer_entry("color", "uint8", 1, ((0, 0, 0), SIZE), [((1, 1, 1), 0)])
-    entry["dataFormat"] = "zarr3"
-    del entry["mags"][0]["cubeLength"]
-    h.write_properties(ds, [entry])
+    _declare_layer(ds, "uint8", 1, SIZE)
     files = [p for p in (ds / "color" / "1" / "c").rglob("*") if p.is_file()]
     assert 0 < len(files) < (8 if sharded else 125), "zarr-python should have left chunks out"
     return ds
@@ -154,10 +162,7 @@ def test_crc32c_before_zstd_reads_and_writes(tmp_path, sharded):
     array = zarr.create_array(ds / "color" / "1", shape=data.shape, dtype="uint8", compressors=[Crc32cCodec(), ZstdCodec()],
                               dimension_names=["c", "x", "y", "z"], **layout)
     array[...] = data
-    entry = h.layer_entry("color", "uint8", 1, ((0, 0, 0), (24, 24, 24)), [((1, 1, 1), 0)])
-    entry["dataFormat"] = "zarr3"
-    del entry["mags"][0]["cubeLength"]
-    h.write_properties(ds, [entry])
+    _declare_layer(ds, "uint8", 1, (24, 24, 24))
     assert np.array_equal(h.from_bytes(h.wkfs_read(ds, "color", "1", (0, 0, 0), (24, 24, 24)), "uint8", 1, (24, 24, 24)), data)
     h.wkfs_ok("check", ds)
     h.wkfs_write(ds, "color", "1", (3, 4, 5), (2, 2, 2), bytes(range(8)))
@@ -173,10 +178,7 @@ def test_negative_zero_fill_value_keeps_its_sign(tmp_path):
     array = zarr.create_array(ds / "color" / "1", shape=(1, 16, 16, 16), chunks=(1, 8, 8, 8), dtype="float32",
                               fill_value=-0.0, dimension_names=["c", "x", "y", "z"])
     array[0, :8, :8, :8] = 1.0
-    entry = h.layer_entry("color", "float32", 1, ((0, 0, 0), (16, 16, 16)), [((1, 1, 1), 0)])
-    entry["dataFormat"] = "zarr3"
-    del entry["mags"][0]["cubeLength"]
-    h.write_properties(ds, [entry])
+    _declare_layer(ds, "float32", 1, (16, 16, 16))
     assert h.wkfs_read(ds, "color", "1", (8, 8, 8), (1, 1, 1)) == b"\x00\x00\x00\x80"
     h.wkfs_ok("copy", ds, tmp_path / "copy")
     assert h.wkfs_read(tmp_path / "copy", "color", "1", (8, 8, 8), (1, 1, 1)) == b"\x00\x00\x00\x80"
@@ -191,11 +193,7 @@ def test_compress_of_a_3d_array_leaves_a_dataset_webknossos_reads(tmp_path):
     data = np.random.default_rng(3).integers(0, 255, (24, 24, 24), dtype=np.uint8)
     zarr.create_array(ds / "color" / "1", shape=data.shape, chunks=(8, 8, 8), dtype="uint8", compressors=None,
                       fill_value=9, dimension_names=["x", "y", "z"])[...] = data
-    entry = h.layer_entry("color", "uint8", 1, ((0, 0, 0), (24, 24, 24)), [((1, 1, 1), 0)])
-    entry["dataFormat"] = "zarr3"
-    del entry["mags"][0]["cubeLength"]
-    entry["mags"][0]["axisOrder"] = {"x": 0, "y": 1, "z": 2}
-    h.write_properties(ds, [entry])
+    _declare_layer(ds, "uint8", 1, (24, 24, 24), axis_order={"x": 0, "y": 1, "z": 2})
     h.wkfs_ok("compress", ds)
     copy = tmp_path / "copy"
     h.wkfs_ok("copy", ds, copy)
@@ -213,10 +211,7 @@ def _zarr_python_layer(ds: Path, dtype: str, channels: int, size, **create) -> "
     (ds / "color").mkdir(parents=True)
     array = zarr.create_array(ds / "color" / "1", shape=(channels, *size), dtype=dtype,
                               dimension_names=["c", "x", "y", "z"], **create)
-    entry = h.layer_entry("color", dtype, channels, ((0, 0, 0), size), [((1, 1, 1), 0)])
-    entry["dataFormat"] = "zarr3"
-    del entry["mags"][0]["cubeLength"]
-    h.write_properties(ds, [entry])
+    _declare_layer(ds, dtype, channels, size)
     return array
 
 

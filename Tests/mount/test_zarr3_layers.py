@@ -99,6 +99,16 @@ def test_ln_s_links_a_zarr3_layer(dataset_copy, mounted, mountpoint):
     assert mh.snapshot(other) == before
 
 
+def _declare_zarr_python_layer(ds, dtype, size):
+    """Writes the properties of a dataset whose one layer 'color' (mag 1, 1 channel, box `size`
+    from the origin) is the zarr-python array at ds/color/1."""
+    layer = {"name": "color", "category": "color", "dataFormat": "zarr3", "elementClass": dtype, "numChannels": 1,
+             "boundingBox": {"topLeft": [0, 0, 0], "width": size[0], "height": size[1], "depth": size[2]},
+             "mags": [{"mag": [1, 1, 1], "path": "./color/1", "axisOrder": {"c": 0, "x": 1, "y": 2, "z": 3}}]}
+    (ds / PROPS).write_text(json.dumps({"id": {"name": ds.name, "team": ""}, "version": 1, "dataLayers": [layer],
+                                        "scale": {"factor": [1.0, 1.0, 1.0], "unit": "nanometer"}}))
+
+
 def _fill9_dataset(root):
     """A dataset whose layer 'color' is a zarr-python array (40³ uint8, 16³ shards of 8³ chunks)
     with fill value 9 and data only in its [0:10]³ corner: most shards were never written."""
@@ -110,11 +120,7 @@ def _fill9_dataset(root):
     data[0, :10, :10, :10] = 100
     zarr.create_array(ds / "color" / "1", shape=data.shape, chunks=(1, 8, 8, 8), shards=(1, 16, 16, 16),
                       dtype="uint8", fill_value=9, dimension_names=["c", "x", "y", "z"])[...] = data
-    layer = {"name": "color", "category": "color", "dataFormat": "zarr3", "elementClass": "uint8", "numChannels": 1,
-             "boundingBox": {"topLeft": [0, 0, 0], "width": 40, "height": 40, "depth": 40},
-             "mags": [{"mag": [1, 1, 1], "path": "./color/1", "axisOrder": {"c": 0, "x": 1, "y": 2, "z": 3}}]}
-    (ds / PROPS).write_text(json.dumps({"id": {"name": "fill9", "team": ""}, "version": 1, "dataLayers": [layer],
-                                        "scale": {"factor": [1.0, 1.0, 1.0], "unit": "nanometer"}}))
+    _declare_zarr_python_layer(ds, "uint8", (40, 40, 40))
     return ds, data
 
 
@@ -133,11 +139,7 @@ def test_blosc_and_gzip_arrays_read_and_write_through_the_mount(tmp_path, mounte
     zarr.create_array(ds / "color" / "1", shape=data.shape, chunks=(1, 8, 8, 8), shards=(1, 32, 32, 32), dtype="uint16",
                       compressors=[compressor], dimension_names=["c", "x", "y", "z"])[...] = data
     before = (ds / "color" / "1" / "zarr.json").read_bytes()
-    layer = {"name": "color", "category": "color", "dataFormat": "zarr3", "elementClass": "uint16", "numChannels": 1,
-             "boundingBox": {"topLeft": [0, 0, 0], "width": 32, "height": 32, "depth": 32},
-             "mags": [{"mag": [1, 1, 1], "path": "./color/1", "axisOrder": {"c": 0, "x": 1, "y": 2, "z": 3}}]}
-    (ds / PROPS).write_text(json.dumps({"id": {"name": codec, "team": ""}, "version": 1, "dataLayers": [layer],
-                                        "scale": {"factor": [1.0, 1.0, 1.0], "unit": "nanometer"}}))
+    _declare_zarr_python_layer(ds, "uint16", (32, 32, 32))
     cube = mountpoint / "color" / "1" / "z0" / "y0" / "x0.raw"
     with mounted(ds):
         zyx = np.frombuffer(cube.read_bytes(), np.uint16).reshape(32, 32, 32)
@@ -167,11 +169,7 @@ def test_mkdir_of_a_mag_copies_the_first_arrays_chunks_and_codecs(tmp_path, moun
     zarr.create_array(ds / "color" / "1", shape=(1, 64, 64, 32), chunks=(1, 8, 16, 4), shards=(1, 32, 32, 16), dtype="uint16",
                       fill_value=5, compressors=[BloscCodec(cname="zstd", clevel=2, shuffle="shuffle")],
                       dimension_names=["c", "x", "y", "z"], attributes={"mine": 1})[...] = 7
-    layer = {"name": "color", "category": "color", "dataFormat": "zarr3", "elementClass": "uint16", "numChannels": 1,
-             "boundingBox": {"topLeft": [0, 0, 0], "width": 64, "height": 64, "depth": 32},
-             "mags": [{"mag": [1, 1, 1], "path": "./color/1", "axisOrder": {"c": 0, "x": 1, "y": 2, "z": 3}}]}
-    (ds / PROPS).write_text(json.dumps({"id": {"name": "ds", "team": ""}, "version": 1, "dataLayers": [layer],
-                                        "scale": {"factor": [1.0, 1.0, 1.0], "unit": "nanometer"}}))
+    _declare_zarr_python_layer(ds, "uint16", (64, 64, 32))
     first = json.loads((ds / "color" / "1" / "zarr.json").read_text())
     with mounted(ds):
         os.mkdir(mountpoint / "color" / "2")
