@@ -55,8 +55,14 @@ $(VENV_STAMP): FORCE
 
 FORCE:
 
+# SwiftPM leaves empty TemporaryDirectory.* directories in $TMPDIR at every run: they go under
+# .build, not into /tmp.
+SWIFT_TMP := $(CURDIR)/.build/tmp
+SWIFT := env TMPDIR=$(SWIFT_TMP) swift
+
 build:
-	swift build -c release
+	@mkdir -p $(SWIFT_TMP)
+	$(SWIFT) build -c release
 	@test -x $(WKFS)
 
 # Swift unit tests (debug build in the default .build), then the compat suite against the
@@ -66,7 +72,7 @@ test: deps build
 	echo "== benchmark smoke run (tiny data, no timing assertions)"; \
 	WKFS_BIN="$(CURDIR)/$(WKFS)" timeout 600 bash bench/run.sh --smoke || status=1; \
 	echo "== swift test"; \
-	timeout $(SWIFT_TEST_TIMEOUT) swift test || status=1; \
+	timeout $(SWIFT_TEST_TIMEOUT) $(SWIFT) test || status=1; \
 	echo "== compat tests (Tests/compat, reference: wkw 1.1.24, webknossos 4.3.3)"; \
 	WKFS_BIN="$(CURDIR)/$(WKFS)" timeout $(COMPAT_TEST_TIMEOUT) $(VENV)/bin/pytest -q Tests/compat || status=1; \
 	echo "== mount tests (Tests/mount, real FUSE mounts)"; \
@@ -75,7 +81,7 @@ test: deps build
 	exit $$status
 
 test-swift: build
-	swift test
+	$(SWIFT) test
 
 test-compat: deps build
 	WKFS_BIN="$(CURDIR)/$(WKFS)" $(VENV)/bin/pytest -q Tests/compat
@@ -96,7 +102,7 @@ stress: deps build
 	  $(VENV)/bin/pytest -q -s Tests/mount/test_concurrent_writers.py
 
 fuzz: build
-	WKFS_FUZZ_ITERATIONS=$(FUZZ_ITERATIONS) swift test --filter Fuzz
+	WKFS_FUZZ_ITERATIONS=$(FUZZ_ITERATIONS) $(SWIFT) test --filter Fuzz
 
 demo: deps build
 	WKFS_BIN="$(CURDIR)/$(WKFS)" bash mount-scripts/demo.sh
