@@ -85,12 +85,13 @@ extension DatasetFilesystem {
                 throw refuse(EINVAL, "\(layer)/\(mag)/z\(z)/y\(y)/\(name): only cubes named x{X}.raw can be created here")
             }
             let node = MountNode.cube(layer: layer, mag: mag, index: Vec3(x, y, z))
-            let entry = replying(Entry(attributes: try attributes(node)), node)
+            var entry = replying(Entry(attributes: try attributes(node)), node)
             let cube = try openCube(node, entry.attributes.inode, truncate: true)
             let handle = state.withLock { s in
                 s.pendingCubes[node, default: 0] += 1
                 return s.addHandle(.cube(cube))
             }
+            entry.attributes = withPendingSize(entry.attributes)  // 0: a new cube, not yet written
             return (entry, OpenResult(handle: handle))
         default:
             throw refuse(EPERM, "cannot create '\(name)' here: new files are cubes (LAYER/MAG/zZ/yY/xX.raw) or editor files in the root")
@@ -258,18 +259,16 @@ extension DatasetFilesystem {
         }
         switch try item(handle) {
         case .cube(let cube):
-            // Pending changes on this handle are made durable first, so reads see them; a cube
-            // truncated and not yet written back whole cannot be, so it is read from the writer.
+            // Pending changes on this handle are made durable first, as a close makes them (the
+            // bounding box grows), so reads see them; a cube truncated and not yet written back
+            // whole cannot be, so it is read from the writer.
+            try commit(inode, handle, final: false, closing: false, onlyComplete: true)
             let pending = try cube.writer.withLock { writer -> Int? in
-                guard let w = writer, w.hasChanges else { return nil }
+                guard let w = writer, w.hasChanges, w.isIncomplete else { return nil }
                 do {
-                    if w.isIncomplete { return try w.read(offset: offset, into: buffer, cache: cache) }
-                    try writer!.commit(cache: cache, directories: pendingDirectories)
-                    cube.replacing.store(false, ordering: .releasing)
-                    repin(cube)
-                    return nil
+                    return try w.read(offset: offset, into: buffer, cache: cache)
                 } catch {
-                    throw translate(error, cube.mag.filePath(cube.index))
+                    throw translate(error, cubeName(cube))
                 }
             }
             if let pending { return pending }
@@ -372,12 +371,13 @@ extension DatasetFilesystem {
     /// Makes a handle's pending changes durable: a cube's new WKW file, or a validated properties file.
     /// - Parameter final: the handle is being released: changes that cannot be made durable are dropped.
     /// - Parameter closing: a close (flush) or release, after which a refused new cube is gone.
-    func commit(_ inode: Inode, _ handle: Handle, final: Bool = false, closing: Bool = true) throws {
+    /// - Parameter onlyComplete: a cube truncated and not yet written back whole is left pending.
+    func commit(_ inode: Inode, _ handle: Handle, final: Bool = false, closing: Bool = true, onlyComplete: Bool = false) throws {
         switch try item(handle) {
         case .cube(let cube):
             var grown: Box?
             try cube.writer.withLock { writer in
-                guard writer?.hasChanges == true else { return }
+                guard writer?.hasChanges == true, !(onlyComplete && writer!.isIncomplete) else { return }
                 if writer!.isUntouchedTruncation && !final { throw FUSEError.invalid }
                 let touched = writer!.written
                 do {

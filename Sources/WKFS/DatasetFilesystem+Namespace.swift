@@ -23,6 +23,7 @@ extension DatasetFilesystem {
         if case .cube(let layer, let mag, let index) = node, let store = try? magStore(layer, mag) {
             let version = FileStatus.of(store.filePath(index), followLinks: true)?.identity ?? []
             entry.attributes.inode = inodes.remember(node, version: version)
+            entry.attributes = withPendingSize(entry.attributes)
         } else {
             entry.attributes.inode = inodes.remember(node)
         }
@@ -43,13 +44,21 @@ extension DatasetFilesystem {
     public func getattr(_ inode: Inode) throws -> Attributes {
         var attributes = try attributes(try node(inode))
         attributes.inode = inode  // an old version of a cube keeps its own number
-        // A cube truncated and being written back is as long as what was written since, as
-        // programs expect of a file they truncated (`dd conv=sparse` extends it only when fstat
-        // says it is shorter than what it copied).
-        if let cube = state.withLock({ $0.openCubes[inode]?.cube }), let size = cube.writer.withLock({ $0?.isIncomplete == true ? $0!.size : nil }) {
-            attributes.size = UInt64(size)
-            attributes.blocks = UInt64((size + 511) / 512)
-        }
+        return withPendingSize(attributes)
+    }
+
+    /// `attributes` of an inode, with the length of a cube that is truncated and being written
+    /// back (what was written since), as programs expect of a file they truncated: `dd
+    /// conv=sparse` and `np.memmap(mode="w+")` extend a file only when fstat says it is shorter.
+    /// Every reply that carries a cube's size goes through here (getattr, lookup, create), or
+    /// the kernel caches the whole size for the inode.
+    func withPendingSize(_ attributes: Attributes) -> Attributes {
+        guard let cube = state.withLock({ $0.openCubes[attributes.inode]?.cube }),
+            let size = cube.writer.withLock({ $0?.isIncomplete == true ? $0!.size : nil })
+        else { return attributes }
+        var attributes = attributes
+        attributes.size = UInt64(size)
+        attributes.blocks = UInt64((size + 511) / 512)
         return attributes
     }
 

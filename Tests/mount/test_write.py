@@ -268,6 +268,67 @@ def test_dd_conv_sparse_ending_in_zeros(spec, target, mounted, tmp_path):
 
 
 @pytest.mark.parametrize("spec", TARGETS_2)
+def test_a_truncated_cube_is_as_long_as_written_for_every_stat(spec, target, mounted):
+    """fstat, a stat by path (a lookup) and a stat by another program all give what was
+    written since O_TRUNC: a lookup gave the whole size, which the kernel then kept for the
+    inode, so `dd conv=sparse`-like programs did not extend the cube and lost it at close."""
+    t = target(spec)
+    new = t.random(t.shape, seed=17)
+    data = new.tobytes()
+    written = len(data) // 3
+    with mounted(t.dataset):
+        fd = os.open(t.cube, os.O_RDWR | os.O_TRUNC)
+        try:
+            os.write(fd, data[:written])
+            assert os.fstat(fd).st_size == written
+            assert os.stat(t.cube).st_size == written
+            r = mh.run(["stat", "-c", "%s", t.cube])
+            assert r.stdout.decode().strip() == str(written), mh.describe(r)
+            assert os.fstat(fd).st_size == written
+            os.pwrite(fd, data[-1:], len(data) - 1)  # the last byte only: the rest was seeked over
+            assert os.fstat(fd).st_size == len(data) and os.stat(t.cube).st_size == len(data)
+            os.pwrite(fd, data[written:-1], written)
+        finally:
+            os.close(fd)
+        t.reread_in_mount(new)
+    t.check_on_disk(new, _whole(t))
+
+
+@pytest.mark.parametrize("spec", TARGETS_2)
+def test_numpy_memmap_w_plus_makes_a_new_cube(spec, target, mounted):
+    """np.memmap(mode="w+") extends a new file only when fstat says it is shorter: a new cube
+    said it was whole from its creation, numpy mapped it as it was, and the close failed."""
+    t = target(spec, xyz=(7, 7, 7))
+    new = t.random(t.shape, seed=18)
+    with mounted(t.dataset):
+        t.cube.parent.mkdir(parents=True, exist_ok=True)
+        mapped = np.memmap(t.cube, dtype=t.dtype, mode="w+", shape=t.shape)
+        mapped[...] = new
+        mapped.flush()
+        del mapped
+        t.reread_in_mount(new)
+    t.check_on_disk(new, _whole(t))
+
+
+def test_a_new_cube_read_before_close_grows_the_bounding_box(target, mounted, mountpoint):
+    """A read on a cube whose writes are complete makes them durable first, as a close does:
+    the layer's bounding box grows there too (it did only at the close, so a program that read
+    its new cube back before closing left it outside the box)."""
+    t = target(("wk433_color_uint8_raw", "color", "1"), xyz=(0, 0, 3))
+    new = t.random(t.shape, seed=19)
+    with mounted(t.dataset):
+        t.cube.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(t.cube, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, new.tobytes())
+            assert os.pread(fd, 10, 0) == new.tobytes()[:10]
+        finally:
+            os.close(fd)
+        t.reread_in_mount(new)
+    t.check_on_disk(new, _whole(t))
+
+
+@pytest.mark.parametrize("spec", TARGETS_2)
 def test_numpy_tofile(spec, target, mounted):
     t = target(spec)
     new = t.random(t.shape, seed=6)
