@@ -138,12 +138,12 @@ import Testing
         let chunk = pseudoRandomBytes(4096, seed: 7).map { $0 & 0x0F }
         let whole = try chunk.withUnsafeBytes { try Zarr3Compression.gzipCompress($0, level: 6) }
         #expect(Array(whole.prefix(2)) == [0x1F, 0x8B])
-        #expect(try whole.withUnsafeBytes { try Zarr3Compression.gzipDecompress($0, expected: 4096) } == chunk)
+        #expect(try whole.withUnsafeBytes { try Zarr3Compression.gzipDecompress($0, size: .exactly(4096)) } == chunk)
         let first = try chunk[..<1000].withUnsafeBytes { try Zarr3Compression.gzipCompress($0, level: 1) }
         let second = try chunk[1000...].withUnsafeBytes { try Zarr3Compression.gzipCompress($0, level: 9) }
-        #expect(try (first + second).withUnsafeBytes { try Zarr3Compression.gzipDecompress($0, expected: 4096) } == chunk)
+        #expect(try (first + second).withUnsafeBytes { try Zarr3Compression.gzipDecompress($0, size: .exactly(4096)) } == chunk)
         for (bad, expected) in [(Array(whole.prefix(whole.count / 2)), 4096), (whole, 4095), (whole, 4097), (chunk, 4096), ([], 4096)] {
-            #expect(throws: Zarr3CodecError.self) { try bad.withUnsafeBytes { try Zarr3Compression.gzipDecompress($0, expected: expected) } }
+            #expect(throws: Zarr3CodecError.self) { try bad.withUnsafeBytes { try Zarr3Compression.gzipDecompress($0, size: .exactly(expected)) } }
         }
     }
 
@@ -156,7 +156,7 @@ import Testing
                 let settings = Zarr3Metadata.Blosc(compressor: name, level: 5, shuffle: shuffle, typeSize: nil, blockSize: 0)
                 let stored = try chunk.withUnsafeBytes { try Zarr3Compression.bloscCompress($0, settings, elementSize: 4) }
                 #expect(stored.count < chunk.count, "\(name) \(shuffle)")
-                #expect(try stored.withUnsafeBytes { try Zarr3Compression.bloscDecompress($0, expected: 8192) } == chunk)
+                #expect(try stored.withUnsafeBytes { try Zarr3Compression.bloscDecompress($0, size: .exactly(8192)) } == chunk)
             }
         }
         let unknown = Zarr3Metadata.Blosc(compressor: "lzma", level: 5, shuffle: .shuffle, typeSize: 2, blockSize: 0)

@@ -306,3 +306,69 @@ def test_blosc_and_gzip_configurations_outside_the_specification_are_refused(tmp
         meta.write_text(json.dumps(edited, indent=2))
         proc = h.wkfs_fails("read", ds, "color", "1", "--offset", "0,0,0", "--size", "8,8,8")
         assert needle in proc.stderr.decode() and "zarr.json" in proc.stderr.decode(), h.describe(proc)
+
+
+@pytest.mark.parametrize("chain", ["zstd-zstd", "zstd-blosc", "gzip-zstd", "crc32c-crc32c-transposed"])
+def test_stacked_compressors_and_checksums_read_and_write(tmp_path, chain):
+    """Chains zarr-python writes as readily as one compressor: two compressors in a row (the
+    inner one's size is what its data says), and two checksums under webknossos's transpose.
+    They were reported as corrupt (every chunk, also by check)."""
+    import tensorstore as ts
+    import zarr
+    from zarr.codecs import BloscCodec, Crc32cCodec, GzipCodec, TransposeCodec, ZstdCodec
+
+    compressors, filters = {
+        "zstd-zstd": ([ZstdCodec(level=3), ZstdCodec(level=1)], None),
+        "zstd-blosc": ([ZstdCodec(), BloscCodec(cname="lz4", shuffle="noshuffle")], None),
+        "gzip-zstd": ([GzipCodec(level=1), ZstdCodec()], None),
+        "crc32c-crc32c-transposed": ([Crc32cCodec(), Crc32cCodec()], [TransposeCodec(order=[3, 2, 1, 0])]),
+    }[chain]
+    size = (16, 16, 16)
+    ds = tmp_path / "ds"
+    array = _zarr_python_layer(ds, "uint16", 1, size, chunks=(1, 8, 8, 4), compressors=compressors, filters=filters)
+    data = (np.arange(16 ** 3, dtype=np.uint16).reshape(1, *size) % 700).astype(np.uint16)
+    array[...] = data
+    assert np.array_equal(h.from_bytes(h.wkfs_read(ds, "color", "1", (0, 0, 0), size), "uint16", 1, size), data)
+    h.wkfs_ok("check", ds)
+    patch = np.full((1, 5, 6, 7), 4242, np.uint16)
+    h.wkfs_write(ds, "color", "1", (3, 4, 5), (5, 6, 7), h.to_bytes(patch))
+    data[:, 3:8, 4:10, 5:12] = patch
+    assert np.array_equal(zarr.open_array(ds / "color" / "1", mode="r")[...], data)
+    store = ts.open({"driver": "zarr3", "kvstore": {"driver": "file", "path": str(ds / "color" / "1")}}).result()
+    assert np.array_equal(store.read().result(), data)
+
+
+def test_null_dimension_names_are_unnamed_dimensions(tmp_path):
+    """zarr-python writes `"dimension_names": [null, null, null, null]` for an array created
+    without names given: those are unnamed, not names that are wrong."""
+    ds = tmp_path / "ds"
+    array = _zarr_python_layer(ds, "uint8", 1, (8, 8, 8), chunks=(1, 8, 8, 8))
+    array[...] = 5
+    meta = ds / "color" / "1" / "zarr.json"
+    edited = json.loads(meta.read_text())
+    edited["dimension_names"] = [None, "x", None, None]
+    meta.write_text(json.dumps(edited))
+    assert h.wkfs_read(ds, "color", "1", (0, 0, 0), (8, 8, 8)) == bytes([5]) * 512
+    edited["dimension_names"] = [None, "z", None, None]
+    meta.write_text(json.dumps(edited))
+    proc = h.wkfs_fails("read", ds, "color", "1", "--offset", "0,0,0", "--size", "8,8,8")
+    assert "are not (c, x, y, z)" in proc.stderr.decode(), h.describe(proc)
+
+
+def test_a_write_inside_a_shrunk_arrays_shape_does_not_grow_it(tmp_path):
+    """zarr-python's resize keeps the old voxels past a smaller shape in its edge chunks. A
+    write inside the shape grew it to whole chunks and showed them again (to zarr-python,
+    tensorstore and wkfs); the shape now grows only where a write passes it."""
+    import zarr
+
+    ds = tmp_path / "ds"
+    array = _zarr_python_layer(ds, "uint8", 1, (48, 32, 16), chunks=(1, 16, 16, 16))
+    array[...] = 7
+    array.resize((1, 37, 29, 11))
+    h.wkfs_write(ds, "color", "1", (36, 28, 10), (1, 1, 1), b"\x01")
+    after = zarr.open_array(ds / "color" / "1", mode="r")
+    assert after.shape == (1, 37, 29, 11)
+    assert after[0, 36, 28, 10] == 1 and np.count_nonzero(after[...] == 7) == 37 * 29 * 11 - 1
+    # Past the shape along x only: x grows (to whole chunks), y and z stay.
+    h.wkfs_write(ds, "color", "1", (40, 0, 0), (1, 1, 1), b"\x02")
+    assert zarr.open_array(ds / "color" / "1", mode="r").shape == (1, 48, 29, 11)

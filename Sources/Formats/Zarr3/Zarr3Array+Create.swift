@@ -129,11 +129,11 @@ extension Zarr3Array {
     /// metadata lock, so concurrent growths all stay.
     public static func growShape(of path: String, toCover end: Vec3) throws {
         let before = try open(path)
-        guard Vec3.max(before.size, shape(covering: end, shard: before.fileShape)) != before.size else { return }
+        guard grownShape(before, toCover: end) != before.size else { return }
         let lock = try before.lockMetadata()
         defer { lock.unlock() }
         let current = try open(path)
-        let target = Vec3.max(current.size, shape(covering: end, shard: current.fileShape))
+        let target = grownShape(current, toCover: end)
         guard target != current.size else { return }
         let shape: [Int] = current.hasChannels ? [current.channels] + target.array : target.array
         guard case .object(var pairs) = current.metadata.json, let i = pairs.firstIndex(where: { $0.0 == "shape" }) else {
@@ -141,6 +141,17 @@ extension Zarr3Array {
         }
         pairs[i].1 = .array(shape.map { .int(Int64($0)) })
         try AtomicFile.write(path + "/" + metadataName, Array(JSONValue.object(pairs).compact().utf8))
+    }
+
+    /// The shape `array` grows to so that it covers `end`: only the extents `end` passes grow, to
+    /// whole shards. An extent already covering `end` stays, even when it is not whole shards (an
+    /// array zarr-python shrank keeps the old voxels past its shape in its edge chunks; growing
+    /// over them would show them again).
+    static func grownShape(_ array: Zarr3Array, toCover end: Vec3) -> Vec3 {
+        let covering = shape(covering: end, shard: array.fileShape)
+        let size = array.size
+        return Vec3(
+            end.x > size.x ? covering.x : size.x, end.y > size.y ? covering.y : size.y, end.z > size.z ? covering.z : size.z)
     }
 
     /// The `attributes` of `zarr.json` (nil: none).

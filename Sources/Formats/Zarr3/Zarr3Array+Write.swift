@@ -26,8 +26,23 @@ extension Zarr3Array {
         return MagLock(try FileLock.lock(lockFilePath, ranges: MagDirectory.lockRanges(indices), exclusive: true)!)
     }
 
+    /// Why this array's chunks cannot be written, known before any file is touched (nil: they
+    /// can): a write that failed at its second file would have replaced the first already.
+    var writeProblem: String? {
+        if let sharding = metadata.sharding, !sharding.indexAtEnd { return "writing shards with the index at the start is not supported" }
+        for case .blosc(let settings) in metadata.codecs.compression where !Zarr3Compression.bloscCompresses(with: settings.compressor) {
+            return "the array's chunks are blosc '\(settings.compressor)', which this machine's blosc library cannot write (it has \(Zarr3Compression.bloscCompressors))"
+        }
+        return nil
+    }
+
+    private func refuseUnwritable() throws {
+        if let problem = writeProblem { throw FormatError(.invalidArgument, path: path + "/" + Self.metadataName, problem) }
+    }
+
     /// Writes `box` (mag voxels) from `source`, which holds exactly its bytes, `(z, y, x, c)` C order.
     public func write(_ box: Box, from source: UnsafeRawBufferPointer) throws {
+        try refuseUnwritable()
         guard box.byteCount(voxelSize: voxelBytes) == source.count else {
             throw FormatError(.invalidArgument, path: path, "region \(box) does not match \(source.count) bytes of data")
         }
@@ -50,7 +65,7 @@ extension Zarr3Array {
         }
         // Readers such as tensorstore read only inside the shape: it covers what was written.
         // (zarr.json is read again only when this array's shape falls short.)
-        if Vec3.max(size, Self.shape(covering: box.end, shard: fileShape)) != size {
+        if Self.grownShape(self, toCover: box.end) != size {
             try Self.growShape(of: path, toCover: box.end)
         }
     }
@@ -100,6 +115,7 @@ extension Zarr3Array {
     private func replaceFile(
         _ index: Vec3, _ directories: PendingDirectorySyncs?, _ parallel: Bool, _ blocks: @escaping @Sendable (Int) throws -> BlockSource
     ) throws {
+        try refuseUnwritable()
         let file = filePath(index)
         let count = blocksPerFile
         // Encoded a batch at a time, so memory stays at one batch of chunks.
@@ -115,9 +131,6 @@ extension Zarr3Array {
             guard let bytes = try produce(0) else { return try remove(file, existed: PathOps.exists(file)) }
             try PathOps.makeDirectories(PathOps.dirname(file))
             return try AtomicFile.write(file, directories: directories) { out in try bytes.withUnsafeBytes { try out.write(at: 0, $0) } }
-        }
-        guard sharding.indexAtEnd else {
-            throw FormatError(.invalidArgument, path: file, "writing shards with the index at the start is not supported")
         }
         var entries = [UInt64](repeating: ShardIndex.empty, count: 2 * count)
         var stored = false

@@ -54,8 +54,8 @@ public struct Zarr3Array: Sendable {
         let inner = metadata.sharding?.innerShape ?? metadata.chunkShape
         switch metadata.shape.count {
         case 4:
-            if let names = metadata.dimensionNames, names != ["c", "x", "y", "z"] {
-                throw bad("dimensions \(names) are not (c, x, y, z)")
+            if let names = metadata.dimensionNames, !Self.named(names, ["c", "x", "y", "z"]) {
+                throw bad("dimensions \(names.map { $0 ?? "null" }) are not (c, x, y, z)")
             }
             hasChannels = true
             channels = metadata.shape[0]
@@ -64,8 +64,8 @@ public struct Zarr3Array: Sendable {
             }
             order = metadata.codecs.transpose ?? [0, 1, 2, 3]
         case 3:
-            if let names = metadata.dimensionNames, names != ["x", "y", "z"] {
-                throw bad("dimensions \(names) are not (x, y, z)")
+            if let names = metadata.dimensionNames, !Self.named(names, ["x", "y", "z"]) {
+                throw bad("dimensions \(names.map { $0 ?? "null" }) are not (x, y, z)")
             }
             hasChannels = false
             channels = 1
@@ -187,8 +187,7 @@ public struct Zarr3Array: Sendable {
     func decodeChunk(_ stored: UnsafeRawBufferPointer, into destination: UnsafeMutableRawBufferPointer, path file: String, what: @autoclosure () -> String) throws {
         let codecs = metadata.codecs.compression
         let direct = order == [3, 2, 1, 0] && (!metadata.codecs.bigEndian || metadata.dataType.size == 1)
-            && codecs.allSatisfy({ if case .zstd = $0 { true } else { $0 == .crc32c } })
-            && (codecs.count <= 1 || codecs == [.crc32c] || (codecs.count == 2 && codecs[1] == .crc32c))
+            && Self.decodesDirectly(codecs)
         guard direct else {
             let decoded = try decodeAnyChunk([UInt8](stored), path: file, what: what())
             decoded.withUnsafeBytes { destination.copyMemory(from: $0) }
@@ -215,6 +214,21 @@ public struct Zarr3Array: Sendable {
         }
     }
 
+    /// Whether dimension names are `expected`, unnamed (null) ones taken as what they must be.
+    static func named(_ names: [String?], _ expected: [String]) -> Bool {
+        names.count == expected.count && zip(names, expected).allSatisfy { $0 == nil || $0 == $1 }
+    }
+
+    /// Chains decoded straight into the chunk: nothing, `zstd`, `crc32c`, or `zstd` then `crc32c`.
+    static func decodesDirectly(_ codecs: [Zarr3Metadata.ByteCodec]) -> Bool {
+        switch codecs.count {
+        case 0: return true
+        case 1: if case .zstd = codecs[0] { return true } else { return codecs[0] == .crc32c }
+        case 2: if case .zstd = codecs[0] { return codecs[1] == .crc32c } else { return false }
+        default: return false
+        }
+    }
+
     /// Decodes one stored chunk into a new buffer, `(z, y, x, c)` C order.
     func decodeChunk(_ stored: [UInt8], path file: String, what: @autoclosure () -> String) throws -> [UInt8] {
         try [UInt8](unsafeUninitializedCapacity: chunkBytes) { buffer, count in
@@ -231,8 +245,12 @@ public struct Zarr3Array: Sendable {
             let codecs = metadata.codecs.compression
             for (i, codec) in codecs.enumerated().reversed() {
                 // What this codec decodes to: the chunk, plus the checksums of the crc32c codecs
-                // before it in the chain (zarr-python writes `crc32c` then `zstd` as readily).
-                let decodedSize = expected + 4 * codecs[..<i].count { $0 == .crc32c }
+                // before it in the chain (zarr-python writes `crc32c` then `zstd` as readily);
+                // below another compressor (zstd of zstd), what the data says, within a bound.
+                let before = codecs[..<i]
+                let decodedSize: Zarr3Compression.DecodedSize =
+                    before.allSatisfy { $0 == .crc32c }
+                    ? .exactly(expected + 4 * before.count) : .atMost(2 * expected + 4 * before.count + (1 << 16))
                 switch codec {
                 case .crc32c:
                     guard bytes.count >= 4 else { throw Zarr3CodecError("too short for its crc32c checksum") }
@@ -242,11 +260,11 @@ public struct Zarr3Array: Sendable {
                     guard want == got else { throw Zarr3CodecError("crc32c checksum mismatch") }
                     bytes.removeLast(4)
                 case .zstd:
-                    bytes = try bytes.withUnsafeBytes { try Zarr3Compression.zstdDecompress($0, expected: decodedSize) }
+                    bytes = try bytes.withUnsafeBytes { try Zarr3Compression.zstdDecompress($0, size: decodedSize) }
                 case .blosc:
-                    bytes = try bytes.withUnsafeBytes { try Zarr3Compression.bloscDecompress($0, expected: decodedSize) }
+                    bytes = try bytes.withUnsafeBytes { try Zarr3Compression.bloscDecompress($0, size: decodedSize) }
                 case .gzip:
-                    bytes = try bytes.withUnsafeBytes { try Zarr3Compression.gzipDecompress($0, expected: decodedSize) }
+                    bytes = try bytes.withUnsafeBytes { try Zarr3Compression.gzipDecompress($0, size: decodedSize) }
                 }
             }
         } catch let error as Zarr3CodecError {

@@ -7,20 +7,48 @@ import Synchronization
 /// The C libraries behind Zarr3's byte codecs: zstd, blosc, gzip (zlib) and crc32c. The only
 /// file of the Zarr3 format that calls C.
 enum Zarr3Compression {
-    /// Decompresses a zstd frame into exactly `expected` bytes.
-    static func zstdDecompress(_ input: UnsafeRawBufferPointer, expected: Int) throws(Zarr3CodecError) -> [UInt8] {
+    /// How many bytes a codec decodes to: exactly the chunk (and its checksums), or, below
+    /// another compressor of the chain, what the data says up to a bound.
+    enum DecodedSize {
+        case exactly(Int)
+        case atMost(Int)
+
+        var capacity: Int {
+            switch self {
+            case .exactly(let n), .atMost(let n): n
+            }
+        }
+
+        /// Why `count` bytes are not what is expected; nil when they are.
+        func problem(_ count: Int) -> String? {
+            switch self {
+            case .exactly(let n): count == n ? nil : "holds \(count) bytes, expected \(n)"
+            case .atMost(let n): count <= n ? nil : "holds \(count) bytes, more than the \(n) its chunk can take"
+            }
+        }
+    }
+
+    /// Decompresses a zstd frame (which must say its size unless `size` is exact).
+    static func zstdDecompress(_ input: UnsafeRawBufferPointer, size: DecodedSize) throws(Zarr3CodecError) -> [UInt8] {
         let declared = ZSTD_getFrameContentSize(input.baseAddress, input.count)
-        if declared != ZSTD_CONTENTSIZE_UNKNOWN && declared != ZSTD_CONTENTSIZE_ERROR && declared != UInt64(expected) {
-            throw Zarr3CodecError("zstd frame holds \(declared) bytes, expected \(expected)")
+        if declared == ZSTD_CONTENTSIZE_ERROR { throw Zarr3CodecError("zstd: not a zstd frame (or a truncated one)") }
+        let known = declared != ZSTD_CONTENTSIZE_UNKNOWN
+        if known, let problem = size.problem(Int(clamping: declared)) { throw Zarr3CodecError("zstd frame \(problem)") }
+        let capacity: Int
+        switch size {
+        case .exactly(let n): capacity = n
+        case .atMost:
+            guard known else { throw Zarr3CodecError("zstd frame does not say its size, and a compressor follows in the chain") }
+            capacity = Int(declared)
         }
         var failure: String?
-        let output = [UInt8](unsafeUninitializedCapacity: expected) { buffer, count in
-            let n = ZSTD_decompress(buffer.baseAddress, expected, input.baseAddress, input.count)
+        let output = [UInt8](unsafeUninitializedCapacity: capacity) { buffer, count in
+            let n = ZSTD_decompress(buffer.baseAddress, capacity, input.baseAddress, input.count)
             if ZSTD_isError(n) != 0 {
                 failure = String(cString: ZSTD_getErrorName(n))
                 count = 0
-            } else if n != expected {
-                failure = "zstd frame holds \(n) bytes, expected \(expected)"
+            } else if n != capacity {
+                failure = "frame holds \(n) bytes, expected \(capacity)"
                 count = 0
             } else {
                 count = n
@@ -81,20 +109,21 @@ enum Zarr3Compression {
         return output
     }
 
-    /// Decompresses a blosc buffer into exactly `expected` bytes.
-    static func bloscDecompress(_ input: UnsafeRawBufferPointer, expected: Int) throws(Zarr3CodecError) -> [UInt8] {
+    /// Decompresses a blosc buffer, which says its size.
+    static func bloscDecompress(_ input: UnsafeRawBufferPointer, size: DecodedSize) throws(Zarr3CodecError) -> [UInt8] {
         var nbytes = 0, cbytes = 0, blocksize = 0
         guard input.count >= 16 else { throw Zarr3CodecError("blosc: buffer of \(input.count) bytes is too short") }
         blosc_cbuffer_sizes(input.baseAddress, &nbytes, &cbytes, &blocksize)
-        guard nbytes == expected, cbytes <= input.count else {
-            throw Zarr3CodecError("blosc buffer holds \(nbytes) bytes (\(cbytes) stored), expected \(expected)")
+        if let problem = size.problem(nbytes) { throw Zarr3CodecError("blosc buffer \(problem)") }
+        guard cbytes <= input.count else {
+            throw Zarr3CodecError("blosc buffer says it is \(cbytes) bytes stored, but \(input.count) are there")
         }
         var failed = false
-        let output = [UInt8](unsafeUninitializedCapacity: expected) { buffer, count in
+        let output = [UInt8](unsafeUninitializedCapacity: nbytes) { buffer, count in
             // The context variant: thread-safe without blosc_init, one thread.
-            let n = blosc_decompress_ctx(input.baseAddress, buffer.baseAddress, expected, 1)
-            failed = n != Int32(expected)
-            count = failed ? 0 : expected
+            let n = blosc_decompress_ctx(input.baseAddress, buffer.baseAddress, nbytes, 1)
+            failed = n != Int32(nbytes)
+            count = failed ? 0 : nbytes
         }
         if failed { throw Zarr3CodecError("blosc: the chunk does not decompress") }
         return output
@@ -105,7 +134,7 @@ enum Zarr3Compression {
     static func bloscCompress(
         _ input: UnsafeRawBufferPointer, _ settings: Zarr3Metadata.Blosc, elementSize: Int
     ) throws(Zarr3CodecError) -> [UInt8] {
-        guard blosc_compname_to_compcode(settings.compressor) >= 0 else {
+        guard bloscCompresses(with: settings.compressor) else {
             throw Zarr3CodecError("blosc: this machine's blosc library has no '\(settings.compressor)' compressor")
         }
         let shuffle: Int32 = switch settings.shuffle {
@@ -127,6 +156,12 @@ enum Zarr3Compression {
         return output
     }
 
+    /// Whether this machine's blosc library compresses with `compressor` (one may be built without some).
+    static func bloscCompresses(with compressor: String) -> Bool { blosc_compname_to_compcode(compressor) >= 0 }
+
+    /// The compressors this machine's blosc library has, comma-separated.
+    static var bloscCompressors: String { String(cString: blosc_list_compressors()) }
+
     /// Compresses to one gzip member at `level`.
     static func gzipCompress(_ input: UnsafeRawBufferPointer, level: Int) throws(Zarr3CodecError) -> [UInt8] {
         var stream = z_stream()
@@ -146,19 +181,19 @@ enum Zarr3Compression {
         return output
     }
 
-    /// Decompresses gzip data (one member or several in a row, as gzip allows) into exactly
-    /// `expected` bytes.
-    static func gzipDecompress(_ input: UnsafeRawBufferPointer, expected: Int) throws(Zarr3CodecError) -> [UInt8] {
+    /// Decompresses gzip data (one member or several in a row, as gzip allows).
+    static func gzipDecompress(_ input: UnsafeRawBufferPointer, size: DecodedSize) throws(Zarr3CodecError) -> [UInt8] {
         var stream = z_stream()
         guard wkfs_inflate_init(&stream) == Z_OK else { throw Zarr3CodecError("gzip: cannot start decompressing") }
         defer { inflateEnd(&stream) }
         var failure: String?
-        // One byte of room past `expected`, so that more data than expected is seen, not cut off.
-        let output = [UInt8](unsafeUninitializedCapacity: expected + 1) { buffer, count in
+        // One byte of room past the most expected, so that more data is seen, not cut off.
+        let room = size.capacity + 1
+        let output = [UInt8](unsafeUninitializedCapacity: room) { buffer, count in
             stream.next_in = UnsafeMutablePointer(mutating: input.baseAddress?.assumingMemoryBound(to: Bytef.self))
             stream.avail_in = uInt(input.count)
             stream.next_out = buffer.baseAddress
-            stream.avail_out = uInt(expected + 1)
+            stream.avail_out = uInt(room)
             while true {
                 let status = inflate(&stream, Z_FINISH)
                 if status == Z_STREAM_END {
@@ -169,16 +204,16 @@ enum Zarr3Compression {
                 if status == Z_BUF_ERROR && stream.avail_out > 0 {
                     failure = "the data ends before the gzip stream does (truncated)"
                 } else if status == Z_BUF_ERROR {
-                    failure = "holds more than the \(expected) bytes expected"
+                    failure = "holds more than the \(size.capacity) bytes expected"
                 } else {
                     failure = stream.msg.map { String(cString: $0) } ?? "error \(status)"
                 }
                 break
             }
-            count = failure == nil ? expected + 1 - Int(stream.avail_out) : 0
+            count = failure == nil ? room - Int(stream.avail_out) : 0
         }
         if let failure { throw Zarr3CodecError("gzip: \(failure)") }
-        guard output.count == expected else { throw Zarr3CodecError("gzip data holds \(output.count) bytes, expected \(expected)") }
+        if let problem = size.problem(output.count) { throw Zarr3CodecError("gzip data \(problem)") }
         return output
     }
 

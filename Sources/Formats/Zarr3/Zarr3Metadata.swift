@@ -12,7 +12,8 @@ public struct Zarr3Metadata: Sendable {
     public var keyEncoding: KeyEncoding
     /// One element of the fill value, little-endian.
     public var fillValue: [UInt8]
-    public var dimensionNames: [String]?
+    /// nil: none given; a nil name: that dimension is unnamed.
+    public var dimensionNames: [String?]?
     /// The codecs of one grid chunk; with sharding they describe the shard's inner chunks.
     public var codecs: ChunkCodecs
     public var sharding: Sharding?
@@ -118,7 +119,12 @@ public struct Zarr3Metadata: Sendable {
 
         guard json["fill_value"] != nil else { throw bad("'fill_value' is missing") }
         let fill = try fillValue(json["fill_value"], dataType, bad)
-        let names = json["dimension_names"]?.arrayValue?.map { $0.stringValue ?? "" }
+        // A name may be null: that dimension is unnamed.
+        let names: [String?]? = try json["dimension_names"]?.arrayValue?.map { name in
+            if name == .null { return nil }
+            guard let text = name.stringValue else { throw bad("'dimension_names' holds \(name.compact()), not a name or null") }
+            return text
+        }
         if let names, names.count != shape.count { throw bad("'dimension_names' has \(names.count) names for \(shape.count) dimensions") }
         guard let codecList = json["codecs"]?.arrayValue else { throw bad("'codecs' is missing") }
 
