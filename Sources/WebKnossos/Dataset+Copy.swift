@@ -165,7 +165,8 @@ extension Dataset {
                 case .files(let source, let target): return shard.part(of: try Self.destinationFiles(source, target.layout, plan.layer, mag.entry))
                 case .converted(let source, let target):
                     let bounds = mag.entry.mag.fromMag1(plan.layer.boundingBox)
-                    return shard.part(of: try Self.convertedFiles(source, fileEdge: target.fileEdge, bounds: bounds, targetFill: target.layout.fill))
+                    return shard.part(
+                        of: try Self.convertedFiles(source, fileShape: target.fileShape, bounds: bounds, targetFill: target.template?.fillValue ?? target.layout.fill))
                 }
             }
         }
@@ -176,7 +177,8 @@ extension Dataset {
                 let target = targets[l][m], indices = parts[l][m]
                 guard case .files(let source, let plan) = magCopy else {
                     guard case .converted(let source, _) = magCopy else { continue }
-                    try Self.convert(indices, from: source, to: target) {
+                    let bounds = mags[m].entry.mag.fromMag1(plans[l].layer.boundingBox)
+                    try Self.convert(indices, from: source, to: target, bounds: bounds) {
                         done += 1
                         progress(done, total)
                     }

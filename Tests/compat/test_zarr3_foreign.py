@@ -372,3 +372,29 @@ def test_a_write_inside_a_shrunk_arrays_shape_does_not_grow_it(tmp_path):
     # Past the shape along x only: x grows (to whole chunks), y and z stay.
     h.wkfs_write(ds, "color", "1", (40, 0, 0), (1, 1, 1), b"\x02")
     assert zarr.open_array(ds / "color" / "1", mode="r").shape == (1, 48, 29, 11)
+
+
+def test_copy_without_options_keeps_a_foreign_layout_and_only_copies_the_box(tmp_path):
+    """A zarr-python array with 8x8x4 blosc chunks and fill -7: `copy` without options makes an
+    array exactly like it (it made 32^3 zstd chunks in 1024^3 shards and read and checked the
+    whole shard: 40 s for 20x24x12 voxels); to WKW, the box holds the same voxels, the fill
+    value written out."""
+    import zarr
+
+    size = (20, 24, 12)
+    ds = tmp_path / "ds"
+    array = _zarr_python_layer(ds, "int16", 1, size, chunks=(1, 8, 8, 4), fill_value=-7,
+                               compressors=[_codec("blosc-lz4-shuffle")])
+    data = np.full((1, *size), -7, np.int16)
+    data[0, 2:15, 3:20, 1:9] = np.arange(13 * 17 * 8, dtype=np.int16).reshape(13, 17, 8)
+    array[...] = data
+    source_meta = json.loads((ds / "color" / "1" / "zarr.json").read_text())
+    for target, args in ((tmp_path / "same", []), (tmp_path / "wkw", ["--data-format", "wkw"])):
+        h.wkfs_ok("copy", ds, target, *args, timeout=60)
+        got = h.from_bytes(h.wkfs_read(target, "color", "1", (0, 0, 0), size), "int16", 1, size)
+        assert np.array_equal(got, data), target
+        h.wkfs_ok("check", target)
+    meta = json.loads((tmp_path / "same" / "color" / "1" / "zarr.json").read_text())
+    for key in ("chunk_grid", "codecs", "fill_value", "data_type", "chunk_key_encoding"):
+        assert meta[key] == source_meta[key], key
+    assert np.array_equal(zarr.open_array(tmp_path / "same" / "color" / "1", mode="r")[:, :20, :24, :12], data)

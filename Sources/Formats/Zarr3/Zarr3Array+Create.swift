@@ -103,6 +103,21 @@ extension Zarr3Array {
         return try create(path, .object(pairs))
     }
 
+    /// The array an interrupted run made at `path` when it is like `template` (`create(_:like:size:)`),
+    /// else a new one like it.
+    public static func openOrCreate(_ path: String, like template: Zarr3Array, size: Vec3) throws -> Zarr3Array {
+        if let existing = try? open(path), existing.isLike(template) { return existing }
+        return try create(path, like: template, size: size)
+    }
+
+    /// Whether this array's `zarr.json` is `other`'s but for the shape and the attributes.
+    func isLike(_ other: Zarr3Array) -> Bool {
+        func rest(_ json: JSONValue) -> JSONValue? {
+            json.objectPairs.map { .object($0.filter { $0.0 != "shape" && $0.0 != "attributes" }) }
+        }
+        return rest(metadata.json) != nil && rest(metadata.json) == rest(other.metadata.json)
+    }
+
     private static func create(_ path: String, _ json: JSONValue) throws -> Zarr3Array {
         try PathOps.makeDirectories(PathOps.dirname(path))
         // Exclusive: two creators never share a directory; a failed step removes it again.

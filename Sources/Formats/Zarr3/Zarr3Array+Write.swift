@@ -28,7 +28,7 @@ extension Zarr3Array {
 
     /// Why this array's chunks cannot be written, known before any file is touched (nil: they
     /// can): a write that failed at its second file would have replaced the first already.
-    var writeProblem: String? {
+    public var writeProblem: String? {
         if let sharding = metadata.sharding, !sharding.indexAtEnd { return "writing shards with the index at the start is not supported" }
         for case .blosc(let settings) in metadata.codecs.compression where !Zarr3Compression.bloscCompresses(with: settings.compressor) {
             return "the array's chunks are blosc '\(settings.compressor)', which this machine's blosc library cannot write (it has \(Zarr3Compression.bloscCompressors))"
