@@ -55,7 +55,14 @@ public enum MagStores {
 
     /// The mag an interrupted run made at `path` when it has `layout` (normalized), else a new one.
     public static func openOrCreate(at path: String, format: DataFormat, layout: MagLayout, size: Vec3) throws -> any BlockWritableStore {
-        if let existing = try? open(format, path) as? any BlockWritableStore, existing.layout == layout { return existing }
+        if let existing = try? open(format, path) as? any BlockWritableStore {
+            guard existing.layout == layout else {
+                throw FormatError(
+                    .alreadyExists, path: path,
+                    "holds a mag unlike the one to make here (block, file or chunk shape, compression or fill value differ: made by a run with other options?)")
+            }
+            return existing
+        }
         return try create(at: path, format: format, layout: layout, size: size)
     }
 }

@@ -163,6 +163,10 @@ extension Dataset {
             try plan.mags.map { mag -> [Vec3] in
                 switch mag.copy {
                 case .files(let source, let target): return shard.part(of: try Self.destinationFiles(source, target.layout, plan.layer, mag.entry))
+                case .converted(let source, let target) where target.template != nil:
+                    // Copied file by file as they are: all of them, also data outside the box
+                    // (as webknossos copies a mag whose layout stays).
+                    return shard.part(of: try source.dataFiles().sorted { ($0.z, $0.y, $0.x) < ($1.z, $1.y, $1.x) })
                 case .converted(let source, let target):
                     let bounds = mag.entry.mag.fromMag1(plan.layer.boundingBox)
                     return shard.part(
@@ -176,7 +180,15 @@ extension Dataset {
             for (m, (_, magCopy)) in mags.enumerated() {
                 let target = targets[l][m], indices = parts[l][m]
                 guard case .files(let source, let plan) = magCopy else {
-                    guard case .converted(let source, _) = magCopy else { continue }
+                    guard case .converted(let source, let copyTarget) = magCopy else { continue }
+                    if copyTarget.template != nil {
+                        for index in indices {
+                            try source.copyDataFile(index, to: target)
+                            done += 1
+                            progress(done, total)
+                        }
+                        continue
+                    }
                     let bounds = mags[m].entry.mag.fromMag1(plans[l].layer.boundingBox)
                     try Self.convert(indices, from: source, to: target, bounds: bounds) {
                         done += 1

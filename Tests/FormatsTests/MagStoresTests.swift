@@ -162,4 +162,18 @@ import Testing
         let unknown = Zarr3Metadata.Blosc(compressor: "lzma", level: 5, shuffle: .shuffle, typeSize: 2, blockSize: 0)
         #expect(throws: Zarr3CodecError.self) { try chunk.withUnsafeBytes { try Zarr3Compression.bloscCompress($0, unknown, elementSize: 1) } }
     }
+
+    /// zstd data of several frames in a row is one chunk (zarr-python reads it), also below
+    /// another compressor, where its size is what its frames say.
+    @Test func zstdFramesInARowAreOneChunk() throws {
+        let chunk = (0..<512).map { UInt8(truncatingIfNeeded: $0 / 7) }
+        let first = try chunk[..<200].withUnsafeBytes { try Zarr3Compression.zstdCompress($0, level: 3, checksum: true) }
+        let second = try chunk[200...].withUnsafeBytes { try Zarr3Compression.zstdCompress($0, level: 1, checksum: false) }
+        let both = first + second
+        #expect(try both.withUnsafeBytes { try Zarr3Compression.zstdDecompress($0, size: .exactly(512)) } == chunk)
+        #expect(try both.withUnsafeBytes { try Zarr3Compression.zstdDecompress($0, size: .atMost(4096)) } == chunk)
+        #expect(throws: Zarr3CodecError.self) { try both.withUnsafeBytes { try Zarr3Compression.zstdDecompress($0, size: .exactly(511)) } }
+        #expect(throws: Zarr3CodecError.self) { try both.withUnsafeBytes { try Zarr3Compression.zstdDecompress($0, size: .atMost(500)) } }
+        #expect(throws: Zarr3CodecError.self) { try Array(both.dropLast(3)).withUnsafeBytes { try Zarr3Compression.zstdDecompress($0, size: .exactly(512)) } }
+    }
 }

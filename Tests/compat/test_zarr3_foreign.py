@@ -398,3 +398,18 @@ def test_copy_without_options_keeps_a_foreign_layout_and_only_copies_the_box(tmp
     for key in ("chunk_grid", "codecs", "fill_value", "data_type", "chunk_key_encoding"):
         assert meta[key] == source_meta[key], key
     assert np.array_equal(zarr.open_array(tmp_path / "same" / "color" / "1", mode="r")[:, :20, :24, :12], data)
+
+
+def test_a_zarr3_copy_without_options_keeps_data_outside_the_box(tmp_path):
+    """A copy that keeps the layout copies the data files as they are, as webknossos does: the
+    voxels past the layer's box stay (the first version of the like-the-source copy converted
+    only the box and lost 24,768 of 32,768 voxels here)."""
+    import zarr
+
+    ds = tmp_path / "ds"
+    array = _zarr_python_layer(ds, "uint8", 1, (32, 32, 32), chunks=(1, 8, 8, 8), shards=(1, 16, 16, 16))
+    array[...] = 200
+    _declare_layer(ds, "uint8", 1, (20, 20, 20))  # the box covers part of the array
+    h.wkfs_ok("copy", ds, tmp_path / "copy")
+    assert np.all(zarr.open_array(tmp_path / "copy" / "color" / "1", mode="r")[...] == 200)
+    h.wkfs_ok("check", tmp_path / "copy")

@@ -106,7 +106,14 @@ extension Zarr3Array {
     /// The array an interrupted run made at `path` when it is like `template` (`create(_:like:size:)`),
     /// else a new one like it.
     public static func openOrCreate(_ path: String, like template: Zarr3Array, size: Vec3) throws -> Zarr3Array {
-        if let existing = try? open(path), existing.isLike(template) { return existing }
+        if let existing = try? open(path) {
+            guard existing.isLike(template) else {
+                throw FormatError(
+                    .alreadyExists, path: path,
+                    "holds an array unlike the one to make here (chunks, shards or codecs differ: made by a run with other options?)")
+            }
+            return existing
+        }
         return try create(path, like: template, size: size)
     }
 

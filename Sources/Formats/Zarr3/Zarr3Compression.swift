@@ -30,16 +30,14 @@ enum Zarr3Compression {
 
     /// Decompresses a zstd frame (which must say its size unless `size` is exact).
     static func zstdDecompress(_ input: UnsafeRawBufferPointer, size: DecodedSize) throws(Zarr3CodecError) -> [UInt8] {
-        let declared = ZSTD_getFrameContentSize(input.baseAddress, input.count)
-        if declared == ZSTD_CONTENTSIZE_ERROR { throw Zarr3CodecError("zstd: not a zstd frame (or a truncated one)") }
-        let known = declared != ZSTD_CONTENTSIZE_UNKNOWN
-        if known, let problem = size.problem(Int(clamping: declared)) { throw Zarr3CodecError("zstd frame \(problem)") }
+        let declared = try zstdContentSize(input)
+        if let declared, let problem = size.problem(declared) { throw Zarr3CodecError("zstd data \(problem)") }
         let capacity: Int
         switch size {
         case .exactly(let n): capacity = n
         case .atMost:
-            guard known else { throw Zarr3CodecError("zstd frame does not say its size, and a compressor follows in the chain") }
-            capacity = Int(declared)
+            guard let declared else { throw Zarr3CodecError("zstd frame does not say its size, and a compressor follows in the chain") }
+            capacity = declared
         }
         var failure: String?
         let output = [UInt8](unsafeUninitializedCapacity: capacity) { buffer, count in
@@ -56,6 +54,24 @@ enum Zarr3Compression {
         }
         if let failure { throw Zarr3CodecError("zstd: \(failure)") }
         return output
+    }
+
+    /// What the zstd frames of `input` (one, or several in a row) decode to together; nil when a
+    /// frame does not say.
+    private static func zstdContentSize(_ input: UnsafeRawBufferPointer) throws(Zarr3CodecError) -> Int? {
+        var offset = 0, total = 0
+        while offset < input.count {
+            let rest = UnsafeRawBufferPointer(rebasing: input[offset...])
+            let size = ZSTD_getFrameContentSize(rest.baseAddress, rest.count)
+            if size == ZSTD_CONTENTSIZE_ERROR { throw Zarr3CodecError("zstd: not a zstd frame (or a truncated one)") }
+            if size == ZSTD_CONTENTSIZE_UNKNOWN { return nil }
+            let length = ZSTD_findFrameCompressedSize(rest.baseAddress, rest.count)
+            if ZSTD_isError(length) != 0 { throw Zarr3CodecError("zstd: \(String(cString: ZSTD_getErrorName(length)))") }
+            guard size <= UInt64(Int.max - total) else { throw Zarr3CodecError("zstd: frames say they hold more bytes than can be") }
+            total += Int(size)
+            offset += length
+        }
+        return total
     }
 
     /// Decompresses a zstd frame into `destination`, which it must fill exactly. Uses a pooled
