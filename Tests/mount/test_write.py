@@ -211,44 +211,44 @@ def test_rsync_inplace(spec, target, mounted, tmp_path):
     t.check_on_disk(new, ((0, 0, 1), (t.side, t.side, 2)))
 
 
-@pytest.mark.parametrize("spec", TARGETS)
-def test_truncate_then_sequential_writes(spec, target, mounted):
-    """O_TRUNC, then small sequential writes (what many programs do), then close."""
-    t = target(spec)
-    new = t.random(t.shape, seed=5)
-    data = new.tobytes()
+def _rewrite_after_o_trunc(t: Target, mounted, seed: int, steps) -> None:
+    """Opens the cube read-write with O_TRUNC, runs `steps(fd, data)` (which must write all
+    of `data`, new random voxels) and closes it: the cube holds `data`, in the mount and on disk."""
+    new = t.random(t.shape, seed=seed)
     with mounted(t.dataset):
-        fd = os.open(t.cube, os.O_WRONLY | os.O_TRUNC)
+        fd = os.open(t.cube, os.O_RDWR | os.O_TRUNC)
         try:
-            for i in range(0, len(data), 4093):
-                os.write(fd, data[i : i + 4093])
+            steps(fd, new.tobytes())
         finally:
             os.close(fd)
         t.reread_in_mount(new)
     t.check_on_disk(new, _whole(t))
+
+
+@pytest.mark.parametrize("spec", TARGETS)
+def test_truncate_then_sequential_writes(spec, target, mounted):
+    """O_TRUNC, then small sequential writes (what many programs do), then close."""
+    def steps(fd, data):
+        for i in range(0, len(data), 4093):
+            os.write(fd, data[i : i + 4093])
+
+    _rewrite_after_o_trunc(target(spec), mounted, 5, steps)
 
 
 @pytest.mark.parametrize("spec", TARGETS_2)
 def test_a_truncated_cube_reads_back_what_was_written_before_close(spec, target, mounted):
     """Between O_TRUNC and the write that completes the cube, a read on the same descriptor
     gives what was written since and ends there (it gave the old cube's bytes)."""
-    t = target(spec)
-    new = t.random(t.shape, seed=15)
-    data = new.tobytes()
-    half = len(data) // 2 + 3
-    with mounted(t.dataset):
-        fd = os.open(t.cube, os.O_RDWR | os.O_TRUNC)
-        try:
-            os.write(fd, data[:half])
-            assert os.pread(fd, len(data), 0) == data[:half]
-            assert os.pread(fd, 100, half - 50) == data[half - 50:half]
-            assert os.pread(fd, 100, half) == b""
-            os.write(fd, data[half:])
-            assert os.pread(fd, len(data), 0) == data
-        finally:
-            os.close(fd)
-        t.reread_in_mount(new)
-    t.check_on_disk(new, _whole(t))
+    def steps(fd, data):
+        half = len(data) // 2 + 3
+        os.write(fd, data[:half])
+        assert os.pread(fd, len(data), 0) == data[:half]
+        assert os.pread(fd, 100, half - 50) == data[half - 50:half]
+        assert os.pread(fd, 100, half) == b""
+        os.write(fd, data[half:])
+        assert os.pread(fd, len(data), 0) == data
+
+    _rewrite_after_o_trunc(target(spec), mounted, 15, steps)
 
 
 @pytest.mark.parametrize("spec", TARGETS_2)
@@ -273,25 +273,20 @@ def test_a_truncated_cube_is_as_long_as_written_for_every_stat(spec, target, mou
     written since O_TRUNC: a lookup gave the whole size, which the kernel then kept for the
     inode, so `dd conv=sparse`-like programs did not extend the cube and lost it at close."""
     t = target(spec)
-    new = t.random(t.shape, seed=17)
-    data = new.tobytes()
-    written = len(data) // 3
-    with mounted(t.dataset):
-        fd = os.open(t.cube, os.O_RDWR | os.O_TRUNC)
-        try:
-            os.write(fd, data[:written])
-            assert os.fstat(fd).st_size == written
-            assert os.stat(t.cube).st_size == written
-            r = mh.run(["stat", "-c", "%s", t.cube])
-            assert r.stdout.decode().strip() == str(written), mh.describe(r)
-            assert os.fstat(fd).st_size == written
-            os.pwrite(fd, data[-1:], len(data) - 1)  # the last byte only: the rest was seeked over
-            assert os.fstat(fd).st_size == len(data) and os.stat(t.cube).st_size == len(data)
-            os.pwrite(fd, data[written:-1], written)
-        finally:
-            os.close(fd)
-        t.reread_in_mount(new)
-    t.check_on_disk(new, _whole(t))
+
+    def steps(fd, data):
+        written = len(data) // 3
+        os.write(fd, data[:written])
+        assert os.fstat(fd).st_size == written
+        assert os.stat(t.cube).st_size == written
+        r = mh.run(["stat", "-c", "%s", t.cube])
+        assert r.stdout.decode().strip() == str(written), mh.describe(r)
+        assert os.fstat(fd).st_size == written
+        os.pwrite(fd, data[-1:], len(data) - 1)  # the last byte only: the rest was seeked over
+        assert os.fstat(fd).st_size == len(data) and os.stat(t.cube).st_size == len(data)
+        os.pwrite(fd, data[written:-1], written)
+
+    _rewrite_after_o_trunc(t, mounted, 17, steps)
 
 
 @pytest.mark.parametrize("spec", TARGETS_2)
