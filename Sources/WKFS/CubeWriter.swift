@@ -341,18 +341,17 @@ struct CubeWriter {
         discard()
     }
 
-    /// Fills `destination` with the cube's bytes from `offset` on as this writer holds them (a
-    /// truncated cube: what was written since, zeros elsewhere, nothing past `size`); returns
-    /// how many bytes.
-    func read(offset: Int, into destination: UnsafeMutableRawBufferPointer, cache: BlockCache) throws -> Int {
+    /// Fills `destination` with the bytes from `offset` on of a cube truncated and not yet
+    /// written back whole (`isIncomplete`, which only a truncated one is): what was written since,
+    /// zeros elsewhere, nothing past `size`; returns how many bytes.
+    func readIncomplete(offset: Int, into destination: UnsafeMutableRawBufferPointer) throws -> Int {
         guard offset < size else { return 0 }
         let zero = CachedBlock(group: [UInt8](repeating: 0, count: mag.blockBytes), offset: 0, count: mag.blockBytes, isZero: true)
         let reading = CubeReading(
             mag: mag,
             blocks: { numbers in
                 try numbers.map { n in
-                    if let bytes = try pendingContent(n) { return CachedBlock(group: bytes, offset: 0, count: bytes.count, isZero: false) }
-                    return truncated ? zero : try cache.blocks(mag, index, [n])[0]
+                    try pendingContent(n).map { CachedBlock(group: $0, offset: 0, count: $0.count, isZero: false) } ?? zero
                 }
             },
             prefetch: { _ in false })

@@ -261,17 +261,19 @@ extension DatasetFilesystem {
         case .cube(let cube):
             // Pending changes on this handle are made durable first, as a close makes them (the
             // bounding box grows), so reads see them; a cube truncated and not yet written back
-            // whole cannot be, so it is read from the writer.
-            try commit(inode, handle, final: false, closing: false, onlyComplete: true)
-            let pending = try cube.writer.withLock { writer -> Int? in
-                guard let w = writer, w.hasChanges, w.isIncomplete else { return nil }
-                do {
-                    return try w.read(offset: offset, into: buffer, cache: cache)
-                } catch {
-                    throw translate(error, cubeName(cube))
+            // whole cannot be, so it is read from the writer. (One lock when nothing is pending.)
+            if cube.writer.withLock({ $0?.hasChanges == true }) {
+                try commit(inode, handle, final: false, closing: false, onlyComplete: true)
+                let pending = try cube.writer.withLock { writer -> Int? in
+                    guard let w = writer, w.hasChanges, w.isIncomplete else { return nil }
+                    do {
+                        return try w.readIncomplete(offset: offset, into: buffer)
+                    } catch {
+                        throw translate(error, cubeName(cube))
+                    }
                 }
+                if let pending { return pending }
             }
-            if let pending { return pending }
             do {
                 let file = try cube.pinned.withLock { pinned -> OpenedFile? in
                     guard case .version(let version) = pinned else { return try cache.current(cube.mag, cube.index) }

@@ -15,7 +15,6 @@ extension Dataset {
         var template: Zarr3Array?
 
         var fileEdge: Int { layout.fileEdge }
-        var fileShape: Vec3 { template?.fileShape ?? Vec3(repeating: layout.fileEdge) }
 
         /// The target of a copy of `source` under `options`: the source's layout where the options
         /// leave it (32³ blocks, 32 per file edge, where its blocks or files are not cubes).
@@ -47,17 +46,17 @@ extension Dataset {
         }
     }
 
-    /// The target files (of `fileShape`) that meet a source data file inside `bounds`; every
+    /// The target files (of edge `fileEdge`) that meet a source data file inside `bounds`; every
     /// file inside `bounds` when the target fills missing voxels with another value than the
     /// source (a Zarr3 array's fill value copied to WKW, which has none).
-    static func convertedFiles(_ source: any MagStore, fileShape: Vec3, bounds: Box, targetFill: [UInt8]) throws -> [Vec3] {
+    static func convertedFiles(_ source: any MagStore, fileEdge: Int, bounds: Box, targetFill: [UInt8]) throws -> [Vec3] {
         if targetFill != source.fillValue {
-            return bounds.cellRange(fileShape).positions.sorted { ($0.z, $0.y, $0.x) < ($1.z, $1.y, $1.x) }
+            return bounds.cellRange(Vec3(repeating: fileEdge)).positions.sorted { ($0.z, $0.y, $0.x) < ($1.z, $1.y, $1.x) }
         }
         var result = Set<Vec3>()
         for index in try source.dataFiles() {
             guard let part = Box(offset: index * source.fileShape, size: source.fileShape).intersection(bounds) else { continue }
-            result.formUnion(part.cellRange(fileShape).positions)
+            result.formUnion(part.cellRange(Vec3(repeating: fileEdge)).positions)
         }
         return result.sorted { ($0.z, $0.y, $0.x) < ($1.z, $1.y, $1.x) }
     }

@@ -26,10 +26,14 @@ extension Dataset {
         case files(source: any MagStore, target: CopyTarget)
         /// Through the stores, into another format or layout.
         case converted(source: any MagStore, target: CopyTarget)
+        /// Into an array like the source (`CopyTarget.template`): every data file's stored
+        /// chunks copied as they are, also data outside the box (as webknossos copies a mag
+        /// whose layout stays).
+        case likeSource(source: any MagStore, target: CopyTarget)
 
         var target: CopyTarget {
             switch self {
-            case .files(_, let target), .converted(_, let target): target
+            case .files(_, let target), .converted(_, let target), .likeSource(_, let target): target
             }
         }
     }
@@ -62,7 +66,8 @@ extension Dataset {
                     } catch {
                         throw DatasetError(.notFound, "layer '\(layer.name)' mag \(entry.mag.shortName)", "not a usable \(sourceFormat) mag", cause: error)
                     }
-                    mags.append((entry, .converted(source: source, target: try CopyTarget(source, format: targetFormat, options: options))))
+                    let target = try CopyTarget(source, format: targetFormat, options: options)
+                    mags.append((entry, target.template != nil ? .likeSource(source: source, target: target) : .converted(source: source, target: target)))
                 }
             }
             plans.append((checked, mags))
@@ -163,14 +168,11 @@ extension Dataset {
             try plan.mags.map { mag -> [Vec3] in
                 switch mag.copy {
                 case .files(let source, let target): return shard.part(of: try Self.destinationFiles(source, target.layout, plan.layer, mag.entry))
-                case .converted(let source, let target) where target.template != nil:
-                    // Copied file by file as they are: all of them, also data outside the box
-                    // (as webknossos copies a mag whose layout stays).
+                case .likeSource(let source, _):
                     return shard.part(of: try source.dataFiles().sorted { ($0.z, $0.y, $0.x) < ($1.z, $1.y, $1.x) })
                 case .converted(let source, let target):
                     let bounds = mag.entry.mag.fromMag1(plan.layer.boundingBox)
-                    return shard.part(
-                        of: try Self.convertedFiles(source, fileShape: target.fileShape, bounds: bounds, targetFill: target.template?.fillValue ?? target.layout.fill))
+                    return shard.part(of: try Self.convertedFiles(source, fileEdge: target.fileEdge, bounds: bounds, targetFill: target.layout.fill))
                 }
             }
         }
@@ -179,16 +181,16 @@ extension Dataset {
         for (l, (_, mags)) in plans.enumerated() {
             for (m, (_, magCopy)) in mags.enumerated() {
                 let target = targets[l][m], indices = parts[l][m]
-                guard case .files(let source, let plan) = magCopy else {
-                    guard case .converted(let source, let copyTarget) = magCopy else { continue }
-                    if copyTarget.template != nil {
-                        for index in indices {
-                            try source.copyDataFile(index, to: target)
-                            done += 1
-                            progress(done, total)
-                        }
-                        continue
+                if case .likeSource(let source, _) = magCopy {
+                    for index in indices {
+                        try source.copyDataFile(index, to: target)
+                        done += 1
+                        progress(done, total)
                     }
+                    continue
+                }
+                guard case .files(let source, let plan) = magCopy else {
+                    guard case .converted(let source, _) = magCopy else { continue }
                     let bounds = mags[m].entry.mag.fromMag1(plans[l].layer.boundingBox)
                     try Self.convert(indices, from: source, to: target, bounds: bounds) {
                         done += 1

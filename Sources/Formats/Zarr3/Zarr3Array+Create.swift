@@ -92,14 +92,8 @@ extension Zarr3Array {
     /// inner chunks, codecs, key encoding, fill value, dimension names) but for its shape, whole
     /// shards covering `size`, and without its `attributes` (they describe that array).
     public static func create(_ path: String, like template: Zarr3Array, size: Vec3) throws -> Zarr3Array {
-        guard case .object(var pairs) = template.metadata.json else {
-            throw FormatError(.corrupt, path: template.path + "/" + metadataName, "not a JSON object")
-        }
-        let spatial = shape(covering: size, shard: template.fileShape).array
-        let shape = template.hasChannels ? [template.channels] + spatial : spatial
-        pairs.removeAll { $0.0 == "attributes" || $0.0 == "shape" }
-        pairs.append(("shape", .array(shape.map { .int(Int64($0)) })))
-        pairs.sort { $0.0 < $1.0 }
+        var pairs = try template.metadataFields(shape: shape(covering: size, shard: template.fileShape))
+        pairs.removeAll { $0.0 == "attributes" }
         return try create(path, .object(pairs))
     }
 
@@ -122,7 +116,8 @@ extension Zarr3Array {
         func rest(_ json: JSONValue) -> JSONValue? {
             json.objectPairs.map { .object($0.filter { $0.0 != "shape" && $0.0 != "attributes" }) }
         }
-        return rest(metadata.json) != nil && rest(metadata.json) == rest(other.metadata.json)
+        guard let mine = rest(metadata.json) else { return false }
+        return mine == rest(other.metadata.json)
     }
 
     private static func create(_ path: String, _ json: JSONValue) throws -> Zarr3Array {
@@ -157,12 +152,18 @@ extension Zarr3Array {
         let current = try open(path)
         let target = grownShape(current, toCover: end)
         guard target != current.size else { return }
-        let shape: [Int] = current.hasChannels ? [current.channels] + target.array : target.array
-        guard case .object(var pairs) = current.metadata.json, let i = pairs.firstIndex(where: { $0.0 == "shape" }) else {
-            throw FormatError(.corrupt, path: path + "/" + metadataName, "no 'shape' to change")
+        try AtomicFile.write(path + "/" + metadataName, Array(JSONValue.object(try current.metadataFields(shape: target)).compact().utf8))
+    }
+
+    /// The fields of this array's `zarr.json` with the shape set to `spatial` (x, y, z; the
+    /// channel count stays), the others as they are, in their order.
+    func metadataFields(shape spatial: Vec3) throws -> [(String, JSONValue)] {
+        guard case .object(var pairs) = metadata.json, let i = pairs.firstIndex(where: { $0.0 == "shape" }) else {
+            throw FormatError(.corrupt, path: path + "/" + Self.metadataName, "no 'shape' to change")
         }
+        let shape = hasChannels ? [channels] + spatial.array : spatial.array
         pairs[i].1 = .array(shape.map { .int(Int64($0)) })
-        try AtomicFile.write(path + "/" + metadataName, Array(JSONValue.object(pairs).compact().utf8))
+        return pairs
     }
 
     /// The shape `array` grows to so that it covers `end`: only the extents `end` passes grow, to
