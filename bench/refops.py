@@ -11,7 +11,7 @@ imports), ...}. The whole-process time and peak memory are measured by the calle
     refops.py boxes-pread MAGROOT SIDE DTYPE BOXES.json
     refops.py boxes-mmap  MAGROOT SIDE DTYPE BOXES.json
     refops.py boxes-planes MAGROOT SIDE DTYPE BOXES.json
-    refops.py readall     ROOT LIST
+    refops.py readall     ROOT LIST [LIMIT]                (LIMIT: bytes per file)
     refops.py read-ts     MAGDIR X,Y,Z SX,SY,SZ            (tensorstore, Zarr3)
     refops.py read-wk     DATASET LAYER X,Y,Z SX,SY,SZ     (webknossos, mag 1)
     refops.py copy-zarr3  SRC DST CHUNK SHARD
@@ -334,17 +334,21 @@ def cmd_boxes_mmap(magroot, side, dtype, boxes_path):
     done(boxes=len(boxes["offsets"]), checksum=checksum)
 
 
-def cmd_readall(root, listfile):
-    """Read every listed file to the end with 1 MiB reads (what `dd bs=1M` does), in one process."""
+def cmd_readall(root, listfile, limit=None):
+    """Read every listed file to the end (or its first LIMIT bytes) with 1 MiB reads (what
+    `dd bs=1M` does), in one process."""
     start_clock()
     buf = bytearray(1 << 20)
     total = 0
+    limit = int(limit) if limit is not None else None
     with open(listfile) as f:
         names = [line.strip() for line in f if line.strip()]
     for name in names:
         fd = os.open(os.path.join(root, name), os.O_RDONLY)
+        read = 0
         try:
-            while n := os.readv(fd, [buf]):
+            while (limit is None or read < limit) and (n := os.readv(fd, [buf])):
+                read += n
                 total += n
         finally:
             os.close(fd)

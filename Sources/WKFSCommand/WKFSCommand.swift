@@ -9,7 +9,7 @@ import ArgumentParser
 struct WKFSCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "wkfs",
-        abstract: "Read, write, copy and check webknossos WKW datasets.",
+        abstract: "Read, write, copy, mount and check webknossos datasets (WKW and Zarr3 layers).",
         discussion: """
             Raw voxel bytes on stdin, stdout or in files are C-order (z, y, x, channel): x fastest, \
             channels interleaved, little-endian. Offsets and sizes are in the voxels of the mag named, \
