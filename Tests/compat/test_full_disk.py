@@ -101,3 +101,32 @@ def test_add_layer_and_add_mag_on_a_full_disk_leave_nothing(small_disk):
     h.wkfs_ok("add-mag", ds, "color", "1")
     h.wkfs_ok("add-layer", ds, "segmentation", "--category", "segmentation", "--dtype", "uint32")
     h.wkfs_ok("check", ds)
+
+
+@pytest.mark.parametrize("grow", [False, True], ids=["overwrite", "growing"])
+def test_zarr3_write_on_a_nearly_full_disk_changes_nothing(small_disk, grow):
+    """A write of several shards with room for the first ones only: no shard is replaced, and
+    zarr.json and the properties keep their shape and box (each shard used to be put in place
+    as soon as it was ready, so the first ones held the new voxels and the rest the old)."""
+    import zarr
+
+    ds = small_disk / "ds"
+    h.wkfs_ok("create", ds, "--voxel-size", "1,1,1")
+    h.wkfs_ok("add-layer", ds, "color", "--category", "color", "--dtype", "uint8", "--data-format", "zarr3")
+    h.wkfs_ok("add-mag", ds, "color", "1", "--chunk-shape", "16", "--shard-shape", "64", "--compress")
+    old = np.full((64, 128, 256), 7, np.uint8)  # 8 shards of a few KiB each
+    h.wkfs_ok("write", ds, "color", "1", "--offset", "0,0,0", "--size", "256,128,64", input=old.tobytes())
+    new = np.random.default_rng(5).integers(0, 255, size=(64, 128, 320 if grow else 256), dtype=np.uint8)
+    size = f"{new.shape[2]},128,64"
+    before = _data_state(ds)
+    filler = _fill(small_disk, 600 << 10)  # room for two shards of random voxels, not eight
+    err = _fails_for_space("write", ds, "color", "1", "--offset", "0,0,0", "--size", size, input=new.tobytes())
+    assert str(ds) in err, err
+    h.assert_unchanged(ds, before)
+    got = zarr.open_array(str(ds / "color" / "1"), mode="r")[0, :, :, :].transpose(2, 1, 0)
+    assert got.shape == old.shape and np.array_equal(got, old)
+    filler.unlink()
+    h.wkfs_ok("write", ds, "color", "1", "--offset", "0,0,0", "--size", size, input=new.tobytes())
+    got = zarr.open_array(str(ds / "color" / "1"), mode="r")[0, :, :, :].transpose(2, 1, 0)
+    assert np.array_equal(got, new)
+    h.wkfs_ok("check", ds)

@@ -55,14 +55,32 @@ extension Zarr3Array {
         guard !box.isEmpty, let base = source.baseAddress else { return }
         let address = SendableConstAddress(base)
         let files = box.cellRange(fileShape).positions
-        // A write refused for a corrupt file changes no file: each file it merges into is
-        // checked first (its index, and the chunks the region covers only in part).
+        // A write refused for a corrupt file leaves no trace, not even the lock file in an array
+        // of another writer: each file it merges into is checked first (its index, and the
+        // chunks the region covers only in part).
         if files.count > 1 {
             for index in files { try checkMergeable(index, box) }
         }
-        for index in files {
-            try writeFile(index, box, address.pointer)
+        // Every file's lock is held from reading its old chunks until its new version is in
+        // place, and the new versions are put in place only once all are ready: a write that
+        // fails part way (a corrupt file, a full disk) leaves every file as it was.
+        let lock = try lockFiles(files)
+        defer { lock.unlock() }
+        var prepared: [(temporary: String, final: String)] = []
+        var emptied: [String] = []
+        do {
+            for index in files {
+                switch try prepareFile(index, sync: false, parallel: true, blocks: mergeBlocks(index, box, address)) {
+                case .replace(let temporary): prepared.append((temporary, filePath(index)))
+                case .remove: emptied.append(filePath(index))
+                }
+            }
+        } catch {
+            prepared.forEach { PathOps.remove($0.temporary) }
+            throw error
         }
+        try AtomicFile.putInPlace(prepared)
+        for file in emptied { try remove(file) }
         // Readers such as tensorstore read only inside the shape: it covers what was written.
         // (zarr.json is read again only when this array's shape falls short.)
         if Self.grownShape(self, toCover: box.end) != size {
@@ -70,7 +88,7 @@ extension Zarr3Array {
         }
     }
 
-    /// Throws what `writeFile(index, box, _)` would throw for a corrupt file, writing nothing.
+    /// Throws what preparing data file `index` for `box` would throw for a corrupt file.
     private func checkMergeable(_ index: Vec3, _ box: Box) throws {
         guard let existing = try Zarr3ShardFile.open(self, index) else { return }
         let fileBox = Box(offset: index * fileShape, size: fileShape)
@@ -83,23 +101,20 @@ extension Zarr3Array {
         }
     }
 
-    /// Rebuilds data file `index` with the part of `box` inside it: the chunks the region
-    /// touches are merged and re-encoded, the others kept as stored.
-    private func writeFile(_ index: Vec3, _ box: Box, _ source: UnsafeRawPointer) throws {
-        let lock = try lockFiles([index])
-        defer { lock.unlock() }
+    /// The chunks of data file `index` with the part of `box` in it: the chunks the region
+    /// touches merged (for new encoding), the others as stored.
+    private func mergeBlocks(_ index: Vec3, _ box: Box, _ source: SendableConstAddress) throws -> @Sendable (Int) throws -> BlockSource {
         let fileBox = Box(offset: index * fileShape, size: fileShape)
         let existing = try Zarr3ShardFile.open(self, index)
-        let address = SendableConstAddress(source)
-        try replaceFile(index, directories: nil, parallel: true) { n in
-            let chunkBox = Box(offset: fileBox.offset + chunkPosition(n) * chunkShape, size: chunkShape)
+        return { n in
+            let chunkBox = Box(offset: fileBox.offset + self.chunkPosition(n) * self.chunkShape, size: self.chunkShape)
             guard chunkBox.intersection(box) != nil else {
                 guard let stored = try existing?.storedBytes(ofBlock: n) else { return .zero }
                 return .encoded(stored)
             }
             let covered = box.intersection(chunkBox) == chunkBox
             let old = covered ? nil : try existing?.decode(consecutive: n..<(n + 1))
-            return .decoded(merged(old, chunkBox, box, address.pointer))
+            return .decoded(self.merged(old, chunkBox, box, source.pointer))
         }
     }
 
@@ -109,12 +124,37 @@ extension Zarr3Array {
     public func replaceFile(
         _ index: Vec3, directories: PendingDirectorySyncs? = nil, parallel: Bool = true, blocks: @Sendable (Int) throws -> BlockSource
     ) throws {
-        try withoutActuallyEscaping(blocks) { blocks in try replaceFile(index, directories, parallel, blocks) }
+        let prepared = try withoutActuallyEscaping(blocks) { blocks in
+            try prepareFile(index, sync: true, parallel: parallel, blocks: blocks)
+        }
+        let file = filePath(index)
+        switch prepared {
+        case .remove:
+            try remove(file)
+        case .replace(let temporary):
+            do {
+                try PathOps.rename(temporary, to: file)
+            } catch {
+                PathOps.remove(temporary)
+                throw error
+            }
+            try directories.renamed(into: PathOps.dirname(file))
+        }
     }
 
-    private func replaceFile(
-        _ index: Vec3, _ directories: PendingDirectorySyncs?, _ parallel: Bool, _ blocks: @escaping @Sendable (Int) throws -> BlockSource
-    ) throws {
+    /// A data file's new version, not yet in place.
+    private enum PreparedFile {
+        /// Written to this temporary file beside it.
+        case replace(temporary: String)
+        /// No chunk holds data: the file is to be removed.
+        case remove
+    }
+
+    /// Writes the new version of data file `index` (chunk `n` is `blocks(n)`) to a temporary
+    /// file, fsynced unless `sync` is false (`AtomicFile.putInPlace` does it then).
+    private func prepareFile(
+        _ index: Vec3, sync: Bool, parallel: Bool, blocks: @escaping @Sendable (Int) throws -> BlockSource
+    ) throws -> PreparedFile {
         try refuseUnwritable()
         let file = filePath(index)
         let count = blocksPerFile
@@ -128,14 +168,14 @@ extension Zarr3Array {
             }
         }
         guard let sharding = metadata.sharding else {
-            guard let bytes = try produce(0) else { return try remove(file, existed: PathOps.exists(file)) }
+            guard let bytes = try produce(0) else { return .remove }
             try PathOps.makeDirectories(PathOps.dirname(file))
-            return try AtomicFile.write(file, directories: directories) { out in try bytes.withUnsafeBytes { try out.write(at: 0, $0) } }
+            return .replace(temporary: try AtomicFile.prepare(file, sync: sync) { out in try bytes.withUnsafeBytes { try out.write(at: 0, $0) } })
         }
         var entries = [UInt64](repeating: ShardIndex.empty, count: 2 * count)
         var stored = false
         try PathOps.makeDirectories(PathOps.dirname(file))
-        let temporary = try AtomicFile.prepare(file, sync: true) { out in
+        let temporary = try AtomicFile.prepare(file, sync: sync) { out in
             var offset = 0
             var start = 0
             while start < count {
@@ -156,15 +196,9 @@ extension Zarr3Array {
         }
         guard stored else {
             PathOps.remove(temporary)
-            return try remove(file, existed: PathOps.exists(file))
+            return .remove
         }
-        do {
-            try PathOps.rename(temporary, to: file)
-        } catch {
-            PathOps.remove(temporary)
-            throw error
-        }
-        try directories.renamed(into: PathOps.dirname(file))
+        return .replace(temporary: temporary)
     }
 
     /// The shard index bytes: entries little-endian, then the crc32c of those bytes.
@@ -222,8 +256,9 @@ extension Zarr3Array {
         return bytes
     }
 
-    private func remove(_ file: String, existed: Bool) throws {
-        guard existed else { return }
+    /// Removes data file `file` if it exists (its directory synced).
+    private func remove(_ file: String) throws {
+        guard PathOps.exists(file) else { return }
         guard unlink(file) == 0 || errno == ENOENT else {
             let code = errno
             throw FormatError(.io(errno: code), path: file, "cannot remove: \(String(cString: strerror(code)))")
