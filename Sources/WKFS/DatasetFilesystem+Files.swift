@@ -377,6 +377,9 @@ extension DatasetFilesystem {
     func commit(_ inode: Inode, _ handle: Handle, final: Bool = false, closing: Bool = true, onlyComplete: Bool = false) throws {
         switch try item(handle) {
         case .cube(let cube):
+            // A close through the only handle on the cube: its program is told of a failure, so
+            // what failed is dropped then (a later release must not put it in place after all).
+            let soleClose = closing && !final && state.withLock { s in (s.openCubes[cube.inode]?.handles ?? 1) <= 1 }
             var grown: Box?
             try cube.writer.withLock { writer in
                 guard writer?.hasChanges == true, !(onlyComplete && writer!.isIncomplete) else { return }
@@ -390,7 +393,9 @@ extension DatasetFilesystem {
                 } catch {
                     // Counted where a program sees the error (close, fsync), not again at release.
                     if !final { MountStatistics.add(statistics.commitsRefused, 1) }
-                    if final { writer!.discard() }
+                    // An incomplete cube stays pending at a close: a duplicate descriptor of the
+                    // same handle may still complete it (dd closes one first).
+                    if final || (soleClose && !writer!.isIncomplete) { writer!.discard() }
                     if closing { forgetRefusedCube(cube) }
                     // The kernel may hold the refused bytes in its page cache: drop them.
                     invalidate(inode)
@@ -413,7 +418,13 @@ extension DatasetFilesystem {
             defer { text.content.withLock { $0.dirty = false } }
             try applyProperties(pending)
         case .volume(let writer):
-            try commitVolume(writer)
+            do {
+                try commitVolume(writer)
+            } catch {
+                // As for a cube: the files not yet committed when a close fails are dropped.
+                if closing { writer.discard() }
+                throw error
+            }
         case .scratch, .generated, .view:
             return
         }

@@ -56,6 +56,11 @@ final class VolumeWriter: Sendable {
         }
     }
 
+    /// Drops the pending writes of every data file not yet committed.
+    func discard() {
+        writers.withLock { $0 = [:] }
+    }
+
     /// Commits every touched data file; returns the files committed.
     func commit(cache: BlockCache, directories: PendingDirectorySyncs) throws -> [Vec3] {
         try writers.withLock { writers in

@@ -35,9 +35,16 @@ extension Dataset {
     /// `modifyProperties` for a caller that holds the properties lock already (the lock is not
     /// reentrant: taking it again would wait forever).
     mutating func modifyPropertiesHoldingLock(_ change: (inout DatasetProperties) throws -> Void) throws {
-        var current = try Dataset.open(path).properties
-        try change(&current)
-        properties = current
-        try save()
+        let onDisk = try Dataset.open(path).properties
+        var changed = onDisk
+        try change(&changed)
+        properties = changed
+        do {
+            try save()
+        } catch {
+            // Not saved (a full disk): the dataset in memory stays what the file still says.
+            properties = onDisk
+            throw error
+        }
     }
 }

@@ -100,8 +100,8 @@ def sh(script: str, *, timeout: float = TIMEOUT, cwd: Path | str | None = None,
     return run(["bash", "-c", "set -u -o pipefail\n" + script], timeout=timeout, cwd=cwd, env=env)
 
 
-def wkfs(*args: object, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
-    return run([WKFS_BIN, *args], timeout=timeout)
+def wkfs(*args: object, timeout: float = TIMEOUT, input: bytes | None = None) -> subprocess.CompletedProcess:
+    return run([WKFS_BIN, *args], timeout=timeout, input=input)
 
 
 def new_dataset(path: Path, dtype: str, block_len: int, file_len: int, compress: bool = False) -> None:

@@ -12,6 +12,7 @@ import os
 import subprocess
 import time
 
+import numpy as np
 import pytest
 
 import mounthelp as mh
@@ -175,7 +176,7 @@ def full_disk(tmp_path):
     disk.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], check=True)
 
-    def fill():
+    def fill(leave=0):
         filler = disk / "filler"
         with open(filler, "wb", buffering=0) as f:
             try:
@@ -183,6 +184,8 @@ def full_disk(tmp_path):
                     f.write(b"\1" * 4096)
             except OSError:
                 pass
+        if leave:
+            os.truncate(filler, os.path.getsize(filler) - leave)
         return filler
 
     fill.root = disk
@@ -208,20 +211,60 @@ def test_full_disk_reaches_the_editor_as_enospc(full_disk, mounted, mountpoint):
     assert props.read_bytes() == before
 
 
-def test_mkdir_of_a_mag_on_a_full_disk_leaves_nothing(full_disk, mounted, mountpoint):
+@pytest.mark.parametrize("data_format", ["wkw", "zarr3"])
+def test_a_cube_write_refused_at_close_for_space_is_gone(full_disk, mounted, mountpoint, data_format):
+    """A close that fails with ENOSPC is the program's answer: the write did not happen. Reads
+    show the old cube at once, and nothing puts the refused bytes in place later, even once
+    there is room before the handle is released (its other descriptor still open): both did."""
+    import errno
+
+    ds = full_disk.root / "ds"
+    for args in (["create", ds, "--voxel-size", "1,1,1"],
+                 ["add-layer", ds, "color", "--category", "color", "--dtype", "uint8", "--data-format", data_format],
+                 ["add-mag", ds, "color", "1", "--block-len", "8", "--file-len", "4", "--compress"]):
+        proc = mh.wkfs(*args)
+        assert proc.returncode == 0, mh.describe(proc)
+    old = np.random.default_rng(3).integers(0, 255, size=(32, 32, 32), dtype=np.uint8)
+    proc = mh.wkfs("write", ds, "color", "1", "--offset", "0,0,0", "--size", "32,32,32", input=old.tobytes())
+    assert proc.returncode == 0, mh.describe(proc)
+    before = mh.snapshot(ds)
+    new = np.random.default_rng(4).integers(0, 255, size=16384, dtype=np.uint8).tobytes()
+    filler = full_disk()
+    with mounted(ds):
+        cube = mountpoint / "color" / "1" / mh.cube_rel(0, 0, 0)
+        fd = os.open(cube, os.O_RDWR)
+        other = os.dup(fd)
+        try:
+            assert os.pwrite(fd, new, 8192) == len(new)
+            with pytest.raises(OSError) as failure:
+                os.close(fd)
+            assert failure.value.errno == errno.ENOSPC, failure.value
+            assert cube.read_bytes() == old.tobytes()
+            filler.unlink()
+        finally:
+            os.close(other)
+        assert cube.read_bytes() == old.tobytes()
+    assert mh.snapshot(ds) == before
+
+
+@pytest.mark.parametrize("leave", [0, 4096], ids=["full", "one-page-free"])
+def test_mkdir_of_a_mag_on_a_full_disk_leaves_nothing(full_disk, mounted, mountpoint, leave):
     """`mkdir LAYER/2` through a mount on a full disk fails with ENOSPC and leaves no directory,
-    so the same mkdir succeeds once there is room."""
+    so the same mkdir succeeds once there is room. With one page free the mag's directory is
+    made and the properties cannot be saved: the mount must not show the mag either (it kept
+    the unsaved entry, and the retry failed with EEXIST)."""
     import errno
 
     ds = full_disk.root / "ds"
     mh.new_dataset(ds, "uint8", 8, 2)
     before = mh.snapshot(ds)
-    filler = full_disk()
+    filler = full_disk(leave)
     with mounted(ds):
         with pytest.raises(OSError) as failure:
             (mountpoint / "color" / "2").mkdir()
         assert failure.value.errno == errno.ENOSPC, failure.value
         assert mh.snapshot(ds) == before
+        assert sorted(os.listdir(mountpoint / "color")) == ["1"]
         filler.unlink()
         (mountpoint / "color" / "2").mkdir()
         assert (ds / "color" / "2" / "header.wkw").is_file()
