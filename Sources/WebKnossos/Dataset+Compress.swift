@@ -72,7 +72,7 @@ extension Dataset {
 
         // Setup under the properties lock: the parts of a sharded run start at once.
         let (source, target): (any MagStore, (any BlockWritableStore)?) = try withPropertiesLock {
-            try Self.recoverCompression(path, rebuilt)
+            try Self.recoverCompression(path, rebuilt) { (try? Self.openStore(format, path))?.isCompressed == true }
             let source: any MagStore
             do {
                 source = try Self.openStore(format, path)
@@ -188,12 +188,14 @@ extension Dataset {
         } catch {
             throw DatasetError(.io, path, "cannot swap in the compressed mag", cause: error)
         }
-        removeCompressionNotes(path)
+        // The old copy goes before the notes: until they are gone, the marker in the live mag
+        // tells a later run that what is left beside it is the old copy (`recoverCompression`).
         do {
             try PathOps.removeTree(rebuilt)
         } catch {
             throw DatasetError(.io, rebuilt, "the mag is compressed, but its old copy could not be removed", cause: error)
         }
+        removeCompressionNotes(path)
     }
 
     static let oldSuffix = ".wkfs-compress-old"
@@ -208,13 +210,18 @@ extension Dataset {
 
     /// Finishes what a killed run left: a swap halfway (no atomic swap), or the old mag not yet
     /// removed after the swap.
-    static func recoverCompression(_ path: String, _ rebuilt: String) throws {
+    /// `liveIsCompressed` covers what runs of earlier versions left, which removed the notes
+    /// before the old copy: the live mag compressed, and beside it a copy without the marker
+    /// (only the old mag lacks it).
+    static func recoverCompression(_ path: String, _ rebuilt: String, liveIsCompressed: () -> Bool) throws {
         if !PathOps.exists(path) && PathOps.exists(path + oldSuffix) {
             try PathOps.rename(path + oldSuffix, to: path)
         }
-        if PathOps.exists(rebuilt) && !PathOps.exists(rebuilt + "/" + compressNewMarker) && PathOps.exists(path + "/" + compressNewMarker) {
-            removeCompressionNotes(path)
+        guard !PathOps.exists(rebuilt + "/" + compressNewMarker) else { return }
+        if PathOps.exists(path + "/" + compressNewMarker) || (PathOps.exists(rebuilt) && liveIsCompressed()) {
             try PathOps.removeTree(rebuilt)
+            try PathOps.removeTree(path + oldSuffix)
+            removeCompressionNotes(path)
         }
     }
 

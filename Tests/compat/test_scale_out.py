@@ -243,6 +243,27 @@ def test_compress_killed_then_run_again_gives_the_same_bytes(tmp_path, kill_afte
     h.wkfs_ok("check", killed)
 
 
+@pytest.mark.parametrize("notes_left", [True, False], ids=["notes-left", "notes-gone"])
+def test_the_old_copy_a_killed_compress_left_after_its_swap_is_removed_by_the_next_run(source, tmp_path, notes_left):
+    """A kill right after the swap leaves the old mag beside the compressed one. With its notes
+    still in the live mag (the old copy now goes first), or without them (earlier runs removed
+    the notes first, and the next runs said "already compressed" and left the copy for good)."""
+    ds = tmp_path / "ds"
+    shutil.copytree(source, ds, symlinks=True)
+    before = _voxels(ds)
+    h.wkfs_ok("compress", ds)
+    for layer in ("color", "seg"):
+        shutil.copytree(source / layer / "1", ds / layer / ".wkfs-compress-1")
+        if notes_left:
+            (ds / layer / "1" / ".wkfs-compress-new").write_text("compressed copy\n")
+    proc = h.run_wkfs("check", ds)
+    assert proc.returncode == 1 and b"compression not finished" in proc.stdout, h.describe(proc)
+    h.wkfs_ok("compress", ds)
+    assert not list(ds.rglob(".wkfs-compress*")), "leftovers of the compression"
+    assert _voxels(ds) == before
+    h.wkfs_ok("check", ds)
+
+
 def test_two_compress_runs_at_once_leave_nothing_behind(source, tmp_path):
     """The second run waits for the first one's swap instead of writing into the copy it moves
     away (it found a temporary file of its own in the live mag, and failed)."""
