@@ -244,3 +244,44 @@ def test_kill_during_copy_is_reported_and_finished_by_copying_again(tmp_path):
         h.wkfs_ok("check", dst)
         assert np.array_equal(_read_zyx(dst, (0, 0, 0), size), data), f"kill {kill}: the finished copy differs"
     print(f"{max(2, KILLS // 2)} kills of wkfs copy: {resumed} finished by copying again, {finished} had finished")
+
+
+def _dead_pid() -> int:
+    """A process id that no process has now."""
+    for pid in range(4_000_000, 3_000_000, -1):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return pid
+        except PermissionError:
+            continue
+    raise AssertionError("no free process id")
+
+
+def test_add_mag_and_add_layer_run_again_after_a_kill_left_their_directory(tmp_path):
+    """A kill between making a mag's (or a layer's) directory and naming it in the properties
+    left the directory with a temporary file in it; every later run of the same step said
+    "already exists". What a killed process left is cleared; anything else still stops it."""
+    ds = tmp_path / "ds"
+    h.wkfs_ok("create", ds, "--voxel-size", "1,1,1")
+    h.wkfs_ok("add-layer", ds, "color", "--category", "color", "--dtype", "uint8")
+    h.wkfs_ok("add-layer", ds, "zc", "--category", "color", "--dtype", "uint8", "--data-format", "zarr3")
+    dead = _dead_pid()
+    for left in (ds / "color" / "1" / f"header.wkw.{dead}-1.tmp", ds / "zc" / "1" / f"zarr.json.{dead}-2.tmp",
+                 ds / "zl" / f"zarr.json.{dead}-3.tmp"):
+        left.parent.mkdir(parents=True)
+        left.write_bytes(b"{")
+    (ds / "zl" / "empty").mkdir()
+    h.wkfs_ok("add-mag", ds, "color", "1")
+    h.wkfs_ok("add-mag", ds, "zc", "1", "--chunk-shape", "32", "--shard-shape", "64")
+    h.wkfs_ok("add-layer", ds, "zl", "--category", "color", "--dtype", "uint8", "--data-format", "zarr3")
+    assert not [p for p in ds.rglob("*.tmp")]
+    h.wkfs_ok("check", ds)
+    # A temporary file of a process that runs, or any other file, is not a leftover.
+    for name, owner in (("2", os.getpid()), ("4", None)):
+        kept = ds / "zc" / name / (f"zarr.json.{owner}-4.tmp" if owner else "notes.txt")
+        kept.parent.mkdir()
+        kept.write_bytes(b"mine")
+        proc = h.run_wkfs("add-mag", ds, "zc", name)
+        assert proc.returncode != 0 and b"already exists" in proc.stderr, h.describe(proc)
+        assert kept.read_bytes() == b"mine"
