@@ -187,6 +187,33 @@ def test_kill_during_write_leaves_each_file_old_or_new(tmp_path, compress, data_
     print(f"{KILLS} kills of wkfs write ({data_format}, {'compressed' if compress else 'raw'}): {outcomes}")
 
 
+def test_kill_during_a_growing_zarr3_write_leaves_no_shard_outside_the_shape(tmp_path):
+    """Readers of a Zarr3 array (tensorstore, zarr-python, webknossos) see only what lies inside
+    its shape. A write that grows the array grows zarr.json before its shards are in place, so a
+    kill anywhere leaves none outside it; shards used to be put in place first (the killed
+    write's voxels were on disk, but hidden from every reader except wkfs)."""
+    import json
+
+    rng = np.random.default_rng(21)
+    random.seed(22)
+    size = (256, 256, 64)  # 4 × 4 × 1 shards of 64³, none there before
+    data = rng.integers(1, 255, size=size[::-1], dtype=np.uint8)
+    timing = _dataset(tmp_path / "timing", compress=True, block_len=32, file_len=2, data_format="zarr3")
+    start = time.monotonic()
+    h.wkfs_ok("write", timing, "color", "1", "--offset", "0,0,0", "--size", h.csv(size), input=data.tobytes())
+    duration = time.monotonic() - start
+    for kill in range(KILLS // 2):
+        ds = _dataset(tmp_path / f"k{kill}", compress=True, block_len=32, file_len=2, data_format="zarr3")
+        mag = ds / "color" / "1"
+        delay = random.uniform(0.0, duration)
+        _kill_during(["write", ds, "color", "1", "--offset", "0,0,0", "--size", h.csv(size)], data.tobytes(), delay)
+        shape = json.loads((mag / "zarr.json").read_text())["shape"][1:]
+        shards = [tuple(int(p) for p in f.relative_to(mag / "c").parts[1:]) for f in (mag / "c").rglob("*")
+                  if f.is_file() and not f.name.endswith(".tmp")] if (mag / "c").is_dir() else []
+        outside = [s for s in shards if any(i * 64 >= extent for i, extent in zip(s, shape))]
+        assert not outside, f"kill {kill} after {delay:.3f}s: shards {outside} outside the shape {shape}"
+
+
 def test_kill_during_a_write_of_several_slabs_leaves_each_file_old_or_new(tmp_path):
     """A raw write into existing files that each take several slabs (64 MiB of region at a time):
     a kill or a failure in a later slab must not leave the earlier slabs written."""

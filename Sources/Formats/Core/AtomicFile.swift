@@ -51,8 +51,10 @@ public enum AtomicFile {
     /// each over its final path, then syncs their directories. Syncing many files after all were
     /// written costs about one journal commit instead of one per file (their writeback started
     /// when they were written, in the same transaction, which the first fsync commits).
-    /// On failure every temporary file not yet renamed is removed; the ones before stay in place.
-    static func putInPlace(_ prepared: [(temporary: String, final: String)]) throws {
+    /// `beforeRenames` runs once every file is synced, before the first rename (a failure there
+    /// renames nothing). On failure every temporary file not yet renamed is removed; the ones
+    /// before stay in place.
+    static func putInPlace(_ prepared: [(temporary: String, final: String)], beforeRenames: () throws -> Void = {}) throws {
         do {
             for (temporary, _) in prepared {
                 guard let file = try OpenFile.openIfExists(temporary) else {
@@ -60,6 +62,7 @@ public enum AtomicFile {
                 }
                 try file.sync()
             }
+            try beforeRenames()
         } catch {
             prepared.forEach { PathOps.remove($0.temporary) }
             throw error

@@ -79,13 +79,15 @@ extension Zarr3Array {
             prepared.forEach { PathOps.remove($0.temporary) }
             throw error
         }
-        try AtomicFile.putInPlace(prepared)
-        for file in emptied { try remove(file) }
-        // Readers such as tensorstore read only inside the shape: it covers what was written.
+        // Readers such as tensorstore read only inside the shape: it covers what was written,
+        // from before the new files are in place, so a kill between leaves no data outside it.
         // (zarr.json is read again only when this array's shape falls short.)
-        if Self.grownShape(self, toCover: box.end) != size {
-            try Self.growShape(of: path, toCover: box.end)
+        try AtomicFile.putInPlace(prepared) {
+            if Self.grownShape(self, toCover: box.end) != size {
+                try Self.growShape(of: path, toCover: box.end)
+            }
         }
+        for file in emptied { try remove(file) }
     }
 
     /// Throws what preparing data file `index` for `box` would throw for a corrupt file.
