@@ -7,6 +7,7 @@ import WebKnossos
 extension DatasetFilesystem {
     public func open(_ inode: Inode, flags: OpenFlags) throws -> OpenResult {
         let node = try node(inode)
+        if case .cube = node {} else { takeInPropertiesChanges() }
         if flags.isWritable { try requireWritable() }
         switch node {
         case .cube:
@@ -19,6 +20,8 @@ extension DatasetFilesystem {
                 directIO: options.directIO && !flags.isWritable, noFlush: !flags.isWritable)
         case .properties:
             let bytes = flags.truncate ? [] : try currentProperties()
+            // What a program read is what its edit is made from (`applyProperties`).
+            if !flags.truncate { state.withLock { $0.propertiesRead = bytes } }
             let buffer = TextBuffer(bytes, dirty: flags.truncate)
             return OpenResult(handle: state.withLock { $0.addHandle(.properties(buffer)) }, directIO: true)
         case .scratch(let name):
@@ -474,15 +477,18 @@ extension DatasetFilesystem {
         }
     }
 
-    /// Validates and applies a new properties text; an invalid one changes nothing.
+    /// Validates and applies a new properties text; an invalid one changes nothing. The edit
+    /// is taken as made from the text a program last read through the mount: it is refused if
+    /// the file changed since (editors save whole files, and would undo that change).
     func applyProperties(_ bytes: [UInt8]) throws {
         let before = state.withLock { s in Set(s.layerNames) }
         try state.withLock { s in
             do {
-                try s.dataset.applyEdit(Data(bytes))
+                try s.dataset.applyEdit(Data(bytes), base: s.propertiesRead.map { Data($0) })
             } catch {
                 throw translate(error, "refused the new \(Self.propertiesName)")
             }
+            s.propertiesRead = bytes
             s.mags = [:]
             s.propertiesHidden = false
         }

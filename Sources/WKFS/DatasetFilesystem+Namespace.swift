@@ -9,6 +9,7 @@ extension DatasetFilesystem {
     static let magInfoName = "mag.json"
 
     public func lookup(parent: Inode, name: String) throws -> Entry {
+        takeInPropertiesChanges()
         let child = try state.withLock { s in try Self.child(of: try node(parent), named: name, in: &s) }
         // A cube's name is looked up at every open, so that the inode an open finds is the
         // version on disk now (`openCube`).
@@ -42,7 +43,9 @@ extension DatasetFilesystem {
     static func entryTimeout(parent: Inode) -> Double? { parent == .root ? 0 : nil }
 
     public func getattr(_ inode: Inode) throws -> Attributes {
-        var attributes = try attributes(try node(inode))
+        let node = try node(inode)
+        if case .cube = node {} else { takeInPropertiesChanges() }
+        var attributes = try attributes(node)
         attributes.inode = inode  // an old version of a cube keeps its own number
         return withPendingSize(attributes)
     }
@@ -74,6 +77,7 @@ extension DatasetFilesystem {
     }
 
     public func readdir(_ inode: Inode, handle: Handle, offset: UInt64) throws -> [DirectoryEntry] {
+        takeInPropertiesChanges()
         let node = try node(inode)
         let children = try state.withLock { s in try Self.children(of: node, in: &s) }
         let all = [(".", node), ("..", node)] + children

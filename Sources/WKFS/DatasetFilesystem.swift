@@ -40,7 +40,9 @@ public final class DatasetFilesystem: FUSEFilesystem {
         self.options = options
         cache = BlockCache(cacheSize: options.cacheSize)
         errors = ErrorLog(log: log)
-        state = Mutex(ViewState(dataset: try Dataset.open(datasetPath), readOnly: options.readOnly))
+        let dataset = try Dataset.open(datasetPath)
+        state = Mutex(ViewState(dataset: dataset, readOnly: options.readOnly))
+        state.withLock { $0.propertiesRead = FileManager.default.contents(atPath: dataset.propertiesPath).map { Array($0) } }
     }
 
     /// Removes the temporary files that killed writers left in the mags (their names say which
@@ -160,6 +162,33 @@ public final class DatasetFilesystem: FUSEFilesystem {
     func magStore(_ layer: String, _ mag: String) throws -> any MagStore {
         try state.withLock { s in try s.magStore(layer, mag) }
     }
+
+    /// Takes in what other programs changed in the properties file (`wkfs write` growing the
+    /// bounding box, `wkfs add-mag`): `mag.json`, `volume.raw` and the listings follow the
+    /// dataset in memory. One `stat` of the file per request that names or opens a file.
+    func takeInPropertiesChanges() {
+        let path = state.withLock { $0.dataset.propertiesPath }
+        guard let identity = FileStatus.of(path)?.identity,
+            state.withLock({ $0.propertiesIdentity != identity }),
+            let fresh = try? Dataset.open(state.withLock { $0.dataset.path })
+        else { return }
+        let views = state.withLock { s -> [MountNode] in
+            s.propertiesIdentity = identity
+            // The mount's own changes are in memory already: the mags it opened stay.
+            guard s.dataset.properties.encoded() != fresh.properties.encoded() else { return [] }
+            s.dataset = fresh
+            s.mags = [:]
+            return s.layerNames.flatMap { layer in
+                s.mags(layer).flatMap { mag in
+                    [MountNode.magInfo(layer: layer, mag: mag.name), .volume(layer: layer, mag: mag.name), .volumeHeader(layer: layer, mag: mag.name)]
+                }
+            }
+        }
+        // The kernel drops what it kept of the files that state the box (their sizes, pages).
+        for node in views {
+            if let inode = inodes.knownInode(node) { invalidate(inode) }
+        }
+    }
 }
 
 /// The view's shared, mutable state.
@@ -171,6 +200,12 @@ struct ViewState {
     var mags: [String: any MagStore] = [:]
     /// Editor files in the mount root, in memory only.
     var scratch: [String: ScratchFile] = [:]
+    /// The properties file's identity (`FileStatus.identity`) when `dataset` was last compared
+    /// with it (nil: not yet).
+    var propertiesIdentity: [Int64]?
+    /// The properties text a program last read through the mount (at first, the file as the
+    /// mount started): what an edit saved through the mount is taken to be made from.
+    var propertiesRead: [UInt8]?
     /// The properties file was renamed away (an editor's backup) and not yet recreated.
     var propertiesHidden = false
     /// Cubes created and still open, not yet on disk: open count by node.

@@ -57,16 +57,25 @@ extension Dataset {
 
     /// Replaces the properties file with `text` (validated first, written as given) and creates
     /// the directories and mags that new entries name.
-    public mutating func applyEdit(_ text: Data) throws {
+    /// - Parameter base: the text the edit was made from, when known: if the file changed since
+    ///   (another program grew a box, added a mag or a layer), the edit would undo that change
+    ///   and is refused, unless it is the file as it is now.
+    public mutating func applyEdit(_ text: Data, base: Data? = nil) throws {
         let new = try validateEdit(text)
         let lock = try propertiesLock()
         defer { lock.unlock() }
-        // A bounding box another writer grew since this view last read the file must not be
-        // shrunk back by an edit made from the older text: the box would stop covering voxels
-        // that were written. Refused (with this view brought up to date, so the edit can be
-        // made again from the new text).
         let onDisk = try Dataset.open(path).properties
-        for layer in new.layers {
+        if let base, let current = FileManager.default.contents(atPath: propertiesPath), current != base, current != text {
+            properties = onDisk
+            throw DatasetError(
+                .conflict, propertiesPath,
+                "the file changed since this text was read (another program wrote it: a write that grew a bounding box, an added mag or layer); read it again and make the edit there")
+        }
+        // Without a base: a bounding box another writer grew since this view last read the file
+        // must not be shrunk back by an edit made from the older text: the box would stop
+        // covering voxels that were written. Refused (with this view brought up to date, so the
+        // edit can be made again from the new text).
+        for layer in new.layers where base == nil {
             guard let disk = onDisk.layer(named: layer.name), let known = properties.layer(named: layer.name),
                 disk.boundingBox != known.boundingBox, layer.boundingBox.union(disk.boundingBox) != layer.boundingBox
             else { continue }

@@ -372,3 +372,55 @@ def test_other_invalid_edits_refused(change, field, ds, mounted, mountpoint):
         assert any(f.lower() in new for f in field.split("|")), f".wkfs/errors does not name {field}: {new!r}"
         assert not (ds.parent / "escape").exists() and not (ds.parent.parent / "outside").exists()
     assert (ds / PROPS).read_bytes() == old
+
+
+# ------------------------------------------------------------------------------------------
+# Edits made from a text the file has left behind
+
+
+@pytest.mark.parametrize("change", ["add-mag", "add-layer", "write growing the box"])
+@pytest.mark.parametrize("tool", ["python", "sed"])
+def test_an_edit_made_from_an_older_text_is_refused(change, tool, ds, mounted, mountpoint):
+    """A program reads the properties through the mount, another program changes the dataset
+    (`wkfs add-mag`, `add-layer`, a `write` past the box), then the first saves its whole text
+    with one field changed: saving it would undo the other change (the new mag or layer gone
+    from the properties while its directory stays, the box shrunk off written voxels), and it
+    was accepted. It is refused with EAGAIN, naming the file; after reading the file again, the
+    same edit is saved and keeps the other change."""
+    import errno
+    import subprocess
+
+    with mounted(ds):
+        props = mountpoint / PROPS
+        stale = props.read_bytes()
+        args = {"add-mag": ["add-mag", ds, "color", "8"],
+                "add-layer": ["add-layer", ds, "extra", "--category", "color", "--dtype", "uint8"],
+                "write growing the box": ["write", ds, "color", "1", "--offset", "1000,0,0", "--size", "8,8,8"]}[change]
+        r = mh.run([mh.WKFS_BIN, *args], input=bytes(512) if change.startswith("write") else None)
+        assert r.returncode == 0, mh.describe(r)
+        changed = (ds / PROPS).read_bytes()
+        errors_before = errors_text(mountpoint)
+        if tool == "python":
+            with pytest.raises(OSError) as failure:
+                with open(props, "wb") as f:
+                    f.write(edited(stale, set_scale(30.0)))
+            assert failure.value.errno == errno.EAGAIN, failure.value
+        else:
+            # sed reads the file itself: its text is the new one, and its edit is kept.
+            r = mh.run(["sed", "-i", "s/28.0/30.0/", props])
+            assert r.returncode == 0, mh.describe(r)
+            assert json.loads((ds / PROPS).read_bytes()) == json.loads(changed.replace(b"28.0", b"30.0"))
+            return
+        assert (ds / PROPS).read_bytes() == changed, "a refused edit changed the file on disk"
+        assert PROPS in errors_text(mountpoint)[len(errors_before):]
+        # Refused again until the file is read again; then the edit is saved over the new text.
+        with pytest.raises(OSError):
+            with open(props, "wb") as f:
+                f.write(edited(stale, set_scale(30.0)))
+        fresh = props.read_bytes()
+        assert fresh == changed
+        with open(props, "wb") as f:
+            f.write(edited(fresh, set_scale(30.0)))
+        saved = json.loads((ds / PROPS).read_bytes())
+        assert scale_of(saved) == [11.24, 11.24, 30.0]
+        assert json.loads(changed)["dataLayers"] == saved["dataLayers"]

@@ -213,3 +213,35 @@ def test_streaming_the_views_stays_within_the_cache_bound(tmp_path, mounted, mou
         assert r.stdout.decode().split()[0] == hashlib.md5(data).hexdigest()
         peak = _peak_kib(m.proc.pid) >> 10
         assert peak < 16 + 80, f"the daemon peaked at {peak} MiB streaming 64 MiB of views with cache_size=16M"
+
+
+@pytest.mark.parametrize("data_format", ["wkw", "zarr3"])
+def test_the_views_follow_a_box_that_another_program_grew(tmp_path, data_format, mounted, mountpoint):
+    """`wkfs write` beside the mount grows the bounding box: `mag.json`, `volume.raw` (its size
+    and voxels) and `volume.nhdr` show the new box at the next open or stat (they kept the box
+    of the mount's start until it was restarted)."""
+    import time
+
+    ds = tmp_path / "ds"
+    for args in (["create", ds, "--voxel-size", "1,1,1"],
+                 ["add-layer", ds, "color", "--category", "color", "--dtype", "uint8", "--data-format", data_format],
+                 ["add-mag", ds, "color", "1", "--block-len", "8", "--file-len", "8", "--compress"]):
+        r = mh.wkfs(*args)
+        assert r.returncode == 0, mh.describe(r)
+    first = np.full((64, 64, 64), 3, np.uint8)
+    r = mh.wkfs("write", ds, "color", "1", "--offset", "0,0,0", "--size", "64,64,64", input=first.tobytes())
+    assert r.returncode == 0, mh.describe(r)
+    with mounted(ds):
+        view = mountpoint / "color" / "1"
+        assert json.loads((view / "mag.json").read_text())["volume"]["shape"] == [64, 64, 64, 1]
+        assert (view / "volume.raw").stat().st_size == 64 ** 3
+        more = np.full((8, 8, 8), 9, np.uint8)
+        r = mh.wkfs("write", ds, "color", "1", "--offset", "100,0,0", "--size", "8,8,8", input=more.tobytes())
+        assert r.returncode == 0, mh.describe(r)
+        time.sleep(1.5)  # what the kernel keeps of names and sizes, for a second
+        assert json.loads((view / "mag.json").read_text())["volume"]["shape"] == [64, 64, 108, 1]
+        assert "sizes: 108 64 64\n" in (view / "volume.nhdr").read_text()
+        assert (view / "volume.raw").stat().st_size == 108 * 64 * 64
+        volume = np.fromfile(view / "volume.raw", dtype=np.uint8).reshape(64, 64, 108)
+        assert (volume[:64, :64, :64] == 3).all() and (volume[:8, :8, 100:108] == 9).all()
+        assert (volume[:, :, 64:100] == 0).all()
