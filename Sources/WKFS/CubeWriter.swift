@@ -58,6 +58,9 @@ struct CubeWriter {
     /// The data file's identity (inode, size, modification time) before the first of those loads:
     /// when it is the same at commit, nothing changed and the blocks need no second look.
     private var loadedIdentity: [Int64]?
+    /// The version the last write came from (`write(_:at:cache:version:)`).
+    private var version: OpenedFile??
+    private var olderThanDisk: Bool?
 
     private struct Pending {
         var bytes: [UInt8]
@@ -112,10 +115,16 @@ struct CubeWriter {
     }
 
     /// Writes bytes at `offset` into the pending blocks.
-    mutating func write(_ data: UnsafeRawBufferPointer, at offset: Int, cache: BlockCache) throws {
+    /// - Parameter version: the version of the data file the writing program reads (`.some(nil)`:
+    ///   none, zeros), which blocks it writes only partly start from; nil: the one on disk. A
+    ///   program holding an older version (a memory map made before another program replaced the
+    ///   file) writes back whole pages of it: merged at commit against that version, the bytes
+    ///   it did not change keep the other program's change.
+    mutating func write(_ data: UnsafeRawBufferPointer, at offset: Int, cache: BlockCache, version: OpenedFile?? = nil) throws {
         guard offset + data.count <= geometry.cubeBytes else {
             throw FUSEError(EFBIG, "write of \(data.count) bytes at \(offset) passes the cube's end (\(geometry.cubeBytes) bytes)")
         }
+        self.version = version
         guard !data.isEmpty else { return }
         let range = offset..<(offset + data.count)
         size = max(size, range.upperBound)
@@ -157,9 +166,11 @@ struct CubeWriter {
         if dirty[number] == nil {
             let count = mag.blockBytes
             let fromFile: Bool
-            if !whole && !truncated, case .none = stored[number] { fromFile = true } else { fromFile = false }
-            if fromFile && loadedIdentity == nil { loadedIdentity = try cache.reader(mag, index)?.identity ?? [] }
-            let bytes = whole ? [UInt8](unsafeUninitializedCapacity: count) { _, n in n = count } : try load(number, cache: cache)
+            // A block written whole is loaded too when the writer's version is older than the
+            // file on disk: the program may be writing back stale bytes of it.
+            if !truncated, case .none = stored[number], try !whole || versionIsOlderThanDisk(cache) { fromFile = true } else { fromFile = false }
+            if fromFile && loadedIdentity == nil { loadedIdentity = try baseFile(cache)?.reader.identity ?? [] }
+            let bytes = !fromFile && whole ? [UInt8](unsafeUninitializedCapacity: count) { _, n in n = count } : try load(number, cache: cache)
             if fromFile && loadedOriginals[number] == nil && loadedFromFile[number] == nil {
                 if originalBytes + count <= memoryBudget {
                     loadedOriginals[number] = bytes  // shares storage until the block is written
@@ -231,8 +242,24 @@ struct CubeWriter {
             return try mag.decodeBlock(try spill!.read(at: offset, count: count), origin: "spill file")
         case .none:
             if truncated { return [UInt8](repeating: 0, count: mag.blockBytes) }
-            return try cache.blocks(mag, index, [number])[0].bytes
+            return try cache.blocks(mag, index, [number], from: try baseFile(cache))[0].bytes
         }
+    }
+
+    /// The version of the data file that blocks are loaded from (nil: none, zeros).
+    private func baseFile(_ cache: BlockCache) throws -> OpenedFile? {
+        if let version { return version }
+        return try cache.current(mag, index)
+    }
+
+    /// The writing program's version is not the data file on disk now (checked once per batch
+    /// of changes).
+    private mutating func versionIsOlderThanDisk(_ cache: BlockCache) throws -> Bool {
+        guard let version else { return false }
+        if let known = olderThanDisk { return known }
+        let older = (version?.reader.identity ?? []) != (try cache.current(mag, index)?.reader.identity ?? [])
+        olderThanDisk = older
+        return older
     }
 
     /// Records block `number` as complete in `state`; it is no longer dirty.
@@ -427,6 +454,7 @@ struct CubeWriter {
         loadedOriginals = [:]
         originalBytes = 0
         loadedIdentity = nil
+        olderThanDisk = nil
         dirty = BlockTable(count: mag.blocksPerFile, empty: nil)
         dirtyCount = 0
         stored = BlockTable(count: mag.blocksPerFile, empty: .none)

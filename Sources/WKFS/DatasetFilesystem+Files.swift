@@ -278,12 +278,7 @@ extension DatasetFilesystem {
                 if let pending { return pending }
             }
             do {
-                let file = try cube.pinned.withLock { pinned -> OpenedFile? in
-                    guard case .version(let version) = pinned else { return try cache.current(cube.mag, cube.index) }
-                    let followed = try cache.following(version, cube.mag, cube.index)
-                    pinned = .version(followed)
-                    return followed
-                }
+                let file = try readVersion(cube) ?? cache.current(cube.mag, cube.index)
                 let count = try cache.readCube(cube.mag, cube.index, from: file, offset: offset, into: buffer)
                 MountStatistics.add(statistics.cubeBytesRead, count)
                 return count
@@ -337,7 +332,7 @@ extension DatasetFilesystem {
                     writer = CubeWriter(mag: writable, index: cube.index, truncated: false, memoryBudget: writeBudget(writable))
                 }
                 do {
-                    try writer!.write(data, at: offset, cache: cache)
+                    try writer!.write(data, at: offset, cache: cache, version: try readVersion(cube))
                 } catch {
                     throw translate(error, cubeName(cube))
                 }
@@ -367,6 +362,17 @@ extension DatasetFilesystem {
             throw FUSEError.badHandle
         }
         return data.count
+    }
+
+    /// The version of a cube's data file that its reads come from, when it keeps one
+    /// (`CubeHandle.Pin`; `.some(nil)`: none, zeros); nil: whatever is on disk.
+    func readVersion(_ cube: CubeHandle) throws -> OpenedFile?? {
+        try cube.pinned.withLock { pinned -> OpenedFile?? in
+            guard case .version(let version) = pinned else { return nil }
+            let followed = try cache.following(version, cube.mag, cube.index)
+            pinned = .version(followed)
+            return .some(followed)
+        }
     }
 
     func cubeName(_ cube: CubeHandle) -> String {
