@@ -1,30 +1,41 @@
 import Formats
 
 /// What a killed `add-layer` or `add-mag` leaves: its directory, made before the properties
-/// named it, holding at most temporary files of the killed process. A new run of the same step
-/// must not find it in its way ("already exists") when it holds nothing of anyone's.
+/// named it, holding temporary files of the killed process. A new run of the same step must
+/// not find it in its way ("already exists") when it holds nothing of anyone's.
 extension Dataset {
-    /// Removes `directory` when it holds nothing but empty directories, lock files and
-    /// temporary files whose process no longer runs; true when it is gone (or was never there).
-    /// A directory holding anything else (a mag's marker, a data file) stays, and false says so.
-    static func removeIfLeftOfKilledRun(_ directory: String) -> Bool {
+    /// Removes `directory` when a killed run left it: it holds a temporary file whose process no
+    /// longer runs, and besides only such files, lock files and empty directories. True when it
+    /// is gone (or was never there). A directory of a run under way (empty, or with its own
+    /// temporary files) or holding anything else (a mag's marker, a data file) stays: false.
+    /// Under the properties lock, so two runs that both find the leftover cannot both clear it
+    /// (the second would remove what the first has made since).
+    func removeIfLeftOfKilledRun(_ directory: String) throws -> Bool {
         guard PathOps.exists(directory) else { return true }
-        guard onlyLeftoversIn(directory) else { return false }
-        do {
-            try PathOps.removeTree(directory)
-        } catch {
-            return false
+        return try withPropertiesLock {
+            guard PathOps.exists(directory) else { return true }
+            var killed = false
+            guard onlyLeftovers(in: directory, killed: &killed), killed else { return false }
+            do {
+                try PathOps.removeTree(directory)
+            } catch {
+                return false
+            }
+            return true
         }
-        return true
     }
 
-    private static func onlyLeftoversIn(_ directory: String) -> Bool {
+    private func onlyLeftovers(in directory: String, killed: inout Bool) -> Bool {
         guard PathOps.isDirectory(directory) else { return false }
-        return PathOps.list(directory).allSatisfy { name in
+        for name in PathOps.list(directory) {
             let child = directory + "/" + name
-            if PathOps.isDirectory(child) { return onlyLeftoversIn(child) }
-            if name == Zarr3Array.lockFileName { return true }
-            return AtomicFile.temporaryOwner(name).map { !AtomicFile.processRuns($0) } ?? false
+            if PathOps.isDirectory(child) {
+                guard onlyLeftovers(in: child, killed: &killed) else { return false }
+            } else if name != Zarr3Array.lockFileName {
+                guard let owner = AtomicFile.temporaryOwner(name), !AtomicFile.processRuns(owner) else { return false }
+                killed = true
+            }
         }
+        return true
     }
 }

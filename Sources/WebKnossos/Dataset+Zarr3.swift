@@ -124,7 +124,7 @@ extension Dataset {
             throw DatasetError(.alreadyExists, "mag '\(name)'", "layer '\(layer.name)' already has this mag")
         }
         let directory = layerPath(layer.name) + "/" + mag.shortName
-        if !Self.removeIfLeftOfKilledRun(directory) {
+        if !(try removeIfLeftOfKilledRun(directory)) {
             throw DatasetError(.alreadyExists, directory, "mag directory already exists on disk")
         }
         let array: Zarr3Array

@@ -123,7 +123,7 @@ public struct Dataset: Sendable {
         guard channels >= 1, channels <= 255, format != .wkw || channels * voxelType.size <= 255 else {
             throw DatasetError(.invalidArgument, "--channels", "\(channels) channels of \(voxelType) do not fit in a WKW voxel")
         }
-        if properties.layer(named: name) != nil || !Self.removeIfLeftOfKilledRun(layerPath(name)) {
+        if try properties.layer(named: name) != nil || !removeIfLeftOfKilledRun(layerPath(name)) {
             throw DatasetError(.alreadyExists, layerPath(name), "layer already exists")
         }
         var layer = LayerProperties(name: name, category: category, voxelType: voxelType, channels: channels)
@@ -262,7 +262,7 @@ public struct Dataset: Sendable {
             throw DatasetError(.invalidArgument, blockLength & (blockLength - 1) != 0 || blockLength < 1 || blockLength > 128 ? "--block-len" : "--file-len", error.reason)
         }
         let directoryPath = layerPath(layerName) + "/" + mag.shortName
-        if !Self.removeIfLeftOfKilledRun(directoryPath) {
+        if !(try removeIfLeftOfKilledRun(directoryPath)) {
             throw DatasetError(.alreadyExists, directoryPath, "mag directory already exists on disk")
         }
         let store: any MagStore
