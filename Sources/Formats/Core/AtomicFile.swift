@@ -20,7 +20,12 @@ public enum AtomicFile {
     /// Atomically replaces (or creates) `path` with what `fill` writes into a new file. The
     /// directory is synced at once, or remembered in `directories` to be synced later.
     static func write(_ path: String, directories: PendingDirectorySyncs? = nil, fill: (OpenFile) throws -> Void) throws {
-        let temporary = try prepare(path, fill: fill)
+        try putInPlace(try prepare(path, fill: fill), at: path, directories: directories)
+    }
+
+    /// Renames `temporary` (written and synced by `prepare`) over `path`; on failure it is
+    /// removed. The directory is synced at once, or remembered in `directories`.
+    static func putInPlace(_ temporary: String, at path: String, directories: PendingDirectorySyncs?) throws {
         do {
             try PathOps.rename(temporary, to: path)
         } catch {

@@ -134,13 +134,7 @@ extension Zarr3Array {
         case .remove:
             try remove(file)
         case .replace(let temporary):
-            do {
-                try PathOps.rename(temporary, to: file)
-            } catch {
-                PathOps.remove(temporary)
-                throw error
-            }
-            try directories.renamed(into: PathOps.dirname(file))
+            try AtomicFile.putInPlace(temporary, at: file, directories: directories)
         }
     }
 
