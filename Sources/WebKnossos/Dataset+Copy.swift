@@ -223,7 +223,12 @@ extension Dataset {
         let notes = destination + "/" + Self.unfinishedCopyName + "."
         if !shard.isWhole { try shard.leaveNote(notes, "this part of the copy") }
         try Self.withCopyLock(destination) {
-            guard shard.isWhole || shard.everyPartNoted(notes) else { return }
+            guard shard.isWhole || shard.everyPartNoted(notes) else {
+                // A part that noted while another ended the copy (every note was there) made
+                // the lock file again by taking the lock: the copy is done, so it goes again.
+                if !PathOps.exists(marker) { PathOps.remove(destination + "/" + Self.copyLockName) }
+                return
+            }
             PathOps.remove(marker)
             // The notes of these parts, and of parts of an earlier split of the same copy.
             PathOps.removeFiles(in: destination, prefix: Self.unfinishedCopyName + ".")
