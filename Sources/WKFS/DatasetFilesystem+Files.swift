@@ -21,7 +21,12 @@ extension DatasetFilesystem {
         case .properties:
             let bytes = flags.truncate ? [] : try currentProperties()
             // What a program read is what its edit is made from (`applyProperties`).
-            if !flags.truncate { state.withLock { $0.propertiesRead = bytes } }
+            // (An open for writing only reads nothing: vim's in-place save opens O_WRONLY and
+            // truncates after.)
+            if !flags.truncate && flags.accessMode != .writeOnly {
+                let reader = FUSECaller.process
+                state.withLock { $0.noteRead(of: bytes, by: reader) }
+            }
             let buffer = TextBuffer(bytes, dirty: flags.truncate)
             return OpenResult(handle: state.withLock { $0.addHandle(.properties(buffer)) }, directIO: true)
         case .scratch(let name):
@@ -390,30 +395,39 @@ extension DatasetFilesystem {
             // what failed is dropped then (a later release must not put it in place after all).
             let soleClose = closing && !final && state.withLock { s in (s.openCubes[cube.inode]?.handles ?? 1) <= 1 }
             var grown: Box?
-            try cube.writer.withLock { writer in
-                guard writer?.hasChanges == true, !(onlyComplete && writer!.isIncomplete) else { return }
-                if writer!.isUntouchedTruncation && !final { throw FUSEError.invalid }
-                let touched = writer!.written
-                do {
-                    try writer!.commit(cache: cache, directories: pendingDirectories)
-                    cube.replacing.store(false, ordering: .releasing)
-                    repin(cube)
-                    MountStatistics.add(statistics.cubesCommitted, 1)
-                } catch {
-                    // Counted where a program sees the error (close, fsync), not again at release.
-                    if !final { MountStatistics.add(statistics.commitsRefused, 1) }
-                    // An incomplete cube stays pending at a close: a duplicate descriptor of the
-                    // same handle may still complete it (dd closes one first).
-                    if final || (soleClose && !writer!.isIncomplete) { writer!.discard() }
-                    if closing { forgetRefusedCube(cube) }
-                    // The kernel may hold the refused bytes in its page cache: drop them.
-                    invalidate(inode)
-                    // An incomplete cube at a close that is not the last (a duplicate descriptor)
-                    // fails that close, but is logged only if the last close finds it still so.
-                    if !final && writer!.isIncomplete { throw FUSEError.invalid }
-                    throw translate(error, cubeName(cube))
+            var dropped = false
+            do {
+                try cube.writer.withLock { writer in
+                    guard writer?.hasChanges == true, !(onlyComplete && writer!.isIncomplete) else { return }
+                    if writer!.isUntouchedTruncation && !final { throw FUSEError.invalid }
+                    let touched = writer!.written
+                    do {
+                        try writer!.commit(cache: cache, directories: pendingDirectories)
+                        cube.replacing.store(false, ordering: .releasing)
+                        repin(cube)
+                        MountStatistics.add(statistics.cubesCommitted, 1)
+                    } catch {
+                        // Counted where a program sees the error (close, fsync), not again at release.
+                        if !final { MountStatistics.add(statistics.commitsRefused, 1) }
+                        // An incomplete cube stays pending at a close: a duplicate descriptor of the
+                        // same handle may still complete it (dd closes one first).
+                        if final || (soleClose && !writer!.isIncomplete) { writer!.discard() }
+                        dropped = soleClose && !writer!.isIncomplete
+                        if closing { forgetRefusedCube(cube) }
+                        // The kernel may hold the refused bytes in its page cache: drop them.
+                        invalidate(inode)
+                        // An incomplete cube at a close that is not the last (a duplicate descriptor)
+                        // fails that close, but is logged only if the last close finds it still so.
+                        if !final && writer!.isIncomplete { throw FUSEError.invalid }
+                        throw translate(error, cubeName(cube))
+                    }
+                    grown = touched
                 }
-                grown = touched
+            } catch let error as FUSEError {
+                // Another descriptor of the handle (a dup, a forked child's) may still write:
+                // its next fsync or close says that writes were lost.
+                if dropped { state.withLock { $0.lostWrites[handle.rawValue] = error } }
+                throw error
             }
             if let grown {
                 state.withLock { s in s.pendingCubes[cube.node] = nil }
@@ -421,6 +435,7 @@ extension DatasetFilesystem {
                 try growBoundingBox(cube.layer, cube.magName, box)
                 invalidate(inode)
             }
+            if !final && !onlyComplete, let lost = state.withLock({ $0.lostWrites.removeValue(forKey: handle.rawValue) }) { throw lost }
         case .properties(let text):
             let pending = text.content.withLock { c -> [UInt8]? in c.dirty ? c.bytes : nil }
             guard let pending else { return }
@@ -429,11 +444,16 @@ extension DatasetFilesystem {
         case .volume(let writer):
             do {
                 try commitVolume(writer)
-            } catch {
-                // As for a cube: the files not yet committed when a close fails are dropped.
-                if closing { writer.discard() }
+            } catch let error as FUSEError {
+                // As for a cube: the files not yet committed when a close fails are dropped, and
+                // the handle's next fsync or close says so.
+                if closing {
+                    writer.discard()
+                    if !final { state.withLock { $0.lostWrites[handle.rawValue] = error } }
+                }
                 throw error
             }
+            if !final, let lost = state.withLock({ $0.lostWrites.removeValue(forKey: handle.rawValue) }) { throw lost }
         case .scratch, .generated, .view:
             return
         }
@@ -484,17 +504,20 @@ extension DatasetFilesystem {
     }
 
     /// Validates and applies a new properties text; an invalid one changes nothing. The edit
-    /// is taken as made from the text a program last read through the mount: it is refused if
-    /// the file changed since (editors save whole files, and would undo that change).
+    /// is taken as made from the text its program last read through the mount (any program's,
+    /// when it read none): it is refused if the file changed since (editors save whole files,
+    /// and would undo that change).
     func applyProperties(_ bytes: [UInt8]) throws {
         let before = state.withLock { s in Set(s.layerNames) }
+        let writer = FUSECaller.process
         try state.withLock { s in
+            let base = writer.flatMap { s.propertiesReadBy[$0] } ?? s.propertiesRead
             do {
-                try s.dataset.applyEdit(Data(bytes), base: s.propertiesRead.map { Data($0) })
+                try s.dataset.applyEdit(Data(bytes), base: base.map { Data($0) })
             } catch {
                 throw translate(error, "refused the new \(Self.propertiesName)")
             }
-            s.propertiesRead = bytes
+            s.noteRead(of: bytes, by: writer)
             s.mags = [:]
             s.propertiesHidden = false
         }
@@ -534,6 +557,7 @@ extension DatasetFilesystem {
                     }
                 }
                 s.handles[handle.rawValue] = nil
+                s.lostWrites[handle.rawValue] = nil
             }
         }
         // The last handle on a cube drops what cannot be made durable; earlier ones leave it pending.

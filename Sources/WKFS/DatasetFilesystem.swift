@@ -204,8 +204,19 @@ struct ViewState {
     /// with it (nil: not yet).
     var propertiesIdentity: [Int64]?
     /// The properties text a program last read through the mount (at first, the file as the
-    /// mount started): what an edit saved through the mount is taken to be made from.
+    /// mount started), and by process the text each one last read or saved: what an edit
+    /// saved through the mount is taken to be made from (`applyProperties`).
     var propertiesRead: [UInt8]?
+    var propertiesReadBy: [Int32: [UInt8]] = [:]
+
+    /// Notes that process `reader` (nil: unknown) read or saved properties text `bytes`.
+    mutating func noteRead(of bytes: [UInt8], by reader: Int32?) {
+        propertiesRead = bytes
+        guard let reader else { return }
+        // A few programs edit at once; one that never saves leaves its entry until it is pushed out.
+        if propertiesReadBy[reader] == nil && propertiesReadBy.count >= 64 { propertiesReadBy.removeAll() }
+        propertiesReadBy[reader] = bytes
+    }
     /// The properties file was renamed away (an editor's backup) and not yet recreated.
     var propertiesHidden = false
     /// Cubes created and still open, not yet on disk: open count by node.
@@ -222,6 +233,9 @@ struct ViewState {
     /// such directories on disk (Zarr3): they exist in the view only, until a cube fills them.
     var madeDirectories: Set<MountNode> = []
     var handles: [UInt64: OpenItem] = [:]
+    /// Writes that a failed close of a handle dropped, by handle: the handle's next fsync or
+    /// close fails with this (its other descriptors, a dup or a forked child's, may still write).
+    var lostWrites: [UInt64: FUSEError] = [:]
     var nextHandle: UInt64 = 1
 
     /// The layers the view shows: WKW layers of the properties.

@@ -54,6 +54,8 @@ private func serve(
 ) {
     let box = Unmanaged<FilesystemBox>.fromOpaque(fuse_req_userdata(request)!)
         .takeUnretainedValue()
+    FUSECaller.set(fuse_req_ctx(request)?.pointee.pid)
+    defer { FUSECaller.set(nil) }
     do {
         try body(box)
         box.counts?.record(operation, failed: false)

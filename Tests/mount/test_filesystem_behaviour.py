@@ -215,7 +215,8 @@ def test_full_disk_reaches_the_editor_as_enospc(full_disk, mounted, mountpoint):
 def test_a_cube_write_refused_at_close_for_space_is_gone(full_disk, mounted, mountpoint, data_format):
     """A close that fails with ENOSPC is the program's answer: the write did not happen. Reads
     show the old cube at once, and nothing puts the refused bytes in place later, even once
-    there is room before the handle is released (its other descriptor still open): both did."""
+    there is room before the handle is released (its other descriptor still open): both did.
+    The other descriptor's close fails too, once."""
     import errno
 
     ds = full_disk.root / "ds"
@@ -242,7 +243,11 @@ def test_a_cube_write_refused_at_close_for_space_is_gone(full_disk, mounted, mou
             assert cube.read_bytes() == old.tobytes()
             filler.unlink()
         finally:
-            os.close(other)
+            # The other descriptor's close says that writes were lost (a forked child's close
+            # that failed unseen dropped what its parent wrote: the parent learns it here).
+            with pytest.raises(OSError) as failure:
+                os.close(other)
+            assert failure.value.errno == errno.ENOSPC, failure.value
         assert cube.read_bytes() == old.tobytes()
     assert mh.snapshot(ds) == before
 

@@ -400,10 +400,21 @@ def test_an_edit_made_from_an_older_text_is_refused(change, tool, ds, mounted, m
         assert r.returncode == 0, mh.describe(r)
         changed = (ds / PROPS).read_bytes()
         errors_before = errors_text(mountpoint)
+        # Another program reading the new text does not make this one's text new.
+        r = mh.run(["cat", props])
+        assert r.returncode == 0 and r.stdout == changed, mh.describe(r)
         if tool == "python":
             with pytest.raises(OSError) as failure:
                 with open(props, "wb") as f:
                     f.write(edited(stale, set_scale(30.0)))
+            assert failure.value.errno == errno.EAGAIN, failure.value
+            # vim's in-place save: open for writing only, truncate, write (an open that reads
+            # nothing does not count as reading the file).
+            fd = os.open(props, os.O_WRONLY | os.O_CREAT)
+            os.ftruncate(fd, 0)
+            os.write(fd, edited(stale, set_scale(30.0)))
+            with pytest.raises(OSError) as failure:
+                os.close(fd)
             assert failure.value.errno == errno.EAGAIN, failure.value
         else:
             # sed reads the file itself: its text is the new one, and its edit is kept.
