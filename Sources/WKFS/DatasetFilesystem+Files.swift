@@ -25,7 +25,8 @@ extension DatasetFilesystem {
             // truncates after.)
             if !flags.truncate && flags.accessMode != .writeOnly {
                 let reader = FUSECaller.process
-                state.withLock { $0.noteRead(of: bytes, by: reader) }
+                let parent = reader.flatMap(FUSECaller.parent)
+                state.withLock { $0.editBases.read(bytes, by: reader, parent: parent) }
             }
             let buffer = TextBuffer(bytes, dirty: flags.truncate)
             return OpenResult(handle: state.withLock { $0.addHandle(.properties(buffer)) }, directIO: true)
@@ -337,7 +338,12 @@ extension DatasetFilesystem {
                     writer = CubeWriter(mag: writable, index: cube.index, truncated: false, memoryBudget: writeBudget(writable))
                 }
                 do {
-                    try writer!.write(data, at: offset, cache: cache, version: try readVersion(cube))
+                    // Whole pages are what the kernel writes back of a memory map, which holds
+                    // the version it read: merged against that version. Other writes (a
+                    // `pwrite` of a few voxels) are merged against the file as it is now, so a
+                    // value a program writes back on purpose counts as its change.
+                    let pages = offset % 4096 == 0 && data.count % 4096 == 0
+                    try writer!.write(data, at: offset, cache: cache, version: pages ? try readVersion(cube) : nil)
                 } catch {
                     throw translate(error, cubeName(cube))
                 }
@@ -510,14 +516,16 @@ extension DatasetFilesystem {
     func applyProperties(_ bytes: [UInt8]) throws {
         let before = state.withLock { s in Set(s.layerNames) }
         let writer = FUSECaller.process
+        let parent = writer.flatMap(FUSECaller.parent)
         try state.withLock { s in
-            let base = writer.flatMap { s.propertiesReadBy[$0] } ?? s.propertiesRead
+            let base = s.editBases.base(of: writer, parent: parent)
             do {
                 try s.dataset.applyEdit(Data(bytes), base: base.map { Data($0) })
             } catch {
+                if (error as? DatasetError)?.kind == .conflict { s.editBases.refused(by: writer, parent: parent) }
                 throw translate(error, "refused the new \(Self.propertiesName)")
             }
-            s.noteRead(of: bytes, by: writer)
+            s.editBases.saved(bytes, by: writer, parent: parent)
             s.mags = [:]
             s.propertiesHidden = false
         }

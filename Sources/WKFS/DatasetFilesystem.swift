@@ -42,7 +42,7 @@ public final class DatasetFilesystem: FUSEFilesystem {
         errors = ErrorLog(log: log)
         let dataset = try Dataset.open(datasetPath)
         state = Mutex(ViewState(dataset: dataset, readOnly: options.readOnly))
-        state.withLock { $0.propertiesRead = FileManager.default.contents(atPath: dataset.propertiesPath).map { Array($0) } }
+        state.withLock { $0.editBases = EditBases(fileAtStart: FileManager.default.contents(atPath: dataset.propertiesPath).map { Array($0) }) }
     }
 
     /// Removes the temporary files that killed writers left in the mags (their names say which
@@ -203,20 +203,8 @@ struct ViewState {
     /// The properties file's identity (`FileStatus.identity`) when `dataset` was last compared
     /// with it (nil: not yet).
     var propertiesIdentity: [Int64]?
-    /// The properties text a program last read through the mount (at first, the file as the
-    /// mount started), and by process the text each one last read or saved: what an edit
-    /// saved through the mount is taken to be made from (`applyProperties`).
-    var propertiesRead: [UInt8]?
-    var propertiesReadBy: [Int32: [UInt8]] = [:]
-
-    /// Notes that process `reader` (nil: unknown) read or saved properties text `bytes`.
-    mutating func noteRead(of bytes: [UInt8], by reader: Int32?) {
-        propertiesRead = bytes
-        guard let reader else { return }
-        // A few programs edit at once; one that never saves leaves its entry until it is pushed out.
-        if propertiesReadBy[reader] == nil && propertiesReadBy.count >= 64 { propertiesReadBy.removeAll() }
-        propertiesReadBy[reader] = bytes
-    }
+    /// What each program's edit of the properties through the mount is made from.
+    var editBases = EditBases(fileAtStart: nil)
     /// The properties file was renamed away (an editor's backup) and not yet recreated.
     var propertiesHidden = false
     /// Cubes created and still open, not yet on disk: open count by node.

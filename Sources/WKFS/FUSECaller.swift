@@ -22,10 +22,19 @@ public enum FUSECaller {
     public static var process: Int32? {
         guard let pointer = pthread_getspecific(slot) else { return nil }
         let thread = Int32(Int(bitPattern: pointer))
-        guard let status = try? String(contentsOfFile: "/proc/\(thread)/status", encoding: .utf8),
-            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("Tgid:") }),
-            let group = Int32(line.dropFirst(5).trimmingCharacters(in: .whitespaces))
-        else { return thread }
-        return group
+        return status(thread, "Tgid:") ?? thread
+    }
+
+    /// The parent of process `process` (nil when it is gone).
+    public static func parent(_ process: Int32) -> Int32? {
+        status(process, "PPid:").flatMap { $0 > 0 ? $0 : nil }
+    }
+
+    /// A number field of `/proc/ID/status`.
+    private static func status(_ id: Int32, _ field: String) -> Int32? {
+        guard let text = try? String(contentsOfFile: "/proc/\(id)/status", encoding: .utf8),
+            let line = text.split(separator: "\n").first(where: { $0.hasPrefix(field) })
+        else { return nil }
+        return Int32(line.dropFirst(field.count).trimmingCharacters(in: .whitespaces))
     }
 }

@@ -521,3 +521,28 @@ def _ok_out(*args) -> bytes:
     proc = mh.run([mh.WKFS_BIN, *args])
     assert proc.returncode == 0, mh.describe(proc)
     return proc.stdout
+
+
+@pytest.mark.parametrize("data_format", ["wkw", "zarr3"])
+def test_a_value_written_back_on_purpose_is_kept(tmp_path, mounted, mountpoint, data_format):
+    """A program that read a voxel, then writes that old value back with a small `pwrite` after
+    another writer changed it (an eraser resetting labels), keeps its value: small writes are
+    merged against the file as it is now, not against the version the program read (which
+    only whole pages, a memory map's write-back, are)."""
+    ds = tmp_path / "ds"
+    _ok("create", ds, "--voxel-size", "1,1,1")
+    _ok("add-layer", ds, "color", "--category", "color", "--dtype", "uint8", "--data-format", data_format)
+    _ok("add-mag", ds, "color", "1", "--block-len", "32", "--file-len", "2", "--compress")
+    _ok("write", ds, "color", "1", "--offset", "0,0,0", "--size", "64,64,64", input=b"\x11" * 64 ** 3)
+    with mounted(ds):
+        cube = mountpoint / "color" / "1" / mh.cube_rel(0, 0, 0)
+        fd = os.open(cube, os.O_RDWR)
+        try:
+            assert os.pread(fd, 1, 0) == b"\x11"
+            _ok("write", ds, "color", "1", "--offset", "0,0,0", "--size", "2,1,1", input=b"\x22\x22")
+            assert os.pwrite(fd, b"\x11", 0) == 1
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    got = _ok_out("read", ds, "color", "1", "--offset", "0,0,0", "--size", "2,1,1")
+    assert got == b"\x11\x22", got

@@ -386,7 +386,8 @@ def test_an_edit_made_from_an_older_text_is_refused(change, tool, ds, mounted, m
     with one field changed: saving it would undo the other change (the new mag or layer gone
     from the properties while its directory stays, the box shrunk off written voxels), and it
     was accepted. It is refused with EAGAIN, naming the file; after reading the file again, the
-    same edit is saved and keeps the other change."""
+    same edit is saved and keeps the other change. Another program's read (`cat`) and the
+    program's own second read before saving (vim's backup copy) leave its text old."""
     import errno
     import subprocess
 
@@ -404,6 +405,9 @@ def test_an_edit_made_from_an_older_text_is_refused(change, tool, ds, mounted, m
         r = mh.run(["cat", props])
         assert r.returncode == 0 and r.stdout == changed, mh.describe(r)
         if tool == "python":
+            # vim reads the file again just before it overwrites it (its backup copy): a read
+            # after the program's first does not make its older text new.
+            assert props.read_bytes() == changed
             with pytest.raises(OSError) as failure:
                 with open(props, "wb") as f:
                     f.write(edited(stale, set_scale(30.0)))
@@ -435,3 +439,23 @@ def test_an_edit_made_from_an_older_text_is_refused(change, tool, ds, mounted, m
         saved = json.loads((ds / PROPS).read_bytes())
         assert scale_of(saved) == [11.24, 11.24, 30.0]
         assert json.loads(changed)["dataLayers"] == saved["dataLayers"]
+
+
+def test_a_shell_edit_is_made_from_what_its_children_read(ds, mounted, mountpoint):
+    """`t=$(cat F)`, another program grows the box, `echo "$t" > F`: the shell read nothing
+    itself, its child did; the save is refused (EAGAIN; bash does not report a failed close)
+    and the box stays, also when yet another program reads the file in between."""
+    with mounted(ds):
+        props = mountpoint / PROPS
+        script = f"""
+            t=$(cat {props})
+            head -c 512 /dev/zero | {mh.WKFS_BIN} write {ds} color 1 --offset 1000,0,0 --size 8,8,8 || exit 9
+            cat {props} > /dev/null
+            echo "${{t/28.0/30.0}}" > {props}
+        """
+        r = mh.run(["bash", "-c", script])
+        assert r.returncode != 9, mh.describe(r)
+        saved = json.loads((ds / PROPS).read_bytes())
+        assert scale_of(saved)[2] == 28.0, "the shell's older text was saved"
+        box = saved["dataLayers"][0]["boundingBox"]
+        assert box["topLeft"][0] + box["width"] >= 1008, box
