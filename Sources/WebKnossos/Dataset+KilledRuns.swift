@@ -25,6 +25,18 @@ extension Dataset {
         }
     }
 
+    /// Why `directory` is in the way of a new layer or mag (`what`): an empty one (a run killed
+    /// right after making it leaves no temporary file to tell it by) says how to go on.
+    static func inTheWay(_ directory: String, _ what: String) -> String {
+        func holdsFiles(_ path: String) -> Bool {
+            PathOps.list(path).contains { name in
+                PathOps.isDirectory(path + "/" + name) ? holdsFiles(path + "/" + name) : name != Zarr3Array.lockFileName
+            }
+        }
+        guard PathOps.isDirectory(directory), !holdsFiles(directory) else { return "\(what) already exists on disk" }
+        return "\(what) already exists on disk, holding no files, and the properties do not name it (left by an interrupted run?): remove it and run again"
+    }
+
     private func onlyLeftovers(in directory: String, killed: inout Bool) -> Bool {
         guard PathOps.isDirectory(directory) else { return false }
         for name in PathOps.list(directory) {

@@ -125,7 +125,7 @@ extension Dataset {
         }
         let directory = layerPath(layer.name) + "/" + mag.shortName
         if !(try removeIfLeftOfKilledRun(directory)) {
-            throw DatasetError(.alreadyExists, directory, "mag directory already exists on disk")
+            throw DatasetError(.alreadyExists, directory, Self.inTheWay(directory, "mag directory"))
         }
         let array: Zarr3Array
         do {

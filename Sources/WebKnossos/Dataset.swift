@@ -123,8 +123,11 @@ public struct Dataset: Sendable {
         guard channels >= 1, channels <= 255, format != .wkw || channels * voxelType.size <= 255 else {
             throw DatasetError(.invalidArgument, "--channels", "\(channels) channels of \(voxelType) do not fit in a WKW voxel")
         }
-        if try properties.layer(named: name) != nil || !removeIfLeftOfKilledRun(layerPath(name)) {
+        if properties.layer(named: name) != nil {
             throw DatasetError(.alreadyExists, layerPath(name), "layer already exists")
+        }
+        if !(try removeIfLeftOfKilledRun(layerPath(name))) {
+            throw DatasetError(.alreadyExists, layerPath(name), Self.inTheWay(layerPath(name), "layer directory"))
         }
         var layer = LayerProperties(name: name, category: category, voxelType: voxelType, channels: channels)
         layer.dataFormat = format.rawValue
@@ -263,7 +266,7 @@ public struct Dataset: Sendable {
         }
         let directoryPath = layerPath(layerName) + "/" + mag.shortName
         if !(try removeIfLeftOfKilledRun(directoryPath)) {
-            throw DatasetError(.alreadyExists, directoryPath, "mag directory already exists on disk")
+            throw DatasetError(.alreadyExists, directoryPath, Self.inTheWay(directoryPath, "mag directory"))
         }
         let store: any MagStore
         do {

@@ -312,3 +312,13 @@ def test_add_mag_and_add_layer_run_again_after_a_kill_left_their_directory(tmp_p
         proc = h.run_wkfs("add-mag", ds, "zc", name)
         assert proc.returncode != 0 and b"already exists" in proc.stderr, h.describe(proc)
         assert kept.read_bytes() == b"mine"
+    # A run killed right after making its directory leaves nothing to tell it by: the message
+    # says what to do.
+    (ds / "zc" / "8").mkdir()
+    proc = h.run_wkfs("add-mag", ds, "zc", "8")
+    assert proc.returncode != 0 and b"holding no files" in proc.stderr and b"remove it and run again" in proc.stderr, h.describe(proc)
+    (ds / "zc" / "8").rmdir()
+    h.wkfs_ok("add-mag", ds, "zc", "8")
+    (ds / "empty").mkdir()
+    proc = h.run_wkfs("add-layer", ds, "empty", "--category", "color", "--dtype", "uint8")
+    assert proc.returncode != 0 and b"remove it and run again" in proc.stderr, h.describe(proc)
