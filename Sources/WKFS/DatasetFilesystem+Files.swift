@@ -518,9 +518,9 @@ extension DatasetFilesystem {
         let writer = FUSECaller.process
         let parent = writer.flatMap(FUSECaller.parent)
         try state.withLock { s in
-            let base = s.editBases.base(of: writer, parent: parent)
+            let bases = s.editBases.bases(of: writer, parent: parent)
             do {
-                try s.dataset.applyEdit(Data(bytes), base: base.map { Data($0) })
+                try s.dataset.applyEdit(Data(bytes), base: bases.last.map { Data($0) }, since: bases.first.map { Data($0) })
             } catch {
                 if (error as? DatasetError)?.kind == .conflict { s.editBases.refused(by: writer, parent: parent) }
                 throw translate(error, "refused the new \(Self.propertiesName)")

@@ -1,23 +1,25 @@
 import Glibc
 
-/// The properties text each program's edit through the mount is made from. Editors save whole
+/// The properties texts each program's edit through the mount is made from. Editors save whole
 /// files: a save made from a text that is no longer the file would undo what changed since (a
 /// box another writer grew, a mag or layer another program added), so it is refused
-/// (`Dataset.applyEdit(_:base:)`).
+/// (`Dataset.applyEdit(_:base:since:)`).
 ///
-/// A program's base is the first text it read since its last save (or refused save): vim reads
-/// the file again just before it overwrites it (its backup copy), which must not make an old
-/// buffer new. A shell's children read for it (`t=$(cat F); echo "$t" > F`), so a read counts
+/// Per program: the text it read last (its save must be made from the file as it is), and the
+/// text it read first since its last save (vim reads the file again for its backup copy just
+/// before it writes an older buffer: a save that puts back what changed since that first read is
+/// refused too). A shell's children read for it (`t=$(cat F); echo "$t" > F`), so a read counts
 /// for the reader's parent too. A program that read nothing has the text any program read last.
 struct EditBases {
-    private struct Base {
-        var text: [UInt8]
-        /// Later reads do not replace it until the program saves or is refused.
-        var held: Bool
+    private struct Bases {
+        var first: [UInt8]
+        var last: [UInt8]
+        /// A save was refused: the next read starts over (`first` too).
+        var startOver = false
         var stamp: Int
     }
 
-    private var byProcess: [Int32: Base] = [:]
+    private var byProcess: [Int32: Bases] = [:]
     private var stamp = 0
     /// The text any program read last (at first, the file as the mount started).
     private var lastRead: [UInt8]?
@@ -31,14 +33,20 @@ struct EditBases {
     /// `process` (and so its `parent`) read `text`.
     mutating func read(_ text: [UInt8], by process: Int32?, parent: Int32?) {
         lastRead = text
-        for p in [process, parent].compactMap({ $0 }) where byProcess[p]?.held != true {
-            remember(p, text)
+        for p in [process, parent].compactMap({ $0 }) {
+            if var bases = byProcess[p], !bases.startOver {
+                bases.last = text
+                byProcess[p] = bases
+            } else {
+                remember(p, text)
+            }
         }
     }
 
-    /// What a save by `process` is made from.
-    func base(of process: Int32?, parent: Int32?) -> [UInt8]? {
-        process.flatMap { byProcess[$0]?.text } ?? parent.flatMap { byProcess[$0]?.text } ?? lastRead
+    /// What a save by `process` is made from: the text it read last, and the one it read first.
+    func bases(of process: Int32?, parent: Int32?) -> (last: [UInt8]?, first: [UInt8]?) {
+        if let bases = process.flatMap({ byProcess[$0] }) ?? parent.flatMap({ byProcess[$0] }) { return (bases.last, bases.first) }
+        return (lastRead, nil)
     }
 
     /// `process` saved `text`: its next edit (and its parent's) is made from it.
@@ -47,9 +55,9 @@ struct EditBases {
         for p in [process, parent].compactMap({ $0 }) { remember(p, text) }
     }
 
-    /// A save by `process` was refused: its next read gives its new base.
+    /// A save by `process` was refused: its next read gives its new bases.
     mutating func refused(by process: Int32?, parent: Int32?) {
-        for p in [process, parent].compactMap({ $0 }) { byProcess[p]?.held = false }
+        for p in [process, parent].compactMap({ $0 }) { byProcess[p]?.startOver = true }
     }
 
     private mutating func remember(_ process: Int32, _ text: [UInt8]) {
@@ -60,6 +68,6 @@ struct EditBases {
             }
         }
         stamp += 1
-        byProcess[process] = Base(text: text, held: true, stamp: stamp)
+        byProcess[process] = Bases(first: text, last: text, stamp: stamp)
     }
 }

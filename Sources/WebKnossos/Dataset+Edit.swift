@@ -55,21 +55,52 @@ extension Dataset {
         return new
     }
 
+    /// What `edit` puts back as it was in `older` though `now` changed it: a layer added since
+    /// and dropped, or a layer's box or mags (nil: nothing).
+    static func undoneChange(older: DatasetProperties, now: DatasetProperties, edit: DatasetProperties) -> String? {
+        for layer in now.layers {
+            guard let before = older.layer(named: layer.name) else {
+                if edit.layer(named: layer.name) == nil { return "the layers without '\(layer.name)'" }
+                continue
+            }
+            guard let edited = edit.layer(named: layer.name) else { continue }
+            if layer.boundingBox != before.boundingBox && edited.boundingBox == before.boundingBox {
+                return "the bounding box of layer '\(layer.name)'"
+            }
+            let mags = { (l: LayerProperties) in l.mags.map(\.mag.shortName).sorted() }
+            if mags(layer) != mags(before) && mags(edited) == mags(before) { return "the mags of layer '\(layer.name)'" }
+        }
+        return nil
+    }
+
     /// Replaces the properties file with `text` (validated first, written as given) and creates
     /// the directories and mags that new entries name.
     /// - Parameter base: the text the edit was made from, when known: if the file changed since
     ///   (another program grew a box, added a mag or a layer), the edit would undo that change
     ///   and is refused, unless it is the file as it is now.
-    public mutating func applyEdit(_ text: Data, base: Data? = nil) throws {
+    /// - Parameter since: an older text the editing program read first (its buffer may be made
+    ///   from it even though it read `base` since: vim reads the file again for its backup
+    ///   copy): an edit that puts back a layer's box or mags as they were in it, where the file
+    ///   has changed them since, or drops a layer added since, is refused too.
+    public mutating func applyEdit(_ text: Data, base: Data? = nil, since: Data? = nil) throws {
         let new = try validateEdit(text)
         let lock = try propertiesLock()
         defer { lock.unlock() }
         let onDisk = try Dataset.open(path).properties
-        if let base, let current = FileManager.default.contents(atPath: propertiesPath), current != base, current != text {
+        let current = FileManager.default.contents(atPath: propertiesPath)
+        if let base, let current, current != base, current != text {
             properties = onDisk
             throw DatasetError(
                 .conflict, propertiesPath,
                 "the file changed since this text was read (another program wrote it: a write that grew a bounding box, an added mag or layer); read it again and make the edit there")
+        }
+        if let since, let current, since != current, current != text, let older = try? DatasetProperties.decode(since, file: propertiesPath),
+            let undone = Self.undoneChange(older: older, now: onDisk, edit: new)
+        {
+            properties = onDisk
+            throw DatasetError(
+                .conflict, propertiesPath,
+                "this text puts back \(undone) as it was before another program changed it; read the file again and make the edit there")
         }
         // Without a base: a bounding box another writer grew since this view last read the file
         // must not be shrunk back by an edit made from the older text: the box would stop

@@ -459,3 +459,25 @@ def test_a_shell_edit_is_made_from_what_its_children_read(ds, mounted, mountpoin
         assert scale_of(saved)[2] == 28.0, "the shell's older text was saved"
         box = saved["dataLayers"][0]["boundingBox"]
         assert box["topLeft"][0] + box["width"] >= 1008, box
+
+
+def test_a_program_that_reads_again_after_a_change_saves(ds, mounted, mountpoint):
+    """A program that reads the file again after another program changed it, and edits that
+    text, saves (a read-modify-write loop, vim's `:e!`): only a save that puts back what changed
+    since its first read is refused (vim's backup copy reads the new text just before it writes
+    its old buffer)."""
+    with mounted(ds):
+        props = mountpoint / PROPS
+        for i, z in enumerate((30.0, 31.0, 32.0)):
+            text = props.read_bytes()
+            r = mh.run([mh.WKFS_BIN, "write", ds, "color", "1", "--offset", f"{1000 + 8 * i},0,0", "--size", "8,8,8"],
+                       input=bytes(512))
+            assert r.returncode == 0, mh.describe(r)
+            fresh = props.read_bytes()
+            assert fresh != text
+            with open(props, "wb") as f:
+                f.write(edited(fresh, set_scale(z)))
+            saved = json.loads((ds / PROPS).read_bytes())
+            assert scale_of(saved)[2] == z
+            box = saved["dataLayers"][0]["boundingBox"]
+            assert box["topLeft"][0] + box["width"] >= 1008 + 8 * i, box
