@@ -430,9 +430,7 @@ extension DatasetFilesystem {
                     grown = touched
                 }
             } catch let error as FUSEError {
-                // Another descriptor of the handle (a dup, a forked child's) may still write:
-                // its next fsync or close says that writes were lost.
-                if dropped { state.withLock { $0.lostWrites[handle.rawValue] = error } }
+                if dropped { noteLostWrites(handle, error) }
                 throw error
             }
             if let grown {
@@ -441,7 +439,7 @@ extension DatasetFilesystem {
                 try growBoundingBox(cube.layer, cube.magName, box)
                 invalidate(inode)
             }
-            if !final && !onlyComplete, let lost = state.withLock({ $0.lostWrites.removeValue(forKey: handle.rawValue) }) { throw lost }
+            if !final && !onlyComplete { try reportLostWrites(handle) }
         case .properties(let text):
             let pending = text.content.withLock { c -> [UInt8]? in c.dirty ? c.bytes : nil }
             guard let pending else { return }
@@ -455,14 +453,25 @@ extension DatasetFilesystem {
                 // the handle's next fsync or close says so.
                 if closing {
                     writer.discard()
-                    if !final { state.withLock { $0.lostWrites[handle.rawValue] = error } }
+                    if !final { noteLostWrites(handle, error) }
                 }
                 throw error
             }
-            if !final, let lost = state.withLock({ $0.lostWrites.removeValue(forKey: handle.rawValue) }) { throw lost }
+            if !final { try reportLostWrites(handle) }
         case .scratch, .generated, .view:
             return
         }
+    }
+
+    /// A failed close of `handle` dropped its writes: another descriptor of the handle (a dup,
+    /// a forked child's) may still write, and its next fsync or close says so.
+    func noteLostWrites(_ handle: Handle, _ error: FUSEError) {
+        state.withLock { $0.lostWrites[handle.rawValue] = error }
+    }
+
+    /// Fails, once, with what `noteLostWrites` noted for `handle`.
+    func reportLostWrites(_ handle: Handle) throws {
+        if let lost = state.withLock({ $0.lostWrites.removeValue(forKey: handle.rawValue) }) { throw lost }
     }
 
     /// Commits a volume handle's writes, file by file, and makes the kernel drop what it cached

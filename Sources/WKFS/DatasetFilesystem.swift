@@ -40,9 +40,9 @@ public final class DatasetFilesystem: FUSEFilesystem {
         self.options = options
         cache = BlockCache(cacheSize: options.cacheSize)
         errors = ErrorLog(log: log)
-        let dataset = try Dataset.open(datasetPath)
-        state = Mutex(ViewState(dataset: dataset, readOnly: options.readOnly))
-        state.withLock { $0.editBases = EditBases(fileAtStart: FileManager.default.contents(atPath: dataset.propertiesPath).map { Array($0) }) }
+        var view = ViewState(dataset: try Dataset.open(datasetPath), readOnly: options.readOnly)
+        view.editBases = EditBases(fileAtStart: FileManager.default.contents(atPath: view.dataset.propertiesPath).map { Array($0) })
+        state = Mutex(view)
     }
 
     /// Removes the temporary files that killed writers left in the mags (their names say which

@@ -126,6 +126,7 @@ extension Zarr3Array {
     public func replaceFile(
         _ index: Vec3, directories: PendingDirectorySyncs? = nil, parallel: Bool = true, blocks: @Sendable (Int) throws -> BlockSource
     ) throws {
+        try refuseUnwritable()
         let prepared = try withoutActuallyEscaping(blocks) { blocks in
             try prepareFile(index, sync: true, parallel: parallel, blocks: blocks)
         }
@@ -147,11 +148,11 @@ extension Zarr3Array {
     }
 
     /// Writes the new version of data file `index` (chunk `n` is `blocks(n)`) to a temporary
-    /// file, fsynced unless `sync` is false (`AtomicFile.putInPlace` does it then).
+    /// file, fsynced unless `sync` is false (`AtomicFile.putInPlace` does it then). The caller
+    /// has refused an unwritable array (`refuseUnwritable`).
     private func prepareFile(
         _ index: Vec3, sync: Bool, parallel: Bool, blocks: @escaping @Sendable (Int) throws -> BlockSource
     ) throws -> PreparedFile {
-        try refuseUnwritable()
         let file = filePath(index)
         let count = blocksPerFile
         // Encoded a batch at a time, so memory stays at one batch of chunks.
